@@ -1,0 +1,178 @@
+//! Causal self-attention kernels behind one seam: `softmax(q kᵀ · scale + causal) · v`, with
+//! optional attention dropout.
+//!
+//! The model calls [`attention`] with `(B, nh, T, hs)` tensors and an [`AttentionBackend`]; this
+//! module picks the kernel. [`attention_naive`] is the reference (it materialises the `T × T`
+//! scores and is what every faster kernel is tested against). `flash` is the fused tiled kernel.
+//! Both draw attention-dropout masks from [`crate::rng`] keyed by `(batch, head, query)` rows and
+//! `key` columns, so with dropout on they drop exactly the same elements.
+//!
+//! This module owns the arithmetic of attention; projections, heads and residuals are `model`'s.
+
+mod flash;
+
+pub use flash::flash_attention;
+
+use crate::config::AttentionBackend;
+use crate::error::{Error, Result};
+use crate::rng::{dropout_row, DropoutStream};
+use candle_core::{DType, Tensor, D};
+
+/// Per-call attention settings that are not tensors.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AttentionParams {
+    /// Multiplier of `q kᵀ`, normally `1 / sqrt(head_dim)`.
+    pub softmax_scale: f32,
+    /// Attention-dropout probability and the stream its mask comes from; `None` when off or in eval.
+    pub dropout: Option<(f32, DropoutStream)>,
+    /// Largest score-matrix footprint (bytes) the naive path may allocate.
+    pub max_naive_bytes: u64,
+}
+
+/// Computes causal attention with the chosen backend.
+///
+/// `q`, `k`, `v` are `(B, nh, T, hs)`; the result is `(B, nh, T, hs)` in `q`'s dtype.
+///
+/// # Errors
+/// [`Error::AttentionTooLarge`] when the naive path would exceed its memory cap; candle errors on
+/// shape mismatch.
+pub fn attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    backend: AttentionBackend,
+    params: &AttentionParams,
+) -> Result<Tensor> {
+    match backend {
+        AttentionBackend::Naive => attention_naive(q, k, v, params),
+        AttentionBackend::Flash => flash_attention(q, k, v, params),
+    }
+}
+
+/// Returns the bytes naive attention needs for its `(B, nh, T, T)` matrices: scores,
+/// probabilities and (with dropout) the mask, each kept for the backward pass.
+pub fn naive_attention_bytes(b: usize, nh: usize, t: usize, dropout: bool) -> u64 {
+    let matrices = if dropout { 4 } else { 3 };
+    (b as u64) * (nh as u64) * (t as u64) * (t as u64) * 4 * matrices
+}
+
+/// Computes causal attention the textbook way, materialising the `T × T` scores.
+///
+/// Softmax runs in f32 whatever the input dtype. This is the reference the fused kernels are
+/// tested against, and what "no-flash" means in a flash-vs-no-flash experiment.
+///
+/// # Errors
+/// As [`attention`].
+pub fn attention_naive(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    params: &AttentionParams,
+) -> Result<Tensor> {
+    let (b, nh, t, _hs) = q.dims4()?;
+    let bytes = naive_attention_bytes(b, nh, t, params.dropout.is_some());
+    if bytes > params.max_naive_bytes {
+        return Err(Error::AttentionTooLarge {
+            seq_len: t,
+            bytes,
+            cap: params.max_naive_bytes,
+        });
+    }
+    let in_dtype = q.dtype();
+    // (B, nh, T, T)
+    let scores = (q.matmul(&k.t()?)?.to_dtype(DType::F32)? * f64::from(params.softmax_scale))?;
+    let mask = causal_mask(t, q.device())?;
+    let scores = scores.broadcast_add(&mask)?;
+    let mut probs = candle_nn::ops::softmax(&scores, D::Minus1)?;
+    if let Some((p, stream)) = params.dropout {
+        probs = (probs * attention_dropout_mask(b, nh, t, p, &stream, q.device())?)?;
+    }
+    // (B, nh, T, hs)
+    Ok(probs.to_dtype(in_dtype)?.matmul(v)?)
+}
+
+/// Returns the `(T, T)` additive causal mask: 0 on and below the diagonal, −∞ above.
+fn causal_mask(t: usize, device: &candle_core::Device) -> Result<Tensor> {
+    let data: Vec<f32> = (0..t)
+        .flat_map(|i| (0..t).map(move |j| if j <= i { 0.0 } else { f32::NEG_INFINITY }))
+        .collect();
+    Ok(Tensor::from_vec(data, (t, t), device)?)
+}
+
+/// Returns the `(B, nh, T, T)` attention-dropout factors (0 or `1/(1-p)`), element
+/// `(b, h, q, k)` from row key `(b, h, q)` and column `k`.
+pub fn attention_dropout_mask(
+    b: usize,
+    nh: usize,
+    t: usize,
+    p: f32,
+    stream: &DropoutStream,
+    device: &candle_core::Device,
+) -> Result<Tensor> {
+    let mut data = vec![0f32; b * nh * t * t];
+    for (row, chunk) in data.chunks_mut(t).enumerate() {
+        let (bi, rest) = (row / (nh * t), row % (nh * t));
+        let (hi, qi) = (rest / t, rest % t);
+        dropout_row(stream.row_key(&[bi as u64, hi as u64, qi as u64]), p, chunk);
+    }
+    Ok(Tensor::from_vec(data, (b, nh, t, t), device)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    fn params() -> AttentionParams {
+        AttentionParams {
+            softmax_scale: 0.5,
+            dropout: None,
+            max_naive_bytes: 1 << 30,
+        }
+    }
+
+    #[test]
+    fn first_query_attends_only_to_itself() {
+        let dev = Device::Cpu;
+        let q = Tensor::randn(0f32, 1.0, (1, 1, 5, 4), &dev).unwrap();
+        let k = Tensor::randn(0f32, 1.0, (1, 1, 5, 4), &dev).unwrap();
+        let v = Tensor::randn(0f32, 1.0, (1, 1, 5, 4), &dev).unwrap();
+        let y = attention_naive(&q, &k, &v, &params()).unwrap();
+        let y0: Vec<f32> = y
+            .get(0)
+            .unwrap()
+            .get(0)
+            .unwrap()
+            .get(0)
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let v0: Vec<f32> = v
+            .get(0)
+            .unwrap()
+            .get(0)
+            .unwrap()
+            .get(0)
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        for (a, b) in y0.iter().zip(&v0) {
+            approx::assert_abs_diff_eq!(a, b, epsilon = 1e-6);
+        }
+    }
+
+    #[test]
+    fn naive_refuses_past_memory_cap() {
+        let dev = Device::Cpu;
+        let x = Tensor::zeros((2, 4, 64, 8), DType::F32, &dev).unwrap();
+        let p = AttentionParams {
+            max_naive_bytes: 1000,
+            ..params()
+        };
+        let err = attention_naive(&x, &x, &x, &p).unwrap_err();
+        assert!(
+            matches!(err, Error::AttentionTooLarge { seq_len: 64, bytes, cap: 1000 } if bytes == 2 * 4 * 64 * 64 * 4 * 3),
+            "{err}"
+        );
+    }
+}
