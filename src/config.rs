@@ -528,6 +528,30 @@ impl RunConfig {
                 "nothing".into(),
             );
         }
+        let r = self.resolve();
+        let (warmup, decay) = (r.train.lr_warmup_iters, r.train.lr_decay_iters.unwrap_or(0));
+        if decay == 0 {
+            return bad(
+                "train.lr_decay_iters",
+                "a positive number of steps",
+                "0".into(),
+            );
+        }
+        if warmup >= decay {
+            // Megatron-LM asserts lr_warmup_steps < lr_decay_steps.
+            return bad(
+                "train.lr_warmup_iters",
+                &format!("fewer steps than lr_decay_iters ({decay})"),
+                warmup.to_string(),
+            );
+        }
+        if r.train.lr_wsd_decay_iters.unwrap_or(0) > decay {
+            return bad(
+                "train.lr_wsd_decay_iters",
+                &format!("at most lr_decay_iters ({decay})"),
+                r.train.lr_wsd_decay_iters.unwrap_or(0).to_string(),
+            );
+        }
         let data = &self.data;
         if data.source == DataSource::File && data.path.is_none() {
             return bad(

@@ -3,9 +3,16 @@
 
 pub mod attention;
 pub mod config;
+pub mod data;
 pub mod error;
+pub mod fingerprint;
 mod fsutil;
+pub mod model;
+pub mod optim;
+pub mod params;
 pub mod rng;
+pub mod schedule;
 pub mod trace;
+pub mod train;
 
 pub use error::{Error, Result};

@@ -1,0 +1,179 @@
+//! AdamW with parameter groups and global-norm clipping, in plain Rust over f32 buffers.
+//!
+//! candle-nn's `AdamW` has one weight decay for all parameters and no clipping; Megatron-LM
+//! exempts biases, norms (and here embeddings) from decay and clips by global norm. The update is
+//! PyTorch's `torch.optim.AdamW` formula operation for operation, in f32, one parameter at a time
+//! in name order, so results are bitwise reproducible.
+
+use crate::config::TrainConfig;
+use crate::error::Result;
+use crate::params::ParamKind;
+use candle_core::{Tensor, Var};
+
+struct Slot {
+    var: Var,
+    decays: bool,
+    m: Vec<f32>,
+    v: Vec<f32>,
+}
+
+/// AdamW state over a fixed, ordered list of parameters.
+pub struct AdamW {
+    slots: Vec<Slot>,
+    beta1: f64,
+    beta2: f64,
+    eps: f64,
+    weight_decay: f64,
+    t: i32,
+}
+
+impl AdamW {
+    /// Creates the optimiser over `params` (name order), taking hyper-parameters from `cfg`.
+    pub fn new(params: Vec<(String, Var)>, cfg: &TrainConfig) -> Self {
+        let slots = params
+            .into_iter()
+            .map(|(name, var)| {
+                let n = var.elem_count();
+                Slot {
+                    var,
+                    decays: ParamKind::of(&name).decays(),
+                    m: vec![0.0; n],
+                    v: vec![0.0; n],
+                }
+            })
+            .collect();
+        AdamW {
+            slots,
+            beta1: cfg.adam_beta1,
+            beta2: cfg.adam_beta2,
+            eps: cfg.adam_eps,
+            weight_decay: cfg.weight_decay,
+            t: 0,
+        }
+    }
+
+    /// Applies one update with learning rate `lr` and gradients `grads` (same order as the params).
+    ///
+    /// # Errors
+    /// Candle errors reading gradients or writing parameters.
+    pub fn step(&mut self, grads: &[Vec<f32>], lr: f64) -> Result<()> {
+        self.t += 1;
+        let (b1, b2) = (self.beta1 as f32, self.beta2 as f32);
+        let bc1 = 1.0 - self.beta1.powi(self.t);
+        let bc2_sqrt = (1.0 - self.beta2.powi(self.t)).sqrt();
+        let step_size = (lr / bc1) as f32;
+        let eps = self.eps as f32;
+        for (slot, g) in self.slots.iter_mut().zip(grads) {
+            let mut p: Vec<f32> = slot.var.as_tensor().flatten_all()?.to_vec1()?;
+            let decay = if slot.decays {
+                (1.0 - lr * self.weight_decay) as f32
+            } else {
+                1.0
+            };
+            for i in 0..p.len() {
+                // torch: p *= 1 - lr·wd; m = β1 m + (1-β1) g; v = β2 v + (1-β2) g²;
+                //        p -= (lr / bc1) · m / (sqrt(v) / sqrt(bc2) + eps)
+                p[i] *= decay;
+                slot.m[i] = b1 * slot.m[i] + (1.0 - b1) * g[i];
+                slot.v[i] = b2 * slot.v[i] + (1.0 - b2) * g[i] * g[i];
+                let denom = slot.v[i].sqrt() / bc2_sqrt as f32 + eps;
+                p[i] -= step_size * slot.m[i] / denom;
+            }
+            let shape = slot.var.shape().clone();
+            slot.var
+                .set(&Tensor::from_vec(p, shape, slot.var.device())?)?;
+        }
+        Ok(())
+    }
+}
+
+/// Returns the global L2 norm of `grads`, summing squares in f64 in parameter order.
+pub fn global_norm(grads: &[Vec<f32>]) -> f64 {
+    grads
+        .iter()
+        .map(|g| g.iter().map(|&x| f64::from(x) * f64::from(x)).sum::<f64>())
+        .sum::<f64>()
+        .sqrt()
+}
+
+/// Scales `grads` in place so their global norm is at most `max_norm` (Megatron-LM's
+/// `clip_grad_norm_fp32`: coefficient `max_norm / (norm + 1e-6)`, applied only when below 1).
+/// Returns the norm before clipping. `max_norm <= 0` disables clipping.
+pub fn clip_global_norm(grads: &mut [Vec<f32>], max_norm: f64) -> f64 {
+    let norm = global_norm(grads);
+    if max_norm > 0.0 {
+        let coeff = max_norm / (norm + 1e-6);
+        if coeff < 1.0 {
+            let c = coeff as f32;
+            grads.iter_mut().flatten().for_each(|x| *x *= c);
+        }
+    }
+    norm
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use approx::assert_relative_eq;
+    use candle_core::Device;
+
+    #[test]
+    fn adamw_matches_torch_two_steps() {
+        // torch.optim.AdamW([p], lr=0.1, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1) with
+        // p = [1, -2] and grads [0.5, -1] then [0.25, 0.5], worked by hand from torch's update:
+        // step 1: p·0.99 − (0.1/0.1)·m/(sqrt(v)/sqrt(0.05)) with m = [0.05, −0.1] → [0.89, −1.88]
+        let var = Var::from_tensor(&Tensor::new(&[1.0f32, -2.0], &Device::Cpu).unwrap()).unwrap();
+        let cfg = TrainConfig {
+            adam_beta1: 0.9,
+            adam_beta2: 0.95,
+            adam_eps: 1e-8,
+            weight_decay: 0.1,
+            ..TrainConfig::default()
+        };
+        let mut opt = AdamW::new(vec![("h.0.mlp.c_fc.weight".into(), var.clone())], &cfg);
+        opt.step(&[vec![0.5, -1.0]], 0.1).unwrap();
+        let p: Vec<f32> = var.as_tensor().to_vec1().unwrap();
+        assert_relative_eq!(p[0], 0.89, max_relative = 1e-6);
+        assert_relative_eq!(p[1], -1.88, max_relative = 1e-6);
+        opt.step(&[vec![0.25, 0.5]], 0.1).unwrap();
+        let p: Vec<f32> = var.as_tensor().to_vec1().unwrap();
+        // step 2: m = [0.07, −0.04], v = [0.015, 0.06],
+        // bc1 = 0.19, bc2 = 0.0975; p = p·0.99 − 0.1/0.19 · m / (sqrt(v)/sqrt(bc2) + 1e-8)
+        let expect = |p0: f64, m: f64, v: f64| {
+            p0 * 0.99 - (0.1 / 0.19) * m / (v.sqrt() / 0.0975f64.sqrt() + 1e-8)
+        };
+        assert_relative_eq!(
+            f64::from(p[0]),
+            expect(0.89, 0.07, 0.015),
+            max_relative = 1e-6
+        );
+        assert_relative_eq!(
+            f64::from(p[1]),
+            expect(-1.88, -0.04, 0.06),
+            max_relative = 1e-6
+        );
+    }
+
+    #[test]
+    fn no_decay_groups_skip_weight_decay() {
+        let var = Var::from_tensor(&Tensor::new(&[1.0f32], &Device::Cpu).unwrap()).unwrap();
+        let cfg = TrainConfig {
+            weight_decay: 0.5,
+            ..TrainConfig::default()
+        };
+        let mut opt = AdamW::new(vec![("ln_f.weight".into(), var.clone())], &cfg);
+        opt.step(&[vec![0.0]], 0.1).unwrap();
+        assert_eq!(var.as_tensor().to_vec1::<f32>().unwrap(), [1.0]);
+    }
+
+    #[test]
+    fn clipping_scales_to_max_norm_and_reports_the_raw_norm() {
+        let mut g = vec![vec![3.0f32], vec![4.0f32]];
+        let norm = clip_global_norm(&mut g, 1.0);
+        assert_eq!(norm, 5.0);
+        assert_relative_eq!(global_norm(&g), 1.0, max_relative = 1e-6);
+        let mut small = vec![vec![0.3f32, 0.4]];
+        clip_global_norm(&mut small, 1.0);
+        assert_eq!(small, [vec![0.3f32, 0.4]]);
+    }
+}
