@@ -28,10 +28,8 @@ pub struct Fingerprint {
     pub cpu_model: String,
     /// CPU features that select kernels, `name: bool`.
     pub cpu_features: BTreeMap<String, bool>,
-    /// Threads of the rayon pool the run executed on (candle's CPU kernels run there).
+    /// Threads candle's CPU kernels use: `RAYON_NUM_THREADS`, else the core count.
     pub threads: usize,
-    /// `RAYON_NUM_THREADS` as candle reads it (else the core count): how many tasks gemm splits into.
-    pub candle_threads: usize,
     /// Operating system.
     pub os: String,
 }
@@ -52,8 +50,7 @@ impl Fingerprint {
             git_revision: env!("LOSSDIFF_GIT_REV").to_string(),
             cpu_model: cpu_model(),
             cpu_features: cpu_features(),
-            threads: rayon::current_num_threads(),
-            candle_threads: candle_core::utils::get_num_threads(),
+            threads: candle_core::utils::get_num_threads(),
             os: std::env::consts::OS.to_string(),
         }
     }

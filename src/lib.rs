@@ -2,6 +2,7 @@
 #![warn(missing_docs)]
 
 pub mod attention;
+pub mod cli;
 pub mod config;
 pub mod data;
 pub mod error;

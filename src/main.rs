@@ -1,1 +1,13 @@
-fn main() {}
+//! The `lossdiff` binary: parses arguments and hands over to the library's CLI layer.
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    match lossdiff::cli::run(std::env::args_os()) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("lossdiff: {err:#}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -6,6 +6,10 @@
 //! Determinism: every random choice (weights, batches, dropout) is keyed by seeds in the config,
 //! parameters are visited in name order, and candle's CPU kernels are deterministic for a given
 //! CPU feature set; the same config gives bit-identical losses across runs and thread counts.
+//!
+//! Threads: candle reads `RAYON_NUM_THREADS` on every kernel call, so that variable (not a rayon
+//! pool) sets a run's parallelism; the CLI's `--threads` sets it at start-up and the fingerprint
+//! records it.
 
 use crate::config::RunConfig;
 use crate::data::Corpus;
@@ -18,7 +22,7 @@ use crate::schedule::lr_at;
 use crate::trace::{
     Origin, Series, Trace, GRAD_NORM, LM_LOSS, LR, STEP_TIME, TRACE_SCHEMA_VERSION,
 };
-use candle_core::{Device, Tensor};
+use candle_core::{Device, Tensor, Var};
 use std::collections::BTreeMap;
 use std::time::Instant;
 
@@ -48,34 +52,81 @@ pub struct StepRecord {
 /// Config errors ([`crate::Error::InvalidValue`]), data file errors, candle errors, and
 /// [`crate::Error::AttentionTooLarge`] when naive attention exceeds its memory cap.
 pub fn train(cfg: &RunConfig, name: &str, on_step: &mut dyn FnMut(&StepRecord)) -> Result<Trace> {
-    cfg.validate(name)?;
-    let cfg = cfg.resolve();
-    let (m, t) = (&cfg.model, &cfg.train);
-    let device = Device::Cpu;
-    let corpus = Corpus::from_config(&cfg.data, m.vocab_size, m.seq_length)?;
-    let store = ParamStore::new(t.seed, t.perturb_seed);
-    let model = Gpt::new(m, &store, &device)?;
-    let params = store.vars();
-    let mut opt = AdamW::new(params.clone(), t);
-    let data_seed = t.data_seed.unwrap_or(t.seed);
-    let accum = t.grad_accum_steps;
-
+    let mut trainer = Trainer::new(cfg, name)?;
     let mut rec = Recorder::default();
-    for step in 0..t.train_iters {
+    for step in 0..trainer.cfg.train.train_iters {
+        let record = trainer.step(step)?;
+        rec.push(&record);
+        on_step(&record);
+        if !record.loss.is_finite() {
+            break;
+        }
+    }
+    Ok(trainer.into_trace(rec))
+}
+
+/// A model, its optimiser and its data, ready to take optimiser steps.
+pub struct Trainer {
+    cfg: RunConfig,
+    name: String,
+    device: Device,
+    corpus: Corpus,
+    model: Gpt,
+    params: Vec<(String, Var)>,
+    opt: AdamW,
+}
+
+impl Trainer {
+    /// Validates and resolves `cfg`, builds the corpus, model and optimiser.
+    ///
+    /// # Errors
+    /// As [`train`].
+    pub fn new(cfg: &RunConfig, name: &str) -> Result<Trainer> {
+        cfg.validate(name)?;
+        let cfg = cfg.resolve();
+        let device = Device::Cpu;
+        let corpus = Corpus::from_config(&cfg.data, cfg.model.vocab_size, cfg.model.seq_length)?;
+        let store = ParamStore::new(cfg.train.seed, cfg.train.perturb_seed);
+        let model = Gpt::new(&cfg.model, &store, &device)?;
+        let params = store.vars();
+        let opt = AdamW::new(params.clone(), &cfg.train);
+        Ok(Trainer {
+            cfg,
+            name: name.to_string(),
+            device,
+            corpus,
+            model,
+            params,
+            opt,
+        })
+    }
+
+    /// Takes optimiser step `step` (0-based): lr, forward and backward per micro batch with
+    /// gradients averaged, clip, AdamW (skipped when the loss is non-finite), record.
+    ///
+    /// # Errors
+    /// As [`train`].
+    pub fn step(&mut self, step: u64) -> Result<StepRecord> {
         let start = Instant::now();
+        let (m, t) = (&self.cfg.model, &self.cfg.train);
         let lr = lr_at(step, t);
-        let mut grads: Vec<Vec<f32>> = params
+        let data_seed = t.data_seed.unwrap_or(t.seed);
+        let accum = t.grad_accum_steps;
+        let mut grads: Vec<Vec<f32>> = self
+            .params
             .iter()
             .map(|(_, v)| vec![0.0; v.elem_count()])
             .collect();
         let mut loss_sum = 0f32;
         for micro in 0..accum as u64 {
             let first_row = micro as usize * t.micro_batch_size;
-            let (x, y) = corpus.batch(data_seed, step, first_row, t.micro_batch_size, m.seq_length);
+            let (x, y) =
+                self.corpus
+                    .batch(data_seed, step, first_row, t.micro_batch_size, m.seq_length);
             let shape = (t.micro_batch_size, m.seq_length);
             let (x, y) = (
-                Tensor::from_vec(x, shape, &device)?,
-                Tensor::from_vec(y, shape, &device)?,
+                Tensor::from_vec(x, shape, &self.device)?,
+                Tensor::from_vec(y, shape, &self.device)?,
             );
             let ctx = ForwardCtx {
                 seed: t.seed,
@@ -83,11 +134,11 @@ pub fn train(cfg: &RunConfig, name: &str, on_step: &mut dyn FnMut(&StepRecord)) 
                 micro,
                 train: true,
             };
-            let loss = model.loss(&x, &y, &ctx)?;
+            let loss = self.model.loss(&x, &y, &ctx)?;
             loss_sum += loss.to_scalar::<f32>()?;
             // Average over micro batches, as one big batch would.
             let micro_grads = (loss / accum as f64)?.backward()?;
-            for ((pname, var), acc) in params.iter().zip(grads.iter_mut()) {
+            for ((pname, var), acc) in self.params.iter().zip(grads.iter_mut()) {
                 let g = micro_grads.get(var.as_tensor()).ok_or_else(|| {
                     candle_core::Error::Msg(format!("parameter {pname} received no gradient"))
                 })?;
@@ -99,47 +150,51 @@ pub fn train(cfg: &RunConfig, name: &str, on_step: &mut dyn FnMut(&StepRecord)) 
         let loss = loss_sum / accum as f32;
         let grad_norm = clip_global_norm(&mut grads, t.clip_grad) as f32;
         if loss.is_finite() {
-            opt.step(&grads, lr)?;
+            self.opt.step(&grads, lr)?;
         }
-        let record = StepRecord {
+        Ok(StepRecord {
             step: step + 1,
             total: t.train_iters,
             loss,
             grad_norm,
             lr,
             step_time: start.elapsed().as_secs_f64(),
-        };
-        rec.push(&record);
-        on_step(&record);
-        if !loss.is_finite() {
-            break;
-        }
+        })
     }
 
-    Ok(Trace {
-        schema_version: TRACE_SCHEMA_VERSION,
-        name: name.to_string(),
-        origin: Origin {
-            format: "lossdiff".into(),
-            path: None,
-        },
-        config: cfg.to_json(),
-        fingerprint: Fingerprint::current().to_json(),
-        seeds: BTreeMap::from([
-            ("init".to_string(), t.seed),
-            ("dropout".to_string(), t.seed),
-            ("data".to_string(), data_seed),
-            ("perturb".to_string(), t.perturb_seed),
-        ]),
-        loss_floor: corpus.loss_floor(m.seq_length),
-        steps: rec.steps,
-        series: BTreeMap::from([
-            (LM_LOSS.to_string(), Series::from_f32(&rec.loss)),
-            (GRAD_NORM.to_string(), Series::from_f32(&rec.grad_norm)),
-            (LR.to_string(), Series::from_f64(rec.lr)),
-            (STEP_TIME.to_string(), Series::from_f64(rec.step_time)),
-        ]),
-    })
+    /// Returns the resolved config this trainer runs.
+    pub fn config(&self) -> &RunConfig {
+        &self.cfg
+    }
+
+    fn into_trace(self, rec: Recorder) -> Trace {
+        let t = &self.cfg.train;
+        let data_seed = t.data_seed.unwrap_or(t.seed);
+        Trace {
+            schema_version: TRACE_SCHEMA_VERSION,
+            name: self.name,
+            origin: Origin {
+                format: "lossdiff".into(),
+                path: None,
+            },
+            config: self.cfg.to_json(),
+            fingerprint: Fingerprint::current().to_json(),
+            seeds: BTreeMap::from([
+                ("init".to_string(), t.seed),
+                ("dropout".to_string(), t.seed),
+                ("data".to_string(), data_seed),
+                ("perturb".to_string(), t.perturb_seed),
+            ]),
+            loss_floor: self.corpus.loss_floor(self.cfg.model.seq_length),
+            steps: rec.steps,
+            series: BTreeMap::from([
+                (LM_LOSS.to_string(), Series::from_f32(&rec.loss)),
+                (GRAD_NORM.to_string(), Series::from_f32(&rec.grad_norm)),
+                (LR.to_string(), Series::from_f64(rec.lr)),
+                (STEP_TIME.to_string(), Series::from_f64(rec.step_time)),
+            ]),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -171,27 +226,6 @@ pub fn loss_bits(trace: &Trace) -> Vec<u32> {
         .collect()
 }
 
-/// Runs `f` on a dedicated rayon pool of `threads` threads (0: rayon's default).
-///
-/// candle's CPU kernels parallelise on the current rayon pool, so this is how a caller (a test,
-/// an experiment arm) pins a run's thread count without touching process-wide environment
-/// variables. The fingerprint records the pool size the run saw.
-///
-/// # Errors
-/// [`crate::Error::InvalidValue`] when the pool cannot be built.
-pub fn with_threads<T: Send>(threads: usize, f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build()
-        .map_err(|e| crate::Error::InvalidValue {
-            origin: "thread pool".into(),
-            key: "threads".into(),
-            expected: "a thread count the OS can provide".into(),
-            got: format!("{threads} ({e})"),
-        })?;
-    pool.install(f)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -203,24 +237,16 @@ mod tests {
         c
     }
 
-    fn run(c: &RunConfig, threads: usize) -> Trace {
-        with_threads(threads, || train(c, "t", &mut |_| {})).unwrap()
+    fn run(c: &RunConfig) -> Trace {
+        train(c, "t", &mut |_| {}).unwrap()
     }
 
     #[test]
     fn same_config_gives_bit_identical_losses() {
-        let a = run(&quick(5), 1);
-        let b = run(&quick(5), 1);
+        let a = run(&quick(5));
+        let b = run(&quick(5));
         assert_eq!(loss_bits(&a), loss_bits(&b));
         assert_eq!(a.steps, [1, 2, 3, 4, 5]);
-    }
-
-    #[test]
-    fn thread_count_does_not_change_a_bit() {
-        let mut c = quick(5);
-        c.model.attention_dropout = 0.1;
-        c.model.hidden_dropout = 0.1;
-        assert_eq!(loss_bits(&run(&c, 1)), loss_bits(&run(&c, 2)));
     }
 
     #[test]
@@ -230,8 +256,8 @@ mod tests {
         let mut c = quick(3);
         c.train.micro_batch_size = 4;
         c.train.grad_accum_steps = 2;
-        let accum = run(&c, 1);
-        let single = run(&quick(3), 1);
+        let accum = run(&c);
+        let single = run(&quick(3));
         for name in [LM_LOSS, GRAD_NORM] {
             let (a, b) = (accum.metric(name).unwrap(), single.metric(name).unwrap());
             for (x, y) in a.iter().zip(b) {
@@ -242,10 +268,10 @@ mod tests {
 
     #[test]
     fn a_last_bit_perturbation_changes_bits_but_not_the_curve() {
-        let base = run(&quick(20), 1);
+        let base = run(&quick(20));
         let mut c = quick(20);
         c.train.perturb_seed = 7;
-        let pert = run(&c, 1);
+        let pert = run(&c);
         let bits = |t: &Trace| (loss_bits(t), t.metric(GRAD_NORM).unwrap().to_vec());
         assert_ne!(
             bits(&base),
@@ -263,7 +289,7 @@ mod tests {
 
     #[test]
     fn loss_starts_near_ln_vocab_and_falls_toward_the_floor() {
-        let t = run(&quick(60), 1);
+        let t = run(&quick(60));
         let loss = t.lm_loss().unwrap();
         let ln_v = 64f64.ln();
         let floor = t.loss_floor.unwrap();
@@ -286,7 +312,7 @@ mod tests {
         c.train.min_lr = 1e6;
         c.train.clip_grad = 0.0;
         c.train.lr_warmup_iters = 0;
-        let t = run(&c, 1);
+        let t = run(&c);
         let loss = t.lm_loss().unwrap();
         assert!(!loss.last().unwrap().is_finite(), "{loss:?}");
         assert!(loss[..loss.len() - 1].iter().all(|l| l.is_finite()));
