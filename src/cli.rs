@@ -43,6 +43,8 @@ enum Command {
         #[arg(long)]
         name: Option<String>,
     },
+    /// List the injectable faults (`inject = "<name>"` in a spec, or `--set inject=<name>`).
+    Faults,
     /// Print a trace's config, fingerprint and a short loss table.
     Show {
         /// Trace file.
@@ -78,6 +80,12 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<ExitCode>
             cmd_train(&spec, &out, &overrides, name)
         }
         Command::Show { trace, rows } => cmd_show(&trace, rows),
+        Command::Faults => {
+            for f in crate::faults::Fault::CATALOG {
+                println!("{:<24} {}", f.name(), f.describe());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

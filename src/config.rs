@@ -185,6 +185,8 @@ pub struct TrainConfig {
     pub weight_decay: f64,
     /// Global gradient-norm clip; 0 disables clipping.
     pub clip_grad: f64,
+    /// A fault to inject (see `lossdiff faults`); `none` for the reference behaviour.
+    pub inject: crate::faults::Fault,
 }
 
 impl Default for TrainConfig {
@@ -210,6 +212,7 @@ impl Default for TrainConfig {
             adam_eps: 1e-8,
             weight_decay: 0.1,
             clip_grad: 1.0,
+            inject: crate::faults::Fault::None,
         }
     }
 }
@@ -505,7 +508,10 @@ impl RunConfig {
         if t.train_iters == 0 {
             return bad("train.train_iters", "a positive integer", "0".into());
         }
-        if !(t.lr.is_finite() && t.lr >= 0.0) || !(t.min_lr >= 0.0 && t.min_lr <= t.lr) {
+        if !(t.lr.is_finite() && t.lr >= 0.0) {
+            return bad("train.lr", "a finite learning rate >= 0", t.lr.to_string());
+        }
+        if !(t.min_lr >= 0.0 && t.min_lr <= t.lr) {
             return bad(
                 "train.min_lr",
                 &format!("0 <= min_lr <= lr ({})", t.lr),

@@ -17,6 +17,7 @@
 use crate::attention::{attention, AttentionParams};
 use crate::config::{ComputeDtype, GptConfig};
 use crate::error::Result;
+use crate::faults::Fault;
 use crate::params::ParamStore;
 use crate::rng::{dropout_row, DropoutSite, DropoutStream};
 use candle_core::{DType, Device, Tensor, D};
@@ -151,12 +152,14 @@ struct CausalSelfAttention {
     n_head: usize,
     layer: u64,
     cfg: GptConfig,
+    fault: Fault,
 }
 
 impl CausalSelfAttention {
-    fn new(cfg: &GptConfig, layer: usize, vb: VarBuilder) -> Result<Self> {
+    fn new(cfg: &GptConfig, layer: usize, fault: Fault, vb: VarBuilder) -> Result<Self> {
         let c = cfg.hidden_size;
         Ok(CausalSelfAttention {
+            fault,
             c_attn: Linear::new(
                 c,
                 3 * c,
@@ -184,19 +187,26 @@ impl CausalSelfAttention {
                 .contiguous()?)
         };
         let (q, k, v) = (heads(0)?, heads(1)?, heads(2)?);
-        let p = self.cfg.attention_dropout;
+        let p = self.fault.dropout(self.cfg.attention_dropout);
         let params = AttentionParams {
-            softmax_scale: 1.0 / (hs as f32).sqrt(),
+            softmax_scale: self.fault.softmax_scale_factor() / (hs as f32).sqrt(),
             dropout: (ctx.train && p > 0.0)
                 .then(|| (p, ctx.stream(self.layer, DropoutSite::Attention))),
             max_naive_bytes: self.cfg.max_attention_bytes,
         };
-        let y = attention(&q, &k, &v, self.cfg.attention, &params)?; // (B, nh, T, hs)
+        let y = match self.fault {
+            Fault::Bf16Attention => {
+                let bf = |t: &Tensor| t.to_dtype(DType::BF16);
+                let y = attention(&bf(&q)?, &bf(&k)?, &bf(&v)?, self.cfg.attention, &params)?;
+                y.to_dtype(q.dtype())?
+            }
+            _ => attention(&q, &k, &v, self.cfg.attention, &params)?,
+        }; // (B, nh, T, hs)
         let y = y.transpose(1, 2)?.reshape((b, t, c))?; // (B, T, C)
         let y = self.c_proj.forward(&y)?;
         hidden_dropout(
             &y,
-            self.cfg.hidden_dropout,
+            self.fault.dropout(self.cfg.hidden_dropout),
             ctx,
             self.layer,
             DropoutSite::AttentionResidual,
@@ -212,7 +222,7 @@ struct Mlp {
 }
 
 impl Mlp {
-    fn new(cfg: &GptConfig, layer: usize, vb: VarBuilder) -> Result<Self> {
+    fn new(cfg: &GptConfig, layer: usize, fault: Fault, vb: VarBuilder) -> Result<Self> {
         let (c, f) = (cfg.hidden_size, cfg.ffn());
         Ok(Mlp {
             c_fc: Linear::new(
@@ -224,7 +234,7 @@ impl Mlp {
             )?,
             c_proj: Linear::new(f, c, proj_std(cfg), cfg.add_bias_linear, vb.pp("c_proj"))?,
             layer: layer as u64,
-            dropout: cfg.hidden_dropout,
+            dropout: fault.dropout(cfg.hidden_dropout),
         })
     }
 
@@ -243,13 +253,13 @@ struct Block {
 }
 
 impl Block {
-    fn new(cfg: &GptConfig, layer: usize, vb: VarBuilder) -> Result<Self> {
+    fn new(cfg: &GptConfig, layer: usize, fault: Fault, vb: VarBuilder) -> Result<Self> {
         let eps = cfg.layernorm_epsilon;
         Ok(Block {
             ln_1: LayerNorm::new(cfg.hidden_size, eps, vb.pp("ln_1"))?,
-            attn: CausalSelfAttention::new(cfg, layer, vb.pp("attn"))?,
+            attn: CausalSelfAttention::new(cfg, layer, fault, vb.pp("attn"))?,
             ln_2: LayerNorm::new(cfg.hidden_size, eps, vb.pp("ln_2"))?,
-            mlp: Mlp::new(cfg, layer, vb.pp("mlp"))?,
+            mlp: Mlp::new(cfg, layer, fault, vb.pp("mlp"))?,
         })
     }
 
@@ -275,14 +285,16 @@ pub struct Gpt {
     ln_f: LayerNorm,
     lm_head: Option<Linear>,
     cfg: GptConfig,
+    fault: Fault,
 }
 
 impl Gpt {
-    /// Builds the model, creating its parameters in `store`.
+    /// Builds the model, creating its parameters in `store`; `fault` is an injected bug
+    /// ([`Fault::None`] for the reference model).
     ///
     /// # Errors
     /// Candle errors (shapes) only; the config is validated beforehand by `config`.
-    pub fn new(cfg: &GptConfig, store: &ParamStore, device: &Device) -> Result<Self> {
+    pub fn new(cfg: &GptConfig, fault: Fault, store: &ParamStore, device: &Device) -> Result<Self> {
         let vb = store.var_builder(device);
         let emb = Init::Randn {
             mean: 0.0,
@@ -295,7 +307,7 @@ impl Gpt {
             .pp("wpe")
             .get_with_hints((cfg.seq_length, cfg.hidden_size), "weight", emb)?;
         let h = (0..cfg.num_layers)
-            .map(|i| Block::new(cfg, i, vb.pp("h").pp(i)))
+            .map(|i| Block::new(cfg, i, fault, vb.pp("h").pp(i)))
             .collect::<Result<Vec<_>>>()?;
         let ln_f = LayerNorm::new(cfg.hidden_size, cfg.layernorm_epsilon, vb.pp("ln_f"))?;
         let lm_head = match cfg.tie_embeddings {
@@ -315,6 +327,7 @@ impl Gpt {
             ln_f,
             lm_head,
             cfg: cfg.clone(),
+            fault,
         })
     }
 
@@ -336,7 +349,7 @@ impl Gpt {
         let x = tok.broadcast_add(&pos)?.to_dtype(dtype)?;
         let mut x = hidden_dropout(
             &x,
-            self.cfg.hidden_dropout,
+            self.fault.dropout(self.cfg.hidden_dropout),
             ctx,
             u64::MAX,
             DropoutSite::Embedding,
@@ -393,7 +406,7 @@ mod tests {
         // d128, 4 layers, vocab 256, seq 128, tied head: the PyTorch reference's 842k model.
         let cfg = RunConfig::preset("small").unwrap().model;
         let store = ParamStore::new(1, 0);
-        Gpt::new(&cfg, &store, &Device::Cpu).unwrap();
+        Gpt::new(&cfg, Fault::None, &store, &Device::Cpu).unwrap();
         let n: usize = store.vars().iter().map(|(_, v)| v.elem_count()).sum();
         assert_eq!(n, 842_496);
     }
@@ -401,7 +414,7 @@ mod tests {
     #[test]
     fn logits_have_batch_time_vocab_shape() {
         let cfg = RunConfig::preset("gate").unwrap().model;
-        let model = Gpt::new(&cfg, &ParamStore::new(1, 0), &Device::Cpu).unwrap();
+        let model = Gpt::new(&cfg, Fault::None, &ParamStore::new(1, 0), &Device::Cpu).unwrap();
         let logits = model
             .forward(
                 &tokens(3, cfg.seq_length, cfg.vocab_size),
@@ -414,7 +427,7 @@ mod tests {
     #[test]
     fn initial_loss_is_near_ln_vocab() {
         let cfg = RunConfig::preset("gate").unwrap().model;
-        let model = Gpt::new(&cfg, &ParamStore::new(1, 0), &Device::Cpu).unwrap();
+        let model = Gpt::new(&cfg, Fault::None, &ParamStore::new(1, 0), &Device::Cpu).unwrap();
         // Targets differ from inputs: with a tied head, predicting the input token itself is
         // easier than chance from the start.
         let x = tokens(4, cfg.seq_length, cfg.vocab_size);
@@ -438,7 +451,7 @@ mod tests {
             cfg.attention_dropout = dropout;
             cfg.hidden_dropout = dropout;
             let store = ParamStore::new(1, 0);
-            let model = Gpt::new(&cfg, &store, &Device::Cpu).unwrap();
+            let model = Gpt::new(&cfg, Fault::None, &store, &Device::Cpu).unwrap();
             let x = tokens(2, cfg.seq_length, cfg.vocab_size);
             let ctx = ForwardCtx {
                 seed: 3,
@@ -465,7 +478,7 @@ mod tests {
         let mut cfg = RunConfig::preset("gate").unwrap().model;
         cfg.hidden_dropout = 0.1;
         cfg.attention_dropout = 0.1;
-        let model = Gpt::new(&cfg, &ParamStore::new(1, 0), &Device::Cpu).unwrap();
+        let model = Gpt::new(&cfg, Fault::None, &ParamStore::new(1, 0), &Device::Cpu).unwrap();
         let x = tokens(2, cfg.seq_length, cfg.vocab_size);
         let at = |step| -> f32 {
             let ctx = ForwardCtx {

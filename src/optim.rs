@@ -7,6 +7,7 @@
 
 use crate::config::TrainConfig;
 use crate::error::Result;
+use crate::faults::Fault;
 use crate::params::ParamKind;
 use candle_core::{Tensor, Var};
 
@@ -36,7 +37,9 @@ impl AdamW {
                 let n = var.elem_count();
                 Slot {
                     var,
-                    decays: ParamKind::of(&name).decays(),
+                    decays: ParamKind::of(&name).decays()
+                        || (cfg.inject == Fault::WeightDecayOnNorms
+                            && ParamKind::of(&name) == ParamKind::Norm),
                     m: vec![0.0; n],
                     v: vec![0.0; n],
                 }

@@ -14,11 +14,11 @@
 use crate::config::RunConfig;
 use crate::data::Corpus;
 use crate::error::Result;
+use crate::faults;
 use crate::fingerprint::Fingerprint;
 use crate::model::{ForwardCtx, Gpt};
 use crate::optim::{clip_global_norm, AdamW};
 use crate::params::ParamStore;
-use crate::schedule::lr_at;
 use crate::trace::{
     Origin, Series, Trace, GRAD_NORM, LM_LOSS, LR, STEP_TIME, TRACE_SCHEMA_VERSION,
 };
@@ -87,7 +87,7 @@ impl Trainer {
         let device = Device::Cpu;
         let corpus = Corpus::from_config(&cfg.data, cfg.model.vocab_size, cfg.model.seq_length)?;
         let store = ParamStore::new(cfg.train.seed, cfg.train.perturb_seed);
-        let model = Gpt::new(&cfg.model, &store, &device)?;
+        let model = Gpt::new(&cfg.model, cfg.train.inject, &store, &device)?;
         let params = store.vars();
         let opt = AdamW::new(params.clone(), &cfg.train);
         Ok(Trainer {
@@ -109,7 +109,7 @@ impl Trainer {
     pub fn step(&mut self, step: u64) -> Result<StepRecord> {
         let start = Instant::now();
         let (m, t) = (&self.cfg.model, &self.cfg.train);
-        let lr = lr_at(step, t);
+        let lr = faults::lr(step, t);
         let data_seed = t.data_seed.unwrap_or(t.seed);
         let accum = t.grad_accum_steps;
         let mut grads: Vec<Vec<f32>> = self
@@ -134,7 +134,7 @@ impl Trainer {
                 micro,
                 train: true,
             };
-            let loss = self.model.loss(&x, &y, &ctx)?;
+            let loss = (self.model.loss(&x, &y, &ctx)? * faults::loss_scale(step, t))?;
             loss_sum += loss.to_scalar::<f32>()?;
             // Average over micro batches, as one big batch would.
             let micro_grads = (loss / accum as f64)?.backward()?;
