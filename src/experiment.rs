@@ -1,0 +1,712 @@
+//! Experiment specs: a base config, two or more arms that differ by declared factors, the seed
+//! and perturbation ensembles, a sweep grid, and the comparison settings — all from one TOML file
+//! in `experiments/`.
+//!
+//! ```toml
+//! [experiment]
+//! name = "flash_vs_noflash"
+//! seeds = [1, 2, 3]            # the seed ensemble, run for every arm
+//! perturbations = 4            # last-bit perturbations of the baseline arm's first seed
+//! declared = ["model.attention"]   # what the arms are meant to differ in (default: the keys they set)
+//!
+//! [base]                       # a run spec: preset + [base.model] / [base.train] / [base.data]
+//! preset = "gate"
+//!
+//! [[arm]]                      # the first arm is the baseline
+//! name = "naive"
+//! attention = "naive"          # any config key (bare or qualified) …
+//! [[arm]]
+//! name = "flash"
+//! attention = "flash"
+//! threads = 2                  # … or an environment knob
+//!
+//! [sweep]                      # optional grid: every combination is a cell
+//! lr_decay_iters = [50, 100, 200]
+//!
+//! [compare]                    # comparison settings (see `compare`)
+//! alpha = 0.05
+//! ```
+//!
+//! This module parses and expands specs into [`Cell`]s and [`RunRequest`]s; running them is
+//! `runner`'s job, judging them `compare`'s, storing them `golden`'s.
+
+use crate::config::{self, RunConfig};
+use crate::error::{Error, Result};
+use crate::faults::Fault;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+
+/// Keys of an `[[arm]]` table that are not config overrides.
+const ARM_ENV_KEYS: &[&str] = &["name", "threads", "command"];
+const EXPERIMENT_KEYS: &[&str] = &["name", "description", "seeds", "perturbations", "declared"];
+const TOP_KEYS: &[&str] = &["experiment", "base", "arm", "sweep", "compare", "include"];
+
+/// One arm: a named set of overrides on the base config, plus its environment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Arm {
+    /// The arm's name (unique in the experiment).
+    pub name: String,
+    /// Config overrides as `(qualified key, TOML value text)`, in spec order.
+    pub overrides: Vec<(String, String)>,
+    /// Threads for candle's kernels (`None`: the runner's default of 1).
+    pub threads: Option<usize>,
+    /// An external command producing the arm's trace (not run by the built-in trainer).
+    pub command: Option<String>,
+}
+
+/// A parsed experiment spec.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Experiment {
+    /// The spec file.
+    pub path: PathBuf,
+    /// Unique name; also the golden directory's name.
+    pub name: String,
+    /// One-paragraph purpose, for reports.
+    pub description: String,
+    /// Seeds run for every arm.
+    pub seeds: Vec<u64>,
+    /// Perturbation seeds of the baseline arm's first seed (the rounding-noise yardstick).
+    pub perturbations: Vec<u64>,
+    /// Config keys the arms are meant to differ in.
+    pub declared: Vec<String>,
+    /// The base config all arms start from.
+    pub base: RunConfig,
+    /// The arms; `arms[0]` is the baseline every other arm is compared against.
+    pub arms: Vec<Arm>,
+    /// Sweep axes: `(qualified key, values as TOML text)`.
+    pub sweep: Vec<(String, Vec<String>)>,
+    /// The `[compare]` table, handed to the comparison engine as is.
+    pub compare: toml::Table,
+    /// Other experiments this one includes (the nightly).
+    pub include: Vec<PathBuf>,
+}
+
+/// One point of the sweep grid (the whole experiment when there is no sweep).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Cell {
+    /// Stable id, e.g. `lr_decay_iters=50` or `default`; a directory name in `golden/`.
+    pub id: String,
+    /// The sweep assignments of this cell, `(qualified key, TOML value text)`.
+    pub assignments: Vec<(String, String)>,
+}
+
+/// What a run is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// A member of the seed ensemble.
+    Seed,
+    /// A member of the perturbation ensemble (baseline arm only).
+    Perturbation,
+}
+
+/// One training run an experiment needs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunRequest {
+    /// The cell it belongs to.
+    pub cell: String,
+    /// The arm it belongs to.
+    pub arm: String,
+    /// Seed or perturbation member.
+    pub role: Role,
+    /// The seed (for perturbations: the perturbation seed).
+    pub seed: u64,
+    /// The fully built config.
+    pub config: RunConfig,
+    /// Threads for candle's kernels.
+    pub threads: usize,
+    /// External command, when the arm has one.
+    pub command: Option<String>,
+}
+
+impl RunRequest {
+    /// Returns a readable run id, e.g. `flash_vs_noflash/default/flash/seed-2`.
+    pub fn id(&self, experiment: &str) -> String {
+        let role = match self.role {
+            Role::Seed => "seed",
+            Role::Perturbation => "perturb",
+        };
+        format!(
+            "{experiment}/{}/{}/{role}-{}",
+            self.cell, self.arm, self.seed
+        )
+    }
+}
+
+impl Experiment {
+    /// Loads and checks an experiment spec.
+    ///
+    /// # Errors
+    /// I/O and TOML errors naming the file; [`Error::UnknownKey`] with the closest valid key for a
+    /// misspelled section, experiment key or config key; [`Error::InvalidValue`] naming the key.
+    pub fn load(path: &Path) -> Result<Experiment> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let doc: toml::Table = toml::from_str(&text).map_err(|e| Error::Toml {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        Experiment::from_table(doc, path)
+    }
+
+    fn from_table(mut doc: toml::Table, path: &Path) -> Result<Experiment> {
+        let origin = path.display().to_string();
+        if let Some(k) = doc.keys().find(|k| !TOP_KEYS.contains(&k.as_str())) {
+            return Err(config::unknown_key(&origin, k, TOP_KEYS.iter().copied()));
+        }
+        let bad = |key: &str, expected: &str, got: String| Error::InvalidValue {
+            origin: origin.clone(),
+            key: key.to_string(),
+            expected: expected.to_string(),
+            got,
+        };
+        let mut exp = match doc.remove("experiment") {
+            Some(toml::Value::Table(t)) => t,
+            Some(other) => return Err(bad("experiment", "a table", other.to_string())),
+            None => {
+                return Err(bad(
+                    "experiment",
+                    "an [experiment] table with a name",
+                    "nothing".into(),
+                ))
+            }
+        };
+        if let Some(k) = exp.keys().find(|k| !EXPERIMENT_KEYS.contains(&k.as_str())) {
+            return Err(config::unknown_key(
+                &origin,
+                &format!("experiment.{k}"),
+                EXPERIMENT_KEYS.iter().copied(),
+            ));
+        }
+        let name = match exp.remove("name") {
+            Some(toml::Value::String(s)) if valid_name(&s) => s,
+            other => {
+                return Err(bad(
+                    "experiment.name",
+                    "a name of letters, digits, '_' or '-'",
+                    other.map_or("nothing".into(), |v| v.to_string()),
+                ))
+            }
+        };
+        let description = match exp.remove("description") {
+            Some(toml::Value::String(s)) => s,
+            None => String::new(),
+            Some(other) => {
+                return Err(bad("experiment.description", "a string", other.to_string()))
+            }
+        };
+        let seeds =
+            seed_list(exp.remove("seeds"), "experiment.seeds", &origin)?.unwrap_or_else(|| vec![1]);
+        if seeds.is_empty() {
+            return Err(bad("experiment.seeds", "at least one seed", "[]".into()));
+        }
+        let perturbations = seed_list(
+            exp.remove("perturbations"),
+            "experiment.perturbations",
+            &origin,
+        )?
+        .unwrap_or_default();
+        let include = match doc.remove("include") {
+            None => vec![],
+            Some(toml::Value::Array(a)) => a
+                .into_iter()
+                .map(|v| match v {
+                    toml::Value::String(s) => Ok(path.parent().unwrap_or(Path::new(".")).join(s)),
+                    other => Err(bad("include", "a list of spec paths", other.to_string())),
+                })
+                .collect::<Result<_>>()?,
+            Some(other) => return Err(bad("include", "a list of spec paths", other.to_string())),
+        };
+        let base = match doc.remove("base") {
+            Some(toml::Value::Table(t)) => RunConfig::from_table(t, &format!("{origin} [base]"))?,
+            None => RunConfig::default(),
+            Some(other) => return Err(bad("base", "a run-spec table", other.to_string())),
+        };
+        let arms = parse_arms(doc.remove("arm"), &origin, &base)?;
+        if arms.len() < 2 && include.is_empty() {
+            return Err(bad(
+                "arm",
+                "two or more [[arm]] tables",
+                format!("{}", arms.len()),
+            ));
+        }
+        let sweep = parse_sweep(doc.remove("sweep"), &origin)?;
+        let declared = match exp.remove("declared") {
+            Some(toml::Value::Array(a)) => a
+                .into_iter()
+                .map(|v| match v {
+                    toml::Value::String(s) => qualify(&s, &origin),
+                    other => Err(bad(
+                        "experiment.declared",
+                        "a list of config keys",
+                        other.to_string(),
+                    )),
+                })
+                .collect::<Result<Vec<_>>>()?,
+            None => {
+                let mut keys: Vec<String> = arms
+                    .iter()
+                    .flat_map(|a| a.overrides.iter().map(|(k, _)| k.clone()))
+                    .collect();
+                keys.sort();
+                keys.dedup();
+                keys
+            }
+            Some(other) => {
+                return Err(bad(
+                    "experiment.declared",
+                    "a list of config keys",
+                    other.to_string(),
+                ))
+            }
+        };
+        let compare = match doc.remove("compare") {
+            Some(toml::Value::Table(t)) => t,
+            None => toml::Table::new(),
+            Some(other) => return Err(bad("compare", "a table", other.to_string())),
+        };
+        Ok(Experiment {
+            path: path.to_path_buf(),
+            name,
+            description,
+            seeds,
+            perturbations,
+            declared,
+            base,
+            arms,
+            sweep,
+            compare,
+            include,
+        })
+    }
+
+    /// Returns the sweep grid's cells (one `default` cell without a sweep), in spec order.
+    pub fn cells(&self) -> Vec<Cell> {
+        let mut cells = vec![Vec::<(String, String)>::new()];
+        for (key, values) in &self.sweep {
+            cells = cells
+                .into_iter()
+                .flat_map(|prefix| {
+                    values.iter().map(move |v| {
+                        let mut c = prefix.clone();
+                        c.push((key.clone(), v.clone()));
+                        c
+                    })
+                })
+                .collect();
+        }
+        cells
+            .into_iter()
+            .map(|assignments| Cell {
+                id: cell_id(&assignments),
+                assignments,
+            })
+            .collect()
+    }
+
+    /// Returns the config of `arm` in `cell` for `seed`, before perturbation.
+    ///
+    /// # Errors
+    /// [`Error::InvalidValue`] when an override does not apply (e.g. a value of the wrong type).
+    pub fn config_for(&self, cell: &Cell, arm: &Arm, seed: u64) -> Result<RunConfig> {
+        let mut cfg = self.base.clone();
+        for (k, v) in cell.assignments.iter().chain(&arm.overrides) {
+            cfg.apply_override(&format!("{k}={v}"))
+                .map_err(|e| relabel(e, &self.path, &arm.name))?;
+        }
+        cfg.train.seed = seed;
+        Ok(cfg)
+    }
+
+    /// Expands the experiment into every run it needs: each cell × arm × seed, plus the
+    /// perturbation ensemble of the baseline arm's first seed in each cell.
+    ///
+    /// `inject` forces a fault into every run (a test-only switch: it proves a gate fails when
+    /// numerics change, without touching goldens).
+    ///
+    /// # Errors
+    /// As [`Experiment::config_for`].
+    pub fn runs(&self, inject: Option<Fault>) -> Result<Vec<RunRequest>> {
+        let mut out = Vec::new();
+        for cell in self.cells() {
+            for (i, arm) in self.arms.iter().enumerate() {
+                let mut push = |role, seed: u64, perturb: u64| -> Result<()> {
+                    let mut config = self.config_for(
+                        &cell,
+                        arm,
+                        if role == Role::Seed {
+                            seed
+                        } else {
+                            self.seeds[0]
+                        },
+                    )?;
+                    config.train.perturb_seed = perturb;
+                    if let Some(f) = inject {
+                        config.train.inject = f;
+                    }
+                    out.push(RunRequest {
+                        cell: cell.id.clone(),
+                        arm: arm.name.clone(),
+                        role,
+                        seed,
+                        config,
+                        threads: arm.threads.unwrap_or(1),
+                        command: arm.command.clone(),
+                    });
+                    Ok(())
+                };
+                for &s in &self.seeds {
+                    push(Role::Seed, s, 0)?;
+                }
+                if i == 0 {
+                    for &p in &self.perturbations {
+                        push(Role::Perturbation, p, p)?;
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Returns a hash of everything that defines `arm`'s runs in `cell`: the resolved configs of
+    /// its seeds and perturbations and its environment knobs. A golden blessed under another hash
+    /// is *stale* (its spec changed), which is not the same as diverged.
+    ///
+    /// # Errors
+    /// As [`Experiment::config_for`].
+    pub fn spec_hash(&self, cell: &Cell, arm: &Arm) -> Result<String> {
+        let mut h = Sha256::new();
+        for &s in &self.seeds {
+            h.update(self.config_for(cell, arm, s)?.to_json().to_string());
+        }
+        h.update(format!(
+            "perturbations={:?};threads={:?};command={:?}",
+            self.perturbations, arm.threads, arm.command
+        ));
+        Ok(hex(&h.finalize()))
+    }
+}
+
+fn relabel(e: Error, path: &Path, arm: &str) -> Error {
+    match e {
+        Error::InvalidValue {
+            key, expected, got, ..
+        } => Error::InvalidValue {
+            origin: format!("{} [[arm]] {arm}", path.display()),
+            key,
+            expected,
+            got,
+        },
+        other => other,
+    }
+}
+
+/// Returns lowercase hex of bytes.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+fn cell_id(assignments: &[(String, String)]) -> String {
+    if assignments.is_empty() {
+        return "default".into();
+    }
+    assignments
+        .iter()
+        .map(|(k, v)| {
+            let leaf = k.rsplit('.').next().unwrap_or(k);
+            let v: String = v
+                .chars()
+                .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+                .collect();
+            format!("{leaf}={v}")
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn qualify(key: &str, origin: &str) -> Result<String> {
+    let all = RunConfig::all_keys();
+    if all.iter().any(|k| k == key) {
+        return Ok(key.to_string());
+    }
+    let hits: Vec<&String> = all
+        .iter()
+        .filter(|k| k.rsplit('.').next() == Some(key))
+        .collect();
+    match hits.as_slice() {
+        [one] => Ok((*one).clone()),
+        _ => Err(config::unknown_key(
+            origin,
+            key,
+            all.iter()
+                .flat_map(|k| [k.as_str(), k.rsplit('.').next().unwrap_or(k)]),
+        )),
+    }
+}
+
+fn seed_list(v: Option<toml::Value>, key: &str, origin: &str) -> Result<Option<Vec<u64>>> {
+    let bad = |got: String| Error::InvalidValue {
+        origin: origin.to_string(),
+        key: key.to_string(),
+        expected: "a count (n → seeds 1..=n) or a list of non-negative integers".into(),
+        got,
+    };
+    match v {
+        None => Ok(None),
+        Some(toml::Value::Integer(n)) if n >= 0 => Ok(Some((1..=n as u64).collect())),
+        Some(toml::Value::Array(a)) => a
+            .into_iter()
+            .map(|x| match x {
+                toml::Value::Integer(n) if n >= 0 => Ok(n as u64),
+                other => Err(bad(other.to_string())),
+            })
+            .collect::<Result<Vec<_>>>()
+            .map(Some),
+        Some(other) => Err(bad(other.to_string())),
+    }
+}
+
+fn parse_arms(v: Option<toml::Value>, origin: &str, base: &RunConfig) -> Result<Vec<Arm>> {
+    let bad = |key: &str, expected: &str, got: String| Error::InvalidValue {
+        origin: origin.to_string(),
+        key: key.to_string(),
+        expected: expected.to_string(),
+        got,
+    };
+    let tables = match v {
+        None => return Ok(vec![]),
+        Some(toml::Value::Array(a)) => a,
+        Some(other) => return Err(bad("arm", "[[arm]] tables", other.to_string())),
+    };
+    let mut arms: Vec<Arm> = Vec::new();
+    for (i, t) in tables.into_iter().enumerate() {
+        let toml::Value::Table(mut t) = t else {
+            return Err(bad(&format!("arm[{i}]"), "a table", "another value".into()));
+        };
+        let name = match t.remove("name") {
+            Some(toml::Value::String(s)) if valid_name(&s) => s,
+            other => {
+                return Err(bad(
+                    &format!("arm[{i}].name"),
+                    "a name of letters, digits, '_' or '-'",
+                    other.map_or("nothing".into(), |v| v.to_string()),
+                ))
+            }
+        };
+        if arms.iter().any(|a| a.name == name) {
+            return Err(bad(
+                &format!("arm[{i}].name"),
+                "a name no other arm has",
+                name,
+            ));
+        }
+        let threads = match t.remove("threads") {
+            None => None,
+            Some(toml::Value::Integer(n)) if n > 0 => Some(n as usize),
+            Some(other) => {
+                return Err(bad(
+                    &format!("arm.{name}.threads"),
+                    "a positive integer",
+                    other.to_string(),
+                ))
+            }
+        };
+        let command = match t.remove("command") {
+            None => None,
+            Some(toml::Value::String(s)) => Some(s),
+            Some(other) => {
+                return Err(bad(
+                    &format!("arm.{name}.command"),
+                    "a command string",
+                    other.to_string(),
+                ))
+            }
+        };
+        let arm_origin = format!("{origin} [[arm]] {name}");
+        let mut overrides = Vec::new();
+        let mut probe = base.clone();
+        for (k, v) in t {
+            let key = qualify(&k, &arm_origin).map_err(|e| match e {
+                Error::UnknownKey {
+                    origin,
+                    key,
+                    suggestion,
+                } => Error::UnknownKey {
+                    origin,
+                    suggestion: suggestion
+                        .or_else(|| config::closest(&key, ARM_ENV_KEYS.iter().copied())),
+                    key,
+                },
+                other => other,
+            })?;
+            if matches!(
+                key.as_str(),
+                "train.seed" | "train.perturb_seed" | "train.data_seed"
+            ) {
+                return Err(Error::InvalidValue {
+                    origin: arm_origin,
+                    key,
+                    expected: "no per-arm seed: seeds come from [experiment] seeds and perturbations, so arms stay paired".into(),
+                    got: v.to_string(),
+                });
+            }
+            let text = v.to_string();
+            // Apply once now so a bad value fails at load, naming the arm.
+            probe
+                .apply_override(&format!("{key}={text}"))
+                .map_err(|e| relabel(e, Path::new(origin), &name))?;
+            overrides.push((key, text));
+        }
+        arms.push(Arm {
+            name,
+            overrides,
+            threads,
+            command,
+        });
+    }
+    Ok(arms)
+}
+
+fn parse_sweep(v: Option<toml::Value>, origin: &str) -> Result<Vec<(String, Vec<String>)>> {
+    let table = match v {
+        None => return Ok(vec![]),
+        Some(toml::Value::Table(t)) => t,
+        Some(other) => {
+            return Err(Error::InvalidValue {
+                origin: origin.to_string(),
+                key: "sweep".into(),
+                expected: "a table of key = [values]".into(),
+                got: other.to_string(),
+            })
+        }
+    };
+    table
+        .into_iter()
+        .map(|(k, v)| {
+            let key = qualify(&k, &format!("{origin} [sweep]"))?;
+            match v {
+                toml::Value::Array(values) if !values.is_empty() => {
+                    Ok((key, values.iter().map(|x| x.to_string()).collect()))
+                }
+                other => Err(Error::InvalidValue {
+                    origin: origin.to_string(),
+                    key: format!("sweep.{k}"),
+                    expected: "a non-empty list of values".into(),
+                    got: other.to_string(),
+                }),
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Experiment> {
+        Experiment::from_table(toml::from_str(text).unwrap(), Path::new("exp.toml"))
+    }
+
+    const SPEC: &str = r#"
+        [experiment]
+        name = "demo"
+        seeds = 2
+        perturbations = [7]
+        [base]
+        preset = "gate"
+        [[arm]]
+        name = "naive"
+        attention = "naive"
+        [[arm]]
+        name = "flash"
+        attention = "flash"
+        threads = 2
+        [sweep]
+        lr_decay_iters = [50, 100]
+    "#;
+
+    #[test]
+    fn expands_cells_arms_seeds_and_perturbations() {
+        let e = parse(SPEC).unwrap();
+        let cells = e.cells();
+        assert_eq!(
+            cells.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(),
+            ["lr_decay_iters=50", "lr_decay_iters=100"]
+        );
+        let runs = e.runs(None).unwrap();
+        // 2 cells × (2 arms × 2 seeds + 1 perturbation of the baseline)
+        assert_eq!(runs.len(), 10);
+        let p = runs.iter().find(|r| r.role == Role::Perturbation).unwrap();
+        assert_eq!(
+            (
+                p.arm.as_str(),
+                p.config.train.seed,
+                p.config.train.perturb_seed
+            ),
+            ("naive", 1, 7)
+        );
+        let f = runs.iter().find(|r| r.arm == "flash").unwrap();
+        assert_eq!(f.threads, 2);
+        assert_eq!(f.config.train.lr_decay_iters, Some(50));
+        assert_eq!(e.declared, ["model.attention"]);
+    }
+
+    #[test]
+    fn spec_hash_changes_with_the_spec_not_with_anything_else() {
+        let e = parse(SPEC).unwrap();
+        let cell = &e.cells()[0];
+        let h = e.spec_hash(cell, &e.arms[0]).unwrap();
+        assert_eq!(h, parse(SPEC).unwrap().spec_hash(cell, &e.arms[0]).unwrap());
+        let changed = parse(&SPEC.replace("seeds = 2", "seeds = 3")).unwrap();
+        assert_ne!(h, changed.spec_hash(cell, &changed.arms[0]).unwrap());
+    }
+
+    #[test]
+    fn misspelled_arm_key_is_refused_with_a_suggestion() {
+        let err = parse(&SPEC.replace("attention = \"flash\"", "atention = \"flash\""))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("exp.toml") && err.contains("flash") && err.contains("`attention`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn bad_arm_value_names_the_arm_and_key() {
+        let err = parse(&SPEC.replace("attention = \"flash\"", "attention = \"fast\""))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("[[arm]] flash") && err.contains("model.attention"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn arms_cannot_override_seeds() {
+        let err = parse(&SPEC.replace("threads = 2", "threads = 2\n        seed = 9"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("train.seed") && err.contains("paired"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn one_arm_is_not_an_experiment() {
+        let one = SPEC
+            .split("[[arm]]\n        name = \"flash\"")
+            .next()
+            .unwrap();
+        let err = parse(one).unwrap_err().to_string();
+        assert!(err.contains("two or more"), "{err}");
+    }
+}

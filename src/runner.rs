@@ -1,0 +1,334 @@
+//! Runs an experiment's training runs: in parallel up to the cores available (each run on one
+//! candle thread, which is both fastest and steadiest on a shared machine), with a progress bar,
+//! and through a content-addressed cache so gates and sweeps reuse finished work and an
+//! interrupted sweep resumes where it stopped.
+//!
+//! Cache key: SHA-256 of the run's resolved config, the environment fingerprint, and the build id
+//! (a hash of the running executable, so any code change — committed or not — misses the cache).
+//! Entries are written atomically; a corrupt or unreadable entry is a miss, never an error.
+
+use crate::error::{Error, Result};
+use crate::experiment::{hex, RunRequest};
+use crate::fingerprint::Fingerprint;
+use crate::trace::Trace;
+use crate::train::train;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use rayon::prelude::*;
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+/// How to run.
+#[derive(Debug, Clone)]
+pub struct RunnerOptions {
+    /// Runs at once (default: available cores).
+    pub jobs: usize,
+    /// Cache directory; `None` disables caching.
+    pub cache: Option<PathBuf>,
+    /// Show a progress bar (hidden anyway on CI and when stderr is not a terminal).
+    pub progress: bool,
+}
+
+impl Default for RunnerOptions {
+    fn default() -> Self {
+        RunnerOptions {
+            jobs: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            cache: Some(default_cache_dir()),
+            progress: true,
+        }
+    }
+}
+
+/// Returns `$LOSSDIFF_CACHE`, else `.lossdiff-cache` in the working directory.
+pub fn default_cache_dir() -> PathBuf {
+    std::env::var_os("LOSSDIFF_CACHE")
+        .map_or_else(|| PathBuf::from(".lossdiff-cache"), PathBuf::from)
+}
+
+/// What running a batch cost: how many runs trained and how many came from the cache.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RunStats {
+    /// Runs trained now.
+    pub trained: usize,
+    /// Runs read from the cache.
+    pub cached: usize,
+}
+
+/// Runs every request and returns their traces in request order, plus what it cost.
+///
+/// Runs on one thread (the default) go in parallel; runs whose arm asks for more threads go one
+/// at a time afterwards, with `RAYON_NUM_THREADS` set for them (candle reads only that variable),
+/// so the process must not train anything else meanwhile.
+///
+/// # Errors
+/// The first failing run's error, with its run id; arms with an external command are refused
+/// with a clear message until the external-command runner exists.
+pub fn run_all(
+    experiment: &str,
+    requests: &[RunRequest],
+    opts: &RunnerOptions,
+) -> Result<(Vec<Trace>, RunStats)> {
+    if let Some(r) = requests.iter().find(|r| r.command.is_some()) {
+        return Err(Error::InvalidValue {
+            origin: r.id(experiment),
+            key: "command".into(),
+            expected: "a built-in arm (external-command arms are not supported by this build yet)"
+                .into(),
+            got: r.command.clone().unwrap_or_default(),
+        });
+    }
+    let bar = progress(requests.len() as u64, opts.progress);
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(opts.jobs.max(1))
+        .build()
+        .map_err(|e| Error::InvalidValue {
+            origin: "runner".into(),
+            key: "jobs".into(),
+            expected: "a thread count the OS can provide".into(),
+            got: format!("{} ({e})", opts.jobs),
+        })?;
+    let one_thread: Vec<usize> = (0..requests.len())
+        .filter(|&i| requests[i].threads <= 1)
+        .collect();
+    let mut results: Vec<Option<(Trace, bool)>> = vec![None; requests.len()];
+    let parallel: Vec<(usize, Result<(Trace, bool)>)> = with_env_threads(1, || {
+        pool.install(|| {
+            one_thread
+                .par_iter()
+                .map(|&i| (i, run_one(experiment, &requests[i], opts, &bar)))
+                .collect()
+        })
+    });
+    for (i, r) in parallel {
+        results[i] = Some(r?);
+    }
+    for i in (0..requests.len()).filter(|&i| requests[i].threads > 1) {
+        let r = with_env_threads(requests[i].threads, || {
+            run_one(experiment, &requests[i], opts, &bar)
+        })?;
+        results[i] = Some(r);
+    }
+    bar.finish_and_clear();
+    let mut stats = RunStats::default();
+    let traces = results
+        .into_iter()
+        .map(|r| {
+            let (t, cached) = r.expect("every request ran");
+            if cached {
+                stats.cached += 1
+            } else {
+                stats.trained += 1
+            }
+            t
+        })
+        .collect();
+    Ok((traces, stats))
+}
+
+/// Sets `RAYON_NUM_THREADS` for the duration of `f`, restoring it after. Only called while no
+/// run is in flight (see [`run_all`]).
+fn with_env_threads<T>(threads: usize, f: impl FnOnce() -> T) -> T {
+    let old = std::env::var_os("RAYON_NUM_THREADS");
+    std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
+    let out = f();
+    match old {
+        Some(v) => std::env::set_var("RAYON_NUM_THREADS", v),
+        None => std::env::remove_var("RAYON_NUM_THREADS"),
+    }
+    out
+}
+
+fn run_one(
+    experiment: &str,
+    req: &RunRequest,
+    opts: &RunnerOptions,
+    bar: &ProgressBar,
+) -> Result<(Trace, bool)> {
+    let id = req.id(experiment);
+    let key = cache_key(req);
+    let path = opts.cache.as_ref().map(|dir| entry_path(dir, &key));
+    if let Some(t) = path.as_deref().and_then(|p| Trace::load(p).ok()) {
+        bar.inc(1);
+        return Ok((Trace { name: id, ..t }, true));
+    }
+    let trace = train(&req.config, &id, &mut |_| {}).map_err(|e| match e {
+        Error::InvalidValue {
+            key, expected, got, ..
+        } => Error::InvalidValue {
+            origin: id.clone(),
+            key,
+            expected,
+            got,
+        },
+        other => other,
+    })?;
+    if let Some(p) = &path {
+        // A failed cache write costs a re-run later, nothing more.
+        let _ = trace.save(p);
+    }
+    bar.inc(1);
+    bar.set_message(id);
+    Ok((trace, false))
+}
+
+/// Returns the cache key of a run: config + fingerprint (with the run's thread count) + build.
+pub fn cache_key(req: &RunRequest) -> String {
+    let mut fp = Fingerprint::current();
+    fp.threads = req.threads;
+    let mut h = Sha256::new();
+    h.update(req.config.to_json().to_string());
+    h.update(fp.to_json().to_string());
+    h.update(build_id());
+    hex(&h.finalize())
+}
+
+fn entry_path(dir: &Path, key: &str) -> PathBuf {
+    dir.join(&key[..2]).join(format!("{key}.trace.json"))
+}
+
+/// Returns a hash of the running executable, computed once per process.
+fn build_id() -> &'static str {
+    static ID: OnceLock<String> = OnceLock::new();
+    ID.get_or_init(|| {
+        std::env::current_exe()
+            .and_then(std::fs::read)
+            .map(|bytes| hex(&Sha256::digest(bytes)))
+            // Without a readable executable, the git revision in the fingerprint still separates builds.
+            .unwrap_or_else(|_| "unknown-build".into())
+    })
+}
+
+fn progress(total: u64, show: bool) -> ProgressBar {
+    let target = if show && std::env::var_os("CI").is_none() {
+        ProgressDrawTarget::stderr()
+    } else {
+        ProgressDrawTarget::hidden()
+    };
+    let bar = ProgressBar::with_draw_target(Some(total), target);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} runs  {elapsed} (ETA {eta})  {msg}")
+            .expect("the template is valid"),
+    );
+    bar
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::experiment::Experiment;
+
+    fn experiment(dir: &Path) -> Experiment {
+        let spec = dir.join("e.toml");
+        std::fs::write(
+            &spec,
+            r#"
+            [experiment]
+            name = "tiny"
+            seeds = 2
+            [base]
+            preset = "gate"
+            [base.train]
+            train_iters = 8
+            lr_warmup_iters = 2
+            [[arm]]
+            name = "a"
+            lr = 0.003
+            [[arm]]
+            name = "b"
+            lr = 0.002
+            "#,
+        )
+        .unwrap();
+        Experiment::load(&spec).unwrap()
+    }
+
+    #[test]
+    fn second_run_comes_from_the_cache_with_the_same_bits() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = experiment(dir.path());
+        let opts = RunnerOptions {
+            jobs: 2,
+            cache: Some(dir.path().join("cache")),
+            progress: false,
+        };
+        let reqs = e.runs(None).unwrap();
+        let (first, s1) = run_all(&e.name, &reqs, &opts).unwrap();
+        let (second, s2) = run_all(&e.name, &reqs, &opts).unwrap();
+        assert_eq!(
+            s1,
+            RunStats {
+                trained: 4,
+                cached: 0
+            }
+        );
+        assert_eq!(
+            s2,
+            RunStats {
+                trained: 0,
+                cached: 4
+            }
+        );
+        for (a, b) in first.iter().zip(&second) {
+            assert_eq!(a.series, b.series);
+            assert_eq!(a.name, b.name);
+        }
+    }
+
+    #[test]
+    fn parallel_and_serial_runs_agree() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = experiment(dir.path());
+        let reqs = e.runs(None).unwrap();
+        let par = run_all(
+            &e.name,
+            &reqs,
+            &RunnerOptions {
+                jobs: 2,
+                cache: None,
+                progress: false,
+            },
+        )
+        .unwrap()
+        .0;
+        let ser = run_all(
+            &e.name,
+            &reqs,
+            &RunnerOptions {
+                jobs: 1,
+                cache: None,
+                progress: false,
+            },
+        )
+        .unwrap()
+        .0;
+        let numbers = |ts: &[Trace]| -> Vec<(Vec<f64>, Vec<f64>)> {
+            ts.iter()
+                .map(|t| {
+                    (
+                        t.lm_loss().unwrap().to_vec(),
+                        t.metric("grad_norm").unwrap().to_vec(),
+                    )
+                })
+                .collect()
+        };
+        assert_eq!(numbers(&par), numbers(&ser));
+    }
+
+    #[test]
+    fn a_corrupt_cache_entry_is_a_miss() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = experiment(dir.path());
+        let cache = dir.path().join("cache");
+        let reqs = e.runs(None).unwrap();
+        let p = entry_path(&cache, &cache_key(&reqs[0]));
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, "{ truncated").unwrap();
+        let opts = RunnerOptions {
+            jobs: 1,
+            cache: Some(cache),
+            progress: false,
+        };
+        let (_, stats) = run_all(&e.name, &reqs[..1], &opts).unwrap();
+        assert_eq!(stats.trained, 1);
+    }
+}
