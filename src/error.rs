@@ -86,6 +86,18 @@ pub enum Error {
         reason: String,
     },
 
+    // === Goldens ===
+    /// A golden written by a newer lossdiff.
+    #[error("{}: golden format version {found} is newer than this lossdiff reads ({supported}); upgrade lossdiff", path.display())]
+    GoldenVersion {
+        /// The golden file.
+        path: PathBuf,
+        /// Version found.
+        found: u32,
+        /// Newest version this build reads.
+        supported: u32,
+    },
+
     // === Training ===
     /// Naive attention would materialise a score matrix larger than the configured cap.
     #[error("naive attention at sequence length {seq_len} needs {bytes} bytes ({:.2} GiB) for its score matrices, over the cap of {cap} bytes; use `attention = \"flash\"` or raise `max_attention_bytes`", *bytes as f64 / (1u64 << 30) as f64)]

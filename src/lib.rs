@@ -10,6 +10,7 @@ pub mod experiment;
 pub mod faults;
 pub mod fingerprint;
 mod fsutil;
+pub mod golden;
 pub mod model;
 pub mod optim;
 pub mod params;
