@@ -39,7 +39,16 @@ use std::path::{Path, PathBuf};
 
 /// Keys of an `[[arm]]` table that are not config overrides.
 const ARM_ENV_KEYS: &[&str] = &["name", "threads", "command"];
-const EXPERIMENT_KEYS: &[&str] = &["name", "description", "seeds", "perturbations", "declared"];
+const EXPERIMENT_KEYS: &[&str] = &[
+    "name",
+    "description",
+    "seeds",
+    "perturbations",
+    "declared",
+    "expect",
+    "expect_diverged",
+    "expect_undeclared",
+];
 const TOP_KEYS: &[&str] = &["experiment", "base", "arm", "sweep", "compare", "include"];
 
 /// One arm: a named set of overrides on the base config, plus its environment.
@@ -66,7 +75,8 @@ pub struct Experiment {
     pub description: String,
     /// Seeds run for every arm.
     pub seeds: Vec<u64>,
-    /// Perturbation seeds of the baseline arm's first seed (the rounding-noise yardstick).
+    /// Perturbation seeds, run for every arm at its first seed: the rounding-noise yardstick for
+    /// cross-arm comparisons (the baseline's) and for each arm's golden check (its own).
     pub perturbations: Vec<u64>,
     /// Config keys the arms are meant to differ in.
     pub declared: Vec<String>,
@@ -80,6 +90,26 @@ pub struct Experiment {
     pub compare: toml::Table,
     /// Other experiments this one includes (the nightly).
     pub include: Vec<PathBuf>,
+    /// What the comparisons must show.
+    pub expect: Expectation,
+}
+
+/// What an experiment's comparisons are supposed to show; a gate passes when they do.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Expectation {
+    /// Cells whose comparisons must be reported as diverged (`["*"]`: every cell — a canary);
+    /// every other cell must not diverge.
+    pub diverged: Vec<String>,
+    /// Config keys that must be named as undeclared differences (a confound demonstration);
+    /// any other undeclared difference fails the gate.
+    pub undeclared: Vec<String>,
+}
+
+impl Expectation {
+    /// Returns whether `cell` is expected to diverge.
+    pub fn diverges(&self, cell: &str) -> bool {
+        self.diverged.iter().any(|c| c == "*" || c == cell)
+    }
 }
 
 /// One point of the sweep grid (the whole experiment when there is no sweep).
@@ -97,7 +127,7 @@ pub struct Cell {
 pub enum Role {
     /// A member of the seed ensemble.
     Seed,
-    /// A member of the perturbation ensemble (baseline arm only).
+    /// A member of the perturbation ensemble.
     Perturbation,
 }
 
@@ -260,12 +290,57 @@ impl Experiment {
                 ))
             }
         };
+        let mut expect = Expectation::default();
+        match exp.remove("expect") {
+            None => {}
+            Some(toml::Value::String(s)) if s == "match" => {}
+            Some(toml::Value::String(s)) if s == "diverged" => expect.diverged = vec!["*".into()],
+            Some(other) => {
+                return Err(bad(
+                    "experiment.expect",
+                    "\"match\" or \"diverged\"",
+                    other.to_string(),
+                ))
+            }
+        }
+        for (key, list) in [
+            ("expect_diverged", &mut expect.diverged),
+            ("expect_undeclared", &mut expect.undeclared),
+        ] {
+            match exp.remove(key) {
+                None => {}
+                Some(toml::Value::Array(a)) => {
+                    for v in a {
+                        match v {
+                            toml::Value::String(s) if key == "expect_undeclared" => {
+                                list.push(qualify(&s, &origin)?)
+                            }
+                            toml::Value::String(s) => list.push(s),
+                            other => {
+                                return Err(bad(
+                                    &format!("experiment.{key}"),
+                                    "a list of strings",
+                                    other.to_string(),
+                                ))
+                            }
+                        }
+                    }
+                }
+                Some(other) => {
+                    return Err(bad(
+                        &format!("experiment.{key}"),
+                        "a list of strings",
+                        other.to_string(),
+                    ))
+                }
+            }
+        }
         let compare = match doc.remove("compare") {
             Some(toml::Value::Table(t)) => t,
             None => toml::Table::new(),
             Some(other) => return Err(bad("compare", "a table", other.to_string())),
         };
-        Ok(Experiment {
+        let exp = Experiment {
             path: path.to_path_buf(),
             name,
             description,
@@ -277,7 +352,22 @@ impl Experiment {
             sweep,
             compare,
             include,
-        })
+            expect,
+        };
+        let cells: Vec<String> = exp.cells().into_iter().map(|c| c.id).collect();
+        if let Some(c) = exp
+            .expect
+            .diverged
+            .iter()
+            .find(|c| *c != "*" && !cells.contains(c))
+        {
+            return Err(bad(
+                "experiment.expect_diverged",
+                &format!("cell ids of this sweep ({})", cells.join(", ")),
+                c.clone(),
+            ));
+        }
+        Ok(exp)
     }
 
     /// Returns the sweep grid's cells (one `default` cell without a sweep), in spec order.
@@ -318,8 +408,8 @@ impl Experiment {
         Ok(cfg)
     }
 
-    /// Expands the experiment into every run it needs: each cell × arm × seed, plus the
-    /// perturbation ensemble of the baseline arm's first seed in each cell.
+    /// Expands the experiment into every run it needs: each cell × arm × (seeds + perturbations
+    /// of the first seed).
     ///
     /// `inject` forces a fault into every run (a test-only switch: it proves a gate fails when
     /// numerics change, without touching goldens).
@@ -329,7 +419,7 @@ impl Experiment {
     pub fn runs(&self, inject: Option<Fault>) -> Result<Vec<RunRequest>> {
         let mut out = Vec::new();
         for cell in self.cells() {
-            for (i, arm) in self.arms.iter().enumerate() {
+            for arm in &self.arms {
                 let mut push = |role, seed: u64, perturb: u64| -> Result<()> {
                     let mut config = self.config_for(
                         &cell,
@@ -358,10 +448,8 @@ impl Experiment {
                 for &s in &self.seeds {
                     push(Role::Seed, s, 0)?;
                 }
-                if i == 0 {
-                    for &p in &self.perturbations {
-                        push(Role::Perturbation, p, p)?;
-                    }
+                for &p in &self.perturbations {
+                    push(Role::Perturbation, p, p)?;
                 }
             }
         }
@@ -640,8 +728,8 @@ mod tests {
             ["lr_decay_iters=50", "lr_decay_iters=100"]
         );
         let runs = e.runs(None).unwrap();
-        // 2 cells × (2 arms × 2 seeds + 1 perturbation of the baseline)
-        assert_eq!(runs.len(), 10);
+        // 2 cells × 2 arms × (2 seeds + 1 perturbation)
+        assert_eq!(runs.len(), 12);
         let p = runs.iter().find(|r| r.role == Role::Perturbation).unwrap();
         assert_eq!(
             (
@@ -685,6 +773,26 @@ mod tests {
             .to_string();
         assert!(
             err.contains("[[arm]] flash") && err.contains("model.attention"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn expectations_name_real_cells() {
+        let e = parse(&SPEC.replace(
+            "seeds = 2",
+            "seeds = 2\n        expect_diverged = [\"lr_decay_iters=50\"]",
+        ))
+        .unwrap();
+        assert!(e.expect.diverges("lr_decay_iters=50") && !e.expect.diverges("lr_decay_iters=100"));
+        let err = parse(&SPEC.replace(
+            "seeds = 2",
+            "seeds = 2\n        expect_diverged = [\"lr_decay_iters=7\"]",
+        ))
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("lr_decay_iters=50, lr_decay_iters=100"),
             "{err}"
         );
     }
