@@ -5,6 +5,7 @@ pub mod attention;
 pub mod config;
 pub mod error;
 mod fsutil;
+pub mod import;
 pub mod rng;
 pub mod trace;
 

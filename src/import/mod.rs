@@ -1,0 +1,653 @@
+//! Importers: read other training stacks' loss curves (Megatron-LM golden values and logs,
+//! torchtitan logs, JSONL, CSV, TensorBoard event files) into a [`Trace`], so lossdiff can compare
+//! a run of any stack against a golden of any other.
+//!
+//! This module owns format detection, the per-format parsers, the mapping of foreign metric names
+//! to lossdiff's series names, the Megatron golden-values export and a small step-grid alignment.
+//! It does not judge the curves: statistics live elsewhere.
+//!
+//! # How a file becomes a trace
+//! Every importer collects `(step, value)` points per raw metric name, then one policy turns them
+//! into a trace ([`Collector::finish`]):
+//! - **Names.** Raw names are sanitised (trimmed, lowercased, spaces and `-` become `_`), then
+//!   well-known aliases map to lossdiff's names: `lm loss`, `loss`, `train/loss` → `lm_loss`;
+//!   `grad norm`, `grad-norm` → `grad_norm`; `learning rate`, `learning-rate` → `lr`;
+//!   `iteration-time` (seconds) → `step_time_s`. When several raw names alias the same series, the
+//!   one earliest in the alias list wins and the others keep their sanitised names.
+//! - **Grid.** A trace has one step grid. It is the steps at which `lm_loss` was logged (or, with
+//!   no loss, the series with the most points). Another metric is kept only if it was logged at
+//!   every step of that grid; its points at other steps are discarded and counted. A metric logged
+//!   on a different grid is dropped, never padded with NaN: an invented NaN would read as a
+//!   divergence downstream. Everything dropped or discarded is listed in the trace's
+//!   `config.import` section, with the raw name each series came from.
+//! - **Order.** Within a series steps must be strictly increasing; a repeated or earlier step is
+//!   an [`Error::StepOrder`] naming the place (a log of a resumed run that re-ran steps must be cut
+//!   by hand, because which copy is "the" run is a judgement). Megatron golden files of the second
+//!   half of a resume test are the one documented exception, see [`megatron_golden`].
+
+mod align;
+mod csv;
+mod jsonl;
+mod megatron_golden;
+mod megatron_log;
+mod protobuf;
+#[cfg(test)]
+mod real_megatron;
+mod tensorboard;
+mod text;
+
+pub use align::{align, Alignment};
+pub use megatron_golden::to_megatron_golden;
+
+use crate::error::{Error, Result};
+use crate::trace::{
+    parse_non_finite, Origin, Precision, Series, Trace, GRAD_NORM, LM_LOSS, LR, STEP_TIME,
+    TRACE_SCHEMA_VERSION,
+};
+use serde_json::{json, Map, Value};
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::path::Path;
+use std::str::FromStr;
+
+/// A file format lossdiff can import.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Format {
+    /// lossdiff's own trace JSON (read with [`Trace::load`]).
+    Lossdiff,
+    /// Megatron-LM functional-test golden values: `{metric: {start_step, …, values}}`.
+    MegatronGolden,
+    /// Megatron-LM training stdout (` iteration 10/ 100 | … | lm loss: … |` lines).
+    MegatronLog,
+    /// torchtitan's `step: 1  loss: 12.25 …` log lines, or plain whitespace-separated columns.
+    TorchtitanText,
+    /// One JSON object per line with a step key and metric keys.
+    Jsonl,
+    /// A table with a step column and metric columns (e.g. a Weights & Biases export).
+    Csv,
+    /// TensorBoard event files (TFRecord of `Event` protobufs).
+    TensorBoard,
+}
+
+impl Format {
+    /// Every format, in the order [`detect`] tries them (roughly most to least specific).
+    pub const ALL: [Format; 7] = [
+        Format::TensorBoard,
+        Format::Lossdiff,
+        Format::MegatronGolden,
+        Format::Jsonl,
+        Format::MegatronLog,
+        Format::TorchtitanText,
+        Format::Csv,
+    ];
+
+    /// Returns the name used by `--format` and written to `origin.format`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Lossdiff => "lossdiff",
+            Format::MegatronGolden => "megatron-golden",
+            Format::MegatronLog => "megatron-log",
+            Format::TorchtitanText => "torchtitan",
+            Format::Jsonl => "jsonl",
+            Format::Csv => "csv",
+            Format::TensorBoard => "tensorboard",
+        }
+    }
+
+    fn valid_names() -> String {
+        Format::ALL.map(Format::name).join(", ")
+    }
+}
+
+impl fmt::Display for Format {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Format {
+    type Err = Error;
+
+    /// Parses a `--format` value; `text`, `tb` and `golden` are accepted as short forms.
+    fn from_str(s: &str) -> Result<Format> {
+        let wanted = s.trim().to_ascii_lowercase().replace('_', "-");
+        let alias = match wanted.as_str() {
+            "text" | "txt" => Some(Format::TorchtitanText),
+            "tb" | "tfevents" => Some(Format::TensorBoard),
+            "golden" => Some(Format::MegatronGolden),
+            "json" => Some(Format::Lossdiff),
+            _ => None,
+        };
+        alias
+            .or_else(|| Format::ALL.into_iter().find(|f| f.name() == wanted))
+            .ok_or_else(|| Error::InvalidValue {
+                origin: "--format".into(),
+                key: "format".into(),
+                expected: format!("one of {}", Format::valid_names()),
+                got: format!("{s:?}"),
+            })
+    }
+}
+
+/// Guesses a file's format from its content (never its name, which is often just `log.txt`).
+///
+/// Returns `None` when no format fits; [`import`] then reports [`Error::UnknownFormat`].
+/// Time: `O(n)` in the file size.
+pub fn detect(bytes: &[u8]) -> Option<Format> {
+    if tensorboard::looks_like(bytes) {
+        return Some(Format::TensorBoard);
+    }
+    let text = String::from_utf8_lossy(bytes);
+    let body = text.trim_start_matches('\u{feff}').trim_start();
+    if body.starts_with('{') {
+        return detect_json(body);
+    }
+    if megatron_log::looks_like(&text) {
+        Some(Format::MegatronLog)
+    } else if text::looks_like_torchtitan(&text) {
+        Some(Format::TorchtitanText)
+    } else if csv::looks_like(&text) {
+        Some(Format::Csv)
+    } else if text::looks_like_columns(&text) {
+        Some(Format::TorchtitanText)
+    } else {
+        None
+    }
+}
+
+fn detect_json(body: &str) -> Option<Format> {
+    if let Ok(Value::Object(obj)) = serde_json::from_str::<Value>(body) {
+        if obj.contains_key("schema_version") && obj.contains_key("steps") {
+            return Some(Format::Lossdiff);
+        }
+        if megatron_golden::looks_like(&obj) {
+            return Some(Format::MegatronGolden);
+        }
+    }
+    let first = body.lines().next().unwrap_or_default();
+    match serde_json::from_str::<Value>(first) {
+        Ok(Value::Object(_)) => Some(Format::Jsonl),
+        _ => None,
+    }
+}
+
+/// Reads a training curve from `path` in `format`, or in the format [`detect`] finds.
+///
+/// # Errors
+/// [`Error::Io`] if the file cannot be read; [`Error::EmptyInput`] for an empty file or one with no
+/// steps; [`Error::UnknownFormat`] when detection fails; otherwise the format's parse errors
+/// ([`Error::Parse`], [`Error::StepOrder`], [`Error::Crc`], …), each naming the file and place.
+pub fn import(path: &Path, format: Option<Format>) -> Result<Trace> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    import_bytes(&bytes, path, format)
+}
+
+/// Parses a training curve already in memory; `path` names it in errors and in `origin.path`.
+///
+/// # Errors
+/// As [`import`], without the I/O errors.
+pub fn import_bytes(bytes: &[u8], path: &Path, format: Option<Format>) -> Result<Trace> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(Error::EmptyInput {
+            path: path.to_path_buf(),
+            reason: "the file is empty".into(),
+        });
+    }
+    let format = match format.or_else(|| detect(bytes)) {
+        Some(f) => f,
+        None => {
+            return Err(Error::UnknownFormat {
+                path: path.to_path_buf(),
+                hint: describe_content(bytes),
+                valid: Format::valid_names(),
+            })
+        }
+    };
+    match format {
+        Format::Lossdiff => Trace::from_json(&utf8(bytes, path)?, path),
+        Format::MegatronGolden => megatron_golden::parse(&utf8(bytes, path)?, path),
+        Format::MegatronLog => megatron_log::parse(&String::from_utf8_lossy(bytes), path),
+        Format::TorchtitanText => text::parse(&String::from_utf8_lossy(bytes), path),
+        Format::Jsonl => jsonl::parse(&utf8(bytes, path)?, path),
+        Format::Csv => csv::parse(bytes, path),
+        Format::TensorBoard => tensorboard::parse(bytes, path),
+    }
+}
+
+fn utf8(bytes: &[u8], path: &Path) -> Result<String> {
+    String::from_utf8(bytes.to_vec()).map_err(|e| Error::Parse {
+        path: path.to_path_buf(),
+        place: format!("byte {}", e.utf8_error().valid_up_to()),
+        expected: "UTF-8 text".into(),
+        got: "invalid UTF-8".into(),
+    })
+}
+
+fn describe_content(bytes: &[u8]) -> String {
+    let first = String::from_utf8_lossy(bytes);
+    let first = first.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+    format!("first line {}", quote(first))
+}
+
+/// Quotes a piece of input for an error message, cut to a readable length.
+fn quote(s: &str) -> String {
+    const MAX_CHARS: usize = 60;
+    if s.chars().count() > MAX_CHARS {
+        let cut: String = s.chars().take(MAX_CHARS).collect();
+        format!("{cut:?}…")
+    } else {
+        format!("{s:?}")
+    }
+}
+
+/// Parses a decimal number or one of the non-finite spellings (`nan`, `inf`, `-inf`).
+fn parse_number(s: &str) -> Option<f64> {
+    let s = s.trim();
+    s.parse::<f64>().ok().or_else(|| parse_non_finite(s))
+}
+
+/// Parses a step: a non-negative integer, also written as an integral float (`10.0`).
+fn parse_step(s: &str) -> Option<u64> {
+    let s = s.trim();
+    s.parse::<u64>().ok().or_else(|| {
+        let x = s.parse::<f64>().ok()?;
+        // 2^53: beyond it floats no longer hold every integer, so the step would be a guess.
+        (x >= 0.0 && x.fract() == 0.0 && x <= 9_007_199_254_740_992.0).then_some(x as u64)
+    })
+}
+
+/// Describes a step set for messages: `50 steps 1..50`, `20 steps 5..100 every 5`.
+fn describe_steps(steps: &[u64]) -> String {
+    match steps.len() {
+        0 => "no steps".into(),
+        1 => format!("1 step ({})", span(steps)),
+        n => format!("{n} steps {}", span(steps)),
+    }
+}
+
+/// Describes where a step set lies: `7`, `1..50`, `5..100 every 5`, `1..97, irregular`.
+fn span(steps: &[u64]) -> String {
+    match steps {
+        [] => String::new(),
+        [only] => only.to_string(),
+        [first, .., last] => {
+            let d = steps.get(1).map_or(0, |second| second - first);
+            if steps.windows(2).all(|w| w[1] - w[0] == d) {
+                if d == 1 {
+                    format!("{first}..{last}")
+                } else {
+                    format!("{first}..{last} every {d}")
+                }
+            } else {
+                format!("{first}..{last}, irregular")
+            }
+        }
+    }
+}
+
+/// Lowercases, joins words with `_` and replaces `-` with `_`: `"num-zeros"` → `"num_zeros"`.
+fn sanitize(raw: &str) -> String {
+    let words: Vec<&str> = raw.split_whitespace().collect();
+    words.join("_").to_lowercase().replace('-', "_")
+}
+
+/// Sanitised raw names that map to lossdiff's series, best match first.
+const ALIASES: [(&str, &[&str]); 4] = [
+    (
+        LM_LOSS,
+        &[
+            "lm_loss",
+            "loss",
+            "train/lm_loss",
+            "train/loss",
+            "train_loss",
+            "training_loss",
+            "loss/train",
+        ],
+    ),
+    (
+        GRAD_NORM,
+        &["grad_norm", "train/grad_norm", "gradient_norm"],
+    ),
+    (
+        LR,
+        &["lr", "learning_rate", "train/lr", "train/learning_rate"],
+    ),
+    (STEP_TIME, &["step_time_s", "iteration_time"]),
+];
+
+/// One raw metric's points, in file order.
+struct RawSeries {
+    precision: Precision,
+    points: Vec<(u64, f64)>,
+}
+
+/// Collects points per raw metric name and turns them into a trace with the module's policy.
+struct Collector<'p> {
+    path: &'p Path,
+    /// Raw names in first-seen order (decides ties deterministically).
+    order: Vec<String>,
+    series: BTreeMap<String, RawSeries>,
+    /// Format-specific notes, written to `config.import`.
+    notes: Map<String, Value>,
+}
+
+impl<'p> Collector<'p> {
+    fn new(path: &'p Path) -> Self {
+        Collector {
+            path,
+            order: Vec::new(),
+            series: BTreeMap::new(),
+            notes: Map::new(),
+        }
+    }
+
+    /// Records `value` of `raw` at `step`; `place` says where it was read, for errors.
+    fn push(
+        &mut self,
+        raw: &str,
+        step: u64,
+        value: f64,
+        precision: Precision,
+        place: impl FnOnce() -> String,
+    ) -> Result<()> {
+        if !self.series.contains_key(raw) {
+            self.order.push(raw.to_string());
+        }
+        let s = self.series.entry(raw.to_string()).or_insert(RawSeries {
+            precision,
+            points: Vec::new(),
+        });
+        if let Some(&(previous, _)) = s.points.last() {
+            if step <= previous {
+                return Err(Error::StepOrder {
+                    path: self.path.to_path_buf(),
+                    place: place(),
+                    series: raw.to_string(),
+                    previous,
+                    step,
+                });
+            }
+        }
+        s.points.push((step, value));
+        Ok(())
+    }
+
+    /// Adds a format-specific note to `config.import`.
+    fn note(&mut self, key: &str, value: Value) {
+        self.notes.insert(key.to_string(), value);
+    }
+
+    /// Maps raw names to series names (see the module docs); errors if two land on one name.
+    fn resolve_names(&self) -> Result<Vec<(String, String)>> {
+        let mut named: BTreeMap<&str, String> = BTreeMap::new();
+        for (canonical, aliases) in ALIASES {
+            let best = self
+                .order
+                .iter()
+                .filter(|raw| !named.contains_key(raw.as_str()))
+                .filter_map(|raw| {
+                    let rank = aliases.iter().position(|a| *a == sanitize(raw))?;
+                    Some((rank, raw))
+                })
+                .min_by_key(|(rank, _)| *rank);
+            if let Some((_, raw)) = best {
+                named.insert(raw, canonical.to_string());
+            }
+        }
+        let mut out: Vec<(String, String)> = Vec::new();
+        let mut taken = BTreeSet::new();
+        for raw in &self.order {
+            let name = named
+                .get(raw.as_str())
+                .cloned()
+                .unwrap_or_else(|| sanitize(raw));
+            if !taken.insert(name.clone()) {
+                return Err(Error::Parse {
+                    path: self.path.to_path_buf(),
+                    place: format!("metric {}", quote(raw)),
+                    expected: "metric names that stay distinct after lowercasing and replacing spaces and '-' with '_'".into(),
+                    got: format!("a second metric named `{name}`"),
+                });
+            }
+            out.push((raw.clone(), name));
+        }
+        Ok(out)
+    }
+
+    /// Builds the trace: names, the grid policy, notes, then [`Trace::validate`].
+    fn finish(mut self, format: Format) -> Result<Trace> {
+        let names = self.resolve_names()?;
+        let grid_raw = names
+            .iter()
+            .find(|(_, name)| name == LM_LOSS)
+            .or_else(|| {
+                names
+                    .iter()
+                    .max_by_key(|(raw, name)| (self.points_of(raw), std::cmp::Reverse(name)))
+            })
+            .map(|(raw, name)| (raw.clone(), name.clone()));
+        let Some((grid_raw, grid_name)) = grid_raw.filter(|(raw, _)| self.points_of(raw) > 0)
+        else {
+            return Err(Error::EmptyInput {
+                path: self.path.to_path_buf(),
+                reason: format!("no metric values were read as {format}"),
+            });
+        };
+        let steps: Vec<u64> = self.series[&grid_raw].points.iter().map(|p| p.0).collect();
+        let mut series = BTreeMap::new();
+        let (mut dropped, mut discarded, mut sources) = (Map::new(), Map::new(), Map::new());
+        for (raw, name) in &names {
+            let s = &self.series[raw];
+            match on_grid(&s.points, &steps) {
+                Some(values) => {
+                    let extra = s.points.len() - values.len();
+                    if extra > 0 {
+                        discarded.insert(name.clone(), json!(extra));
+                    }
+                    sources.insert(name.clone(), json!(raw));
+                    let kept = Series {
+                        precision: s.precision,
+                        values,
+                    };
+                    series.insert(name.clone(), kept);
+                }
+                None => {
+                    let own: Vec<u64> = s.points.iter().map(|p| p.0).collect();
+                    let why = format!(
+                        "logged at {}, not at every step of the `{grid_name}` grid ({})",
+                        describe_steps(&own),
+                        describe_steps(&steps)
+                    );
+                    dropped.insert(raw.clone(), json!(why));
+                }
+            }
+        }
+        let mut import = Map::new();
+        import.insert("format".into(), json!(format.name()));
+        import.insert("grid".into(), json!(grid_name));
+        import.insert("sources".into(), Value::Object(sources));
+        if !dropped.is_empty() {
+            import.insert("dropped".into(), Value::Object(dropped));
+        }
+        if !discarded.is_empty() {
+            import.insert("discarded_points".into(), Value::Object(discarded));
+        }
+        import.append(&mut self.notes);
+        let trace = Trace {
+            schema_version: TRACE_SCHEMA_VERSION,
+            name: self
+                .path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            origin: Origin {
+                format: format.name().into(),
+                path: Some(self.path.display().to_string()),
+            },
+            config: json!({ "import": import }),
+            fingerprint: json!({}),
+            seeds: BTreeMap::new(),
+            loss_floor: None,
+            steps,
+            series,
+        };
+        trace.validate(self.path)?;
+        Ok(trace)
+    }
+
+    fn points_of(&self, raw: &str) -> usize {
+        self.series.get(raw).map_or(0, |s| s.points.len())
+    }
+}
+
+/// Returns the values of `points` at each of `grid`'s steps, or `None` if one is missing.
+/// Both are strictly increasing, so one merge pass suffices. Time: `O(points + grid)`.
+fn on_grid(points: &[(u64, f64)], grid: &[u64]) -> Option<Vec<f64>> {
+    let mut values = Vec::with_capacity(grid.len());
+    let mut it = points.iter().peekable();
+    for &step in grid {
+        while it.next_if(|p| p.0 < step).is_some() {}
+        values.push(it.next_if(|p| p.0 == step)?.1);
+    }
+    Some(values)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn collect(points: &[(&str, &[(u64, f64)])]) -> Result<Trace> {
+        let path = Path::new("mem.txt");
+        let mut c = Collector::new(path);
+        for (raw, pts) in points {
+            for &(step, v) in *pts {
+                c.push(raw, step, v, Precision::F64, || format!("step {step}"))?;
+            }
+        }
+        c.finish(Format::Jsonl)
+    }
+
+    #[test]
+    fn format_names_round_trip_and_bad_name_lists_valid_ones() {
+        for f in Format::ALL {
+            assert_eq!(f.name().parse::<Format>().unwrap(), f);
+        }
+        assert_eq!("TB".parse::<Format>().unwrap(), Format::TensorBoard);
+        assert_eq!(
+            "megatron_golden".parse::<Format>().unwrap(),
+            Format::MegatronGolden
+        );
+        let err = "parquet".parse::<Format>().unwrap_err().to_string();
+        assert!(err.contains("\"parquet\"") && err.contains("megatron-log, torchtitan"));
+    }
+
+    #[test]
+    fn detect_tells_formats_apart_by_content() {
+        let cases: [(&str, Option<Format>); 8] = [
+            (
+                r#"{"schema_version": 1, "steps": []}"#,
+                Some(Format::Lossdiff),
+            ),
+            (
+                r#"{"lm loss": {"start_step": 1, "end_step": 1, "step_interval": 1, "values": {"1": 2.0}}}"#,
+                Some(Format::MegatronGolden),
+            ),
+            (
+                "{\"step\": 1, \"loss\": 2}\n{\"step\": 2, \"loss\": 1}\n",
+                Some(Format::Jsonl),
+            ),
+            (
+                "noise\n [2024] iteration       10/     100 | lm loss: 1.0E+01 |\n",
+                Some(Format::MegatronLog),
+            ),
+            (
+                "[titan] INFO - step:  1  loss: 12.2541  memory: 1.0GiB\n",
+                Some(Format::TorchtitanText),
+            ),
+            ("Step,train/loss\n1,2.5\n", Some(Format::Csv)),
+            ("1 2.5\n2 2.4\n", Some(Format::TorchtitanText)),
+            ("hello world\n", None),
+        ];
+        for (text, want) in cases {
+            assert_eq!(detect(text.as_bytes()), want, "{text}");
+        }
+    }
+
+    #[test]
+    fn empty_and_unknown_inputs_are_clear_errors() {
+        let err = import_bytes(b"  \n", Path::new("e.log"), None).unwrap_err();
+        assert!(matches!(err, Error::EmptyInput { .. }), "{err}");
+        let err = import_bytes(b"hello\n", Path::new("u.log"), None).unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("u.log") && msg.contains("\"hello\"") && msg.contains("csv"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn metrics_on_another_grid_are_dropped_not_padded() {
+        // `eval` was logged every 2 steps, `lr` at every step: eval is dropped, lr kept.
+        let t = collect(&[
+            ("loss", &[(1, 3.0), (2, 2.0), (3, 1.0)]),
+            ("eval", &[(2, 2.5)]),
+            ("learning-rate", &[(0, 0.0), (1, 0.1), (2, 0.2), (3, 0.3)]),
+        ])
+        .unwrap();
+        assert_eq!(t.steps, vec![1, 2, 3]);
+        assert_eq!(t.metric(LR).unwrap(), &[0.1, 0.2, 0.3]);
+        assert!(t.metric("eval").is_none());
+        let import = &t.config["import"];
+        assert_eq!(import["grid"], "lm_loss");
+        assert!(import["dropped"]["eval"]
+            .as_str()
+            .unwrap()
+            .contains("1 step (2)"));
+        assert_eq!(import["discarded_points"]["lr"], 1);
+        assert_eq!(import["sources"]["lr"], "learning-rate");
+    }
+
+    #[test]
+    fn best_alias_wins_and_others_keep_their_names() {
+        let t = collect(&[("train/loss", &[(1, 1.0)]), ("lm loss", &[(1, 2.0)])]).unwrap();
+        assert_eq!(t.lm_loss().unwrap(), &[2.0]);
+        assert_eq!(t.metric("train/loss").unwrap(), &[1.0]);
+    }
+
+    #[test]
+    fn clashing_names_and_repeated_steps_are_errors() {
+        let err = collect(&[("num zeros", &[(1, 1.0)]), ("num-zeros", &[(1, 2.0)])]).unwrap_err();
+        assert!(err.to_string().contains("`num_zeros`"), "{err}");
+        let err = collect(&[("loss", &[(1, 1.0), (2, 1.0), (2, 0.5)])]).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::StepOrder {
+                    previous: 2,
+                    step: 2,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn without_loss_the_longest_series_is_the_grid() {
+        let t = collect(&[("a", &[(1, 1.0)]), ("b", &[(1, 1.0), (2, 2.0)])]).unwrap();
+        assert_eq!(t.config["import"]["grid"], "b");
+        assert_eq!(t.steps, vec![1, 2]);
+    }
+
+    #[test]
+    fn steps_are_described_compactly() {
+        assert_eq!(describe_steps(&[]), "no steps");
+        assert_eq!(describe_steps(&[1, 2, 3]), "3 steps 1..3");
+        assert_eq!(describe_steps(&[5, 10, 15]), "3 steps 5..15 every 5");
+        assert_eq!(describe_steps(&[1, 2, 7]), "3 steps 1..7, irregular");
+        assert_eq!(parse_step("10.0"), Some(10));
+        assert_eq!(parse_step("-1"), None);
+        assert_eq!(parse_step("1.5"), None);
+    }
+}
