@@ -7,7 +7,8 @@
 //!
 //! Every metric is imported (`lm loss` → `lm_loss`, `iteration-time` → `step_time_s`, the others
 //! sanitised: `num-zeros` → `num_zeros`). Metrics on another grid than `lm loss` are dropped by the
-//! module-wide policy; in the real files `iteration-time` starts at step 2 in some tests and is.
+//! module-wide policy: in the real `gpt3_mcore_tp1_pp2` files `iteration-time` starts at step 2
+//! while `lm loss` starts at step 1, so it is dropped there (and listed in `config.import.dropped`).
 //!
 //! # Resumed runs
 //! The `_2nd.json` file of a checkpoint-resume test holds steps 1..50 as `"nan"` in *every*
