@@ -8,7 +8,7 @@
 //!
 //! # How a file becomes a trace
 //! Every importer collects `(step, value)` points per raw metric name, then one policy turns them
-//! into a trace ([`Collector::finish`]):
+//! into a trace (`collect.rs`):
 //! - **Names.** Raw names are sanitised (trimmed, lowercased, spaces and `-` become `_`), then
 //!   well-known aliases map to lossdiff's names: `lm loss`, `loss`, `train/loss` → `lm_loss`;
 //!   `grad norm`, `grad-norm` → `grad_norm`; `learning rate`, `learning-rate` → `lr`;
@@ -22,8 +22,15 @@
 //!   `config.import` section, with the raw name each series came from.
 //! - **Order.** Within a series steps must be strictly increasing; a repeated or earlier step is
 //!   an [`Error::StepOrder`] naming the place (a log of a resumed run that re-ran steps must be cut
-//!   by hand, because which copy is "the" run is a judgement). Megatron golden files of the second
-//!   half of a resume test are the one documented exception, see [`megatron_golden`].
+//!   by hand, because which copy is "the" run is a judgement). The one documented exception is
+//!   a Megatron golden file of the second half of a checkpoint-resume test (`*_2nd.json`): its
+//!   leading steps where *every* metric is `"nan"` were not run by that half, so they are cut
+//!   (listed in `config.import.not_logged_leading_steps`) rather than read as a divergence.
+//!
+//! # Formats and their quirks
+//! See each importer's file: `megatron_golden.rs`, `megatron_log.rs`, `text.rs` (torchtitan and
+//! plain columns), `jsonl.rs`, `csv.rs`, `tensorboard.rs`. Each trace's `config.import` records
+//! the format, the grid series, the raw name of every series, and what was dropped and why.
 
 mod align;
 mod collect;
