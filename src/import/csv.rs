@@ -238,6 +238,13 @@ mod tests {
     }
 
     #[test]
+    fn byte_order_mark_is_ignored() {
+        let bytes = b"\xEF\xBB\xBFstep,loss\n1,2.0\n";
+        let t = crate::import::import_bytes(bytes, Path::new("bom.csv"), None).unwrap();
+        assert_eq!(t.lm_loss().unwrap(), &[2.0]);
+    }
+
+    #[test]
     fn loss_column_priority_prefers_lm_loss() {
         let t = parse_str("iteration\ttrain/loss\tlm_loss\n1\t9\t2\n").unwrap();
         assert_eq!(t.lm_loss().unwrap(), &[2.0]);

@@ -214,6 +214,38 @@ pub fn to_megatron_golden(trace: &Trace) -> Value {
     Value::Object(out)
 }
 
+/// Writes [`to_megatron_golden`] as text laid out like Megatron-LM's files (4-space indent,
+/// `lm loss` first, steps in numeric order), so an exported file diffs cleanly against theirs.
+/// `serde_json`'s own writer would order the step keys as text: `"1", "10", "100", "11"`.
+pub fn megatron_golden_json(trace: &Trace) -> String {
+    let golden = to_megatron_golden(trace);
+    let mut metrics: Vec<(&String, &Value)> = golden.as_object().into_iter().flatten().collect();
+    metrics.sort_by_key(|(name, _)| (name.as_str() != "lm loss", name.as_str()));
+    let mut out = String::from("{\n");
+    for (i, (name, m)) in metrics.iter().enumerate() {
+        out += &format!("    {}: {{\n", Value::from(name.as_str()));
+        for key in ["start_step", "end_step", "step_interval"] {
+            out += &format!("        \"{key}\": {},\n", m[key]);
+        }
+        out += "        \"values\": {\n";
+        let mut values: Vec<(u64, &Value)> = m["values"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter_map(|(k, v)| Some((k.parse().ok()?, v)))
+            .collect();
+        values.sort_by_key(|(step, _)| *step);
+        let rows: Vec<String> = values
+            .iter()
+            .map(|(step, v)| format!("            \"{step}\": {v}"))
+            .collect();
+        out += &rows.join(",\n");
+        let comma = if i + 1 < metrics.len() { "," } else { "" };
+        out += &format!("\n        }}\n    }}{comma}\n");
+    }
+    out + "}\n"
+}
+
 fn export_name(name: &str) -> String {
     match name {
         LM_LOSS => "lm loss".into(),
@@ -306,6 +338,26 @@ mod tests {
         let back = to_megatron_golden(&t);
         let orig: Value = serde_json::from_str(text).unwrap();
         assert_eq!(back, orig);
+    }
+
+    #[test]
+    fn json_text_is_megatron_layout_in_step_order() {
+        let text = r#"{"num-zeros": {"values": {"1": 3.0, "2": 4.0, "10": 5.0}},
+                       "lm loss": {"values": {"1": 9.5, "2": "nan", "10": 9.25}}}"#;
+        let t = parse_str(text).unwrap();
+        let out = megatron_golden_json(&t);
+        let back: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(back, to_megatron_golden(&t));
+        assert!(
+            out.starts_with("{\n    \"lm loss\": {\n        \"start_step\": 1,"),
+            "{out}"
+        );
+        let (two, ten) = (
+            out.find("\"2\": \"nan\"").unwrap(),
+            out.find("\"10\": 9.25").unwrap(),
+        );
+        assert!(two < ten, "{out}");
+        assert!(out.contains("\"step_interval\": 1,"), "{out}");
     }
 
     #[test]

@@ -45,7 +45,7 @@ mod tensorboard;
 mod text;
 
 pub use align::{align, Alignment};
-pub use megatron_golden::to_megatron_golden;
+pub use megatron_golden::{megatron_golden_json, to_megatron_golden};
 
 use collect::{sanitize, Collector, ALIASES};
 
@@ -193,6 +193,8 @@ pub fn import(path: &Path, format: Option<Format>) -> Result<Trace> {
 /// # Errors
 /// As [`import`], without the I/O errors.
 pub fn import_bytes(bytes: &[u8], path: &Path, format: Option<Format>) -> Result<Trace> {
+    // Spreadsheet exports often start with a UTF-8 byte-order mark; it is not content.
+    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(Error::EmptyInput {
             path: path.to_path_buf(),

@@ -1,7 +1,7 @@
 //! Tests on the real Megatron-LM golden values in `../shared/realdata/megatron/` (see its
 //! NOTES.md). Skipped, loudly, when that folder is absent (e.g. a checkout without `shared/`).
 
-use super::{align, detect, import, to_megatron_golden, Format};
+use super::{align, detect, import, megatron_golden_json, to_megatron_golden, Format};
 use crate::trace::{Trace, LM_LOSS, STEP_TIME};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -161,4 +161,22 @@ fn real_files_re_export_equal_to_themselves() {
             }
         }
     }
+}
+
+#[test]
+fn real_file_re_exports_line_for_line() {
+    let Some(dir) = dir() else { return };
+    // No metric of this file is dropped, so every line must come back (metric order aside).
+    let path = dir.join(RESUME).join("golden_values_dev_dgx_a100.json");
+    let original = std::fs::read_to_string(&path).unwrap();
+    let exported = megatron_golden_json(&import(&path, None).unwrap());
+    let lines = |text: &str| {
+        let mut v: Vec<String> = text
+            .lines()
+            .map(|l| l.trim_end().trim_end_matches(',').to_string())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(lines(&exported), lines(&original));
 }
