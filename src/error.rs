@@ -109,6 +109,92 @@ pub enum Error {
         /// The configured cap.
         cap: u64,
     },
+
+    // === Import ===
+    /// A line, key or record of an imported file that does not have the shape its format needs.
+    #[error("{}: {place}: expected {expected}, got {got}", path.display())]
+    Parse {
+        /// The imported file.
+        path: PathBuf,
+        /// Where in the file: `line 12`, `key "lm loss"/"values"/"7"`, `record 3 at byte 120`.
+        place: String,
+        /// What the importer needed there.
+        expected: String,
+        /// What it found (quoted and shortened).
+        got: String,
+    },
+    /// A file whose content matches none of the formats lossdiff imports.
+    #[error("{}: cannot tell the format from the content ({hint}); pass the format explicitly, one of: {valid}", path.display())]
+    UnknownFormat {
+        /// The file.
+        path: PathBuf,
+        /// What the file looked like.
+        hint: String,
+        /// The format names that are accepted.
+        valid: String,
+    },
+    /// A file that parsed but holds no training steps.
+    #[error("{}: no training steps found: {reason}", path.display())]
+    EmptyInput {
+        /// The file.
+        path: PathBuf,
+        /// Why nothing was found.
+        reason: String,
+    },
+    /// A TensorBoard record whose checksum does not match its bytes (a truncated or corrupted file).
+    #[error("{}: record at byte {offset}: {what} checksum mismatch (stored {stored:#010x}, computed {computed:#010x}); the event file is corrupted or truncated", path.display())]
+    Crc {
+        /// The event file.
+        path: PathBuf,
+        /// Byte offset of the record's start.
+        offset: u64,
+        /// Which checksum: `length` or `data`.
+        what: &'static str,
+        /// The masked CRC32C stored in the file.
+        stored: u32,
+        /// The masked CRC32C of the bytes read.
+        computed: u32,
+    },
+    /// A series whose steps repeat or go backwards (e.g. a log of a resumed run that re-ran steps).
+    #[error("{}: {place}: series `{series}` has step {step} after step {previous}: steps must be strictly increasing", path.display())]
+    StepOrder {
+        /// The imported file.
+        path: PathBuf,
+        /// Where the offending step was read.
+        place: String,
+        /// The series (lossdiff name).
+        series: String,
+        /// The step read before it.
+        previous: u64,
+        /// The repeated or earlier step.
+        step: u64,
+    },
+    /// A trace asked for a metric it does not record.
+    #[error("trace `{trace}` has no series `{metric}` (it has: {available})")]
+    MissingSeries {
+        /// The trace's name.
+        trace: String,
+        /// The metric asked for.
+        metric: String,
+        /// The series it does have, comma-separated.
+        available: String,
+    },
+    /// Two traces that share no step for a metric, so they cannot be compared.
+    #[error(
+        "no common steps for `{metric}`: `{a}` has steps {a_steps}, `{b}` has steps {b_steps}"
+    )]
+    NoCommonSteps {
+        /// The metric.
+        metric: String,
+        /// Name of trace A.
+        a: String,
+        /// Description of A's steps.
+        a_steps: String,
+        /// Name of trace B.
+        b: String,
+        /// Description of B's steps.
+        b_steps: String,
+    },
 }
 
 /// Shorthand for results with [`Error`].

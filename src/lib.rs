@@ -11,6 +11,7 @@ pub mod faults;
 pub mod fingerprint;
 mod fsutil;
 pub mod golden;
+pub mod import;
 pub mod model;
 pub mod optim;
 pub mod params;
