@@ -43,6 +43,14 @@ enum Command {
         #[arg(long)]
         name: Option<String>,
     },
+    /// Review, accept or reject pending goldens; find unused ones; export to Megatron's format.
+    Golden {
+        #[command(subcommand)]
+        action: GoldenCommand,
+        /// Root of the golden store.
+        #[arg(long, default_value = "golden", global = true)]
+        root: PathBuf,
+    },
     /// List the injectable faults (`inject = "<name>"` in a spec, or `--set inject=<name>`).
     Faults,
     /// Print a trace's config, fingerprint and a short loss table.
@@ -52,6 +60,39 @@ enum Command {
         /// Rows in the loss table.
         #[arg(long, default_value_t = 12)]
         rows: usize,
+    },
+}
+
+#[derive(Subcommand)]
+enum GoldenCommand {
+    /// List pending `.new` goldens with what would change.
+    Review,
+    /// Bless pending goldens (all, or those whose path contains FILTER).
+    Accept {
+        /// Substring of the golden paths to accept.
+        filter: Option<String>,
+    },
+    /// Delete pending goldens (all, or those whose path contains FILTER).
+    Reject {
+        /// Substring of the golden paths to reject.
+        filter: Option<String>,
+    },
+    /// List goldens that no experiment under `experiments/` produces (exit 1 if any).
+    Check {
+        /// Directory of experiment specs.
+        #[arg(long, default_value = "experiments")]
+        experiments: PathBuf,
+    },
+    /// Write one seed trace of a golden in Megatron-LM's golden-values JSON schema.
+    Export {
+        /// The golden file.
+        golden: PathBuf,
+        /// Output file.
+        #[arg(long)]
+        out: PathBuf,
+        /// Which seed trace (0-based).
+        #[arg(long, default_value_t = 0)]
+        seed_index: usize,
     },
 }
 
@@ -80,6 +121,7 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<ExitCode>
             cmd_train(&spec, &out, &overrides, name)
         }
         Command::Show { trace, rows } => cmd_show(&trace, rows),
+        Command::Golden { action, root } => cmd_golden(action, &root),
         Command::Faults => {
             for f in crate::faults::Fault::CATALOG {
                 println!("{:<24} {}", f.name(), f.describe());
@@ -240,4 +282,124 @@ pub fn flatten(v: &serde_json::Value) -> Vec<(String, String)> {
     walk("", v, &mut out);
     out.sort();
     out
+}
+
+fn cmd_golden(action: GoldenCommand, root: &Path) -> anyhow::Result<ExitCode> {
+    use crate::golden::{Golden, GoldenStore};
+    let store = GoldenStore::new(root);
+    match action {
+        GoldenCommand::Review => {
+            let pending = store.pending();
+            if pending.is_empty() {
+                println!("no pending goldens under {}", root.display());
+            }
+            for p in pending {
+                let new = Golden::load(&p)
+                    .with_context(|| format!("failed to read pending golden {}", p.display()))?;
+                let target = PathBuf::from(p.to_string_lossy().trim_end_matches(".new"));
+                println!("{}", p.display());
+                let describe = |g: &Golden| {
+                    format!(
+                        "{} seeds + {} perturbations, {} steps, late loss {:.6} ± {:.2e}, blessed by lossdiff {} on {}",
+                        g.summary.seeds, g.summary.perturbations, g.summary.steps, g.summary.late_loss_mean,
+                        g.summary.late_loss_sd, g.provenance.lossdiff_version,
+                        g.provenance.fingerprint["cpu_model"].as_str().unwrap_or("?")
+                    )
+                };
+                match Golden::load(&target) {
+                    Ok(old) => {
+                        println!("  old: {}", describe(&old));
+                        if old.provenance.spec_hash != new.provenance.spec_hash {
+                            println!("       (spec changed since the old golden was blessed)");
+                        }
+                    }
+                    Err(_) => println!("  old: none"),
+                }
+                println!("  new: {}", describe(&new));
+            }
+            println!("accept with `lossdiff golden accept [FILTER]`, reject with `lossdiff golden reject [FILTER]`");
+            Ok(ExitCode::SUCCESS)
+        }
+        GoldenCommand::Accept { filter } => {
+            let done = store.accept(filter.as_deref())?;
+            for p in &done {
+                println!("accepted {}", p.display());
+            }
+            if done.is_empty() {
+                println!("nothing pending to accept");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        GoldenCommand::Reject { filter } => {
+            for p in store.reject(filter.as_deref())? {
+                println!("rejected {}", p.display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        GoldenCommand::Check { experiments } => {
+            let used = used_goldens(&experiments)?;
+            let unused = store.unused(&used);
+            for p in &unused {
+                println!(
+                    "unused golden: {} (no spec in {} produces it)",
+                    p.display(),
+                    experiments.display()
+                );
+            }
+            if unused.is_empty() {
+                println!("every golden under {} is used", root.display());
+                return Ok(ExitCode::SUCCESS);
+            }
+            Ok(ExitCode::from(1))
+        }
+        GoldenCommand::Export {
+            golden,
+            out,
+            seed_index,
+        } => {
+            let g = Golden::load(&golden)
+                .with_context(|| format!("failed to read golden {}", golden.display()))?;
+            let trace = g.seed_traces.get(seed_index).with_context(|| {
+                format!(
+                    "{} has {} seed traces; --seed-index {seed_index} is out of range",
+                    golden.display(),
+                    g.seed_traces.len()
+                )
+            })?;
+            crate::fsutil::write_atomic(
+                &out,
+                crate::import::megatron_golden_json(trace).as_bytes(),
+            )?;
+            println!("wrote {} (Megatron-LM golden-values schema)", out.display());
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Returns every `(experiment, cell, arm)` the experiment specs in `dir` produce.
+fn used_goldens(dir: &Path) -> anyhow::Result<Vec<(String, String, String)>> {
+    let mut used = Vec::new();
+    let entries = std::fs::read_dir(dir)
+        .with_context(|| format!("failed to list experiments in {}", dir.display()))?;
+    let mut paths: Vec<PathBuf> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    paths.sort();
+    for p in paths {
+        let text = std::fs::read_to_string(&p)
+            .with_context(|| format!("failed to read {}", p.display()))?;
+        // Run specs (no [experiment] table) produce no goldens.
+        if !text.contains("[experiment]") {
+            continue;
+        }
+        let exp = crate::experiment::Experiment::load(&p)?;
+        for cell in exp.cells() {
+            for arm in &exp.arms {
+                used.push((exp.name.clone(), cell.id.clone(), arm.name.clone()));
+            }
+        }
+    }
+    Ok(used)
 }
