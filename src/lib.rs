@@ -6,6 +6,7 @@ pub mod config;
 pub mod error;
 mod fsutil;
 pub mod rng;
+pub mod stats;
 pub mod trace;
 
 pub use error::{Error, Result};
