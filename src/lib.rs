@@ -2,6 +2,7 @@
 #![warn(missing_docs)]
 
 pub mod attention;
+pub mod compare;
 pub mod config;
 pub mod error;
 mod fsutil;
