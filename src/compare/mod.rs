@@ -42,14 +42,21 @@
 //! 5. Otherwise `Inconclusive`, with the seeds per arm a power calculation on the observed
 //!    variance says would settle it.
 //!
-//! Onset: the first step of the final excursion of a two-sided CUSUM (Page 1954; k = 0.5, h = 5)
-//! on the standardised difference curve — the sequential procedure one would run during
-//! training, with a known in-control run length. PELT (Killick et al. 2012) is reported alongside
-//! as the offline refinement and dates the divergence when the CUSUM does not alarm.
+//! Onset: a CUSUM (Page 1954; k = 0.5, h = 5) on the standardised difference curve (difference
+//! minus the yardstick's mean, divided by its per-step spread), whitened by an AR(1) filter fitted
+//! on the first half so its residuals are roughly independent (Harris & Ross 1991) — the
+//! sequential procedure one would run during training, with a known in-control run length
+//! (ARL₀ ≈ 938 one-sided). The onset is the step after the CUSUM was last zero before its last
+//! crossing of `h` in the direction of the difference (an earlier false alarm that returned to
+//! zero does not count). PELT (Killick, Fearnhead & Eckley 2012) on the standardised curve is
+//! reported alongside as the offline refinement, and dates the divergence when the CUSUM never
+//! crosses `h`; failing both, the late window's first step is reported (method `WindowStart`).
 
 mod align;
 mod configdiff;
 mod lanes;
+mod modes;
+mod onset;
 mod statistical;
 mod sweep;
 #[cfg(test)]

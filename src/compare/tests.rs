@@ -180,17 +180,17 @@ fn alignment_errors_are_typed() {
     b.steps = (100..120).collect();
     let s = CompareSettings::default();
     assert!(matches!(
-        compare(&[a.clone()], &[b], &[], &[], &s),
+        compare(std::slice::from_ref(&a), &[b], &[], &[], &s),
         Err(Error::NoCommonSteps { .. })
     ));
     assert!(matches!(
-        compare(&[a.clone()], &[], &[], &[], &s),
+        compare(std::slice::from_ref(&a), &[], &[], &[], &s),
         Err(Error::EmptyArm { arm: "b" })
     ));
     let mut c = a.clone();
     c.series.clear();
     assert!(matches!(
-        compare(&[a.clone()], &[c], &[], &[], &s),
+        compare(std::slice::from_ref(&a), &[c], &[], &[], &s),
         Err(Error::MissingMetric { arm: "b", .. })
     ));
     let short = trace("s", 1, add(&curve(6), &[1e-3; 6]), cfg("naive", 0.0));
@@ -258,7 +258,7 @@ fn perturbation_yardstick_passes_benign_and_catches_small_drift() {
         add(&curve(n), &rounding(7, n)),
         cfg("flash", 0.0),
     );
-    let c = run(&[a.clone()], &[flash], &p, &["model.attention"]);
+    let c = run(std::slice::from_ref(&a), &[flash], &p, &["model.attention"]);
     assert_eq!(c.verdict, Verdict::Equivalent, "{:#?}", c.statistical);
     // Softmax scale off by 1 %: one-sided growth to 3e-4 from step 100 — ~20x below seed noise
     // (0.005) but far above rounding.
@@ -364,7 +364,7 @@ fn sweep_gate_applies_holm_and_bh() {
                 add(&add(&curve(n), &rounding(50 + i as u64, n)), &d),
                 cfg("naive", 0.0),
             );
-            run(&[a.clone()], &[b], &p, &[])
+            run(std::slice::from_ref(&a), &[b], &p, &[])
         })
         .collect();
     let g = gate_sweep(&cells, 0.05).unwrap();
@@ -457,7 +457,7 @@ fn simulated_false_positive_rate_perturbation_mode() {
                 cfg("naive", 0.0),
             );
             matches!(
-                run(&[a.clone()], &[b], &p, &[]).verdict,
+                run(std::slice::from_ref(&a), &[b], &p, &[]).verdict,
                 Verdict::Diverged { .. }
             )
         })

@@ -177,7 +177,7 @@ pub fn sic_penalty(n: usize) -> f64 {
 /// Time: `O(n)` expected when changes are spread out, `O(n²)` worst case.
 pub fn pelt_mean(x: &[f64], penalty: f64, min_seg_len: usize) -> Result<Vec<usize>> {
     check("pelt_mean", x, min_seg_len.max(1))?;
-    if !(penalty >= 0.0) || min_seg_len == 0 {
+    if penalty.is_nan() || penalty < 0.0 || min_seg_len == 0 {
         return Err(Error::InvalidParameter {
             name: "pelt penalty/min_seg_len",
             expected: "penalty ≥ 0 and min_seg_len ≥ 1",

@@ -189,7 +189,7 @@ pub fn hac_mean_test(
     prewhiten: Prewhiten,
 ) -> Result<HacMeanOutcome> {
     let lrv = long_run_variance(x, bandwidth, prewhiten)?;
-    if !(lrv.lrv > 0.0) {
+    if lrv.lrv.is_nan() || lrv.lrv <= 0.0 {
         return Err(Error::ZeroVariance {
             statistic: "hac_mean_test",
         });

@@ -154,7 +154,8 @@ pub fn tost_from_estimate(estimate: f64, se: f64, df: f64, margin: f64) -> Resul
             got: margin.to_string(),
         });
     }
-    if !(se > 0.0 && se.is_finite()) || !(df > 0.0) || !estimate.is_finite() {
+    let valid = se > 0.0 && se.is_finite() && df > 0.0 && estimate.is_finite();
+    if !valid {
         return Err(Error::InvalidParameter {
             name: "se",
             expected: "a finite estimate, se > 0 and df > 0",
