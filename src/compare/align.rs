@@ -81,9 +81,28 @@ fn values_at(
                 trace: t.name.clone(),
                 arm,
             })?;
+            // Traces built in memory may skip `Trace::validate`; refuse rather than misalign.
+            if v.len() != t.steps.len() {
+                return Err(Error::InvalidTrace {
+                    path: t.name.clone().into(),
+                    reason: format!(
+                        "series `{metric}` has {} values for {} steps",
+                        v.len(),
+                        t.steps.len()
+                    ),
+                });
+            }
             let index: BTreeMap<u64, f64> =
                 t.steps.iter().copied().zip(v.iter().copied()).collect();
-            Ok(steps.iter().map(|s| index[s]).collect())
+            steps
+                .iter()
+                .map(|s| {
+                    index.get(s).copied().ok_or_else(|| Error::InvalidTrace {
+                        path: t.name.clone().into(),
+                        reason: format!("step {s} listed but has no value"),
+                    })
+                })
+                .collect()
         })
         .collect()
 }

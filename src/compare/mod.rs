@@ -290,6 +290,7 @@ impl Comparator for DefaultComparator {
 ///
 /// # Errors
 /// [`Error::EmptyArm`], [`Error::MissingMetric`], [`Error::NoCommonSteps`],
+/// [`Error::InvalidTrace`] for a series whose length differs from its steps,
 /// [`Error::InvalidParameter`] for bad settings, and [`Error::TooFewSteps`] when the verdict needs
 /// the statistical lane and fewer than [`MIN_STATISTICAL_STEPS`] finite common steps exist.
 pub fn compare(

@@ -193,6 +193,12 @@ fn alignment_errors_are_typed() {
         compare(std::slice::from_ref(&a), &[c], &[], &[], &s),
         Err(Error::MissingMetric { arm: "b", .. })
     ));
+    let mut broken = a.clone();
+    broken.steps.push(21);
+    assert!(matches!(
+        compare(std::slice::from_ref(&a), &[broken], &[], &[], &s),
+        Err(Error::InvalidTrace { .. })
+    ));
     let short = trace("s", 1, add(&curve(6), &[1e-3; 6]), cfg("naive", 0.0));
     assert!(matches!(
         compare(
@@ -545,4 +551,59 @@ fn seed_paired_ensembles_detect_a_shift_and_pass_a_null() {
         }
         v => panic!("expected divergence, got {v:?}"),
     }
+}
+
+#[test]
+fn random_traces_with_non_finite_values_never_panic() {
+    // 300 seeded random cases: ragged steps, NaN/±inf anywhere, ensembles of 1-3, an optional
+    // perturbation ensemble. Every outcome must be a value or a typed error.
+    let pick = |r: u64, i: u64, m: u64| crate::rng::mix64(hash_words(&[r, i])) % m;
+    let (mut ok, mut non_finite) = (0, 0);
+    for r in 0..300u64 {
+        let mk = |arm: u64, k: u64| -> Trace {
+            let n = 1 + pick(r, arm * 10 + k, 40) as usize;
+            let mut l = add(&curve(n), &noise(hash_words(&[r, arm, k]), n, 1e-4));
+            for (i, v) in l.iter_mut().enumerate() {
+                match pick(r, 1000 + arm * 100 + k * 50 + i as u64, 60) {
+                    0 => *v = f64::NAN,
+                    1 => *v = f64::INFINITY,
+                    2 => *v = f64::NEG_INFINITY,
+                    _ => {}
+                }
+            }
+            let mut t = trace("t", k, l, cfg("naive", 0.0));
+            t.steps = (1..=n as u64).map(|s| s + pick(r, 7 + arm, 3)).collect();
+            t
+        };
+        let arm = |id: u64, k: u64| (0..k).map(|i| mk(id, i)).collect::<Vec<_>>();
+        let a = arm(1, 1 + pick(r, 1, 3));
+        let b = arm(2, 1 + pick(r, 2, 3));
+        let p = arm(3, pick(r, 3, 4));
+        match compare(&a, &b, &p, &[], &CompareSettings::default()) {
+            Ok(c) => {
+                let text = serde_json::to_string(&c).unwrap();
+                let back: Comparison = serde_json::from_str(&text).unwrap();
+                assert_eq!(back, c, "case {r}");
+                ok += 1;
+                if let Verdict::Diverged {
+                    direction: Direction::NonFinite,
+                    ..
+                } = c.verdict
+                {
+                    non_finite += 1;
+                }
+            }
+            Err(
+                Error::NoCommonSteps { .. }
+                | Error::TooFewSteps { .. }
+                | Error::InvalidTrace { .. },
+            ) => {}
+            Err(e) => panic!("case {r}: unexpected error {e}"),
+        }
+    }
+    eprintln!("{ok} of 300 random cases compared, {non_finite} diverged by non-finite value");
+    assert!(
+        ok > 100 && non_finite > 20,
+        "{ok} ok, {non_finite} non-finite"
+    );
 }
