@@ -607,3 +607,54 @@ fn random_traces_with_non_finite_values_never_panic() {
         "{ok} ok, {non_finite} non-finite"
     );
 }
+
+#[test]
+fn simulated_power_and_false_positives_seed_mode_and_small_drift() {
+    // (1) 100 null cells of 4 v 4 unpaired seeds (persistent seed offsets, AR(1) step noise).
+    // (2) 50 perturbation-mode cells with a softmax-like drift (1e-6 per step from step 100,
+    //     ~20x below seed noise at the end): the detection rate.
+    let n = 150;
+    let seeds = |r: u64, arm: u64| -> Vec<Trace> {
+        (0..4u64)
+            .map(|s| {
+                let off = 0.005 * normal(hash_words(&[r, arm, s]), 0);
+                let e = ar1(hash_words(&[r, arm, s, 1]), n, 0.5, 1e-3);
+                let l = curve(n).iter().zip(e).map(|(c, e)| c + off + e).collect();
+                trace("s", 1000 * arm + s, l, cfg("naive", 0.0))
+            })
+            .collect()
+    };
+    let fp = (0..100u64)
+        .filter(|&r| {
+            matches!(
+                run(&seeds(r, 1), &seeds(r, 2), &[], &[]).verdict,
+                Verdict::Diverged { .. }
+            )
+        })
+        .count();
+    eprintln!(
+        "seed-mode FP rate (100 null cells, 4 v 4 seeds): {}",
+        fp as f64 / 100.0
+    );
+    assert!(fp <= 11, "{fp} of 100 null seed cells diverged");
+    let (a, p) = perturbation_setup(n, 6);
+    let drift: Vec<f64> = (0..n).map(|t| 1e-6 * (t as f64 - 100.0).max(0.0)).collect();
+    let hits = (0..50u64)
+        .filter(|&r| {
+            let l = add(&add(&curve(n), &rounding(hash_words(&[r, 5]), n)), &drift);
+            let b = trace("b", 1, l, cfg("naive", 0.0));
+            matches!(
+                run(std::slice::from_ref(&a), &[b], &p, &[]).verdict,
+                Verdict::Diverged {
+                    direction: Direction::Higher,
+                    ..
+                }
+            )
+        })
+        .count();
+    eprintln!(
+        "perturbation-mode detection rate, drift to 5e-5 over 50 steps: {}",
+        hits as f64 / 50.0
+    );
+    assert!(hits >= 45, "{hits} of 50 drifting cells detected");
+}
