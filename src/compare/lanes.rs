@@ -113,3 +113,74 @@ pub(crate) fn tolerance_lane(d: &Aligned, rtol: f64, atol: f64) -> ToleranceLane
         pass: worst.0 <= allowed_failures,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compare::align::Pairing;
+    use crate::compare::Alignment;
+    use approx::assert_relative_eq;
+
+    fn aligned(a: Vec<f64>, b: Vec<f64>) -> Aligned {
+        let n = a.len();
+        Aligned {
+            steps: (1..=n as u64).collect(),
+            a: vec![a],
+            b: vec![b],
+            p: vec![],
+            p_ref: vec![],
+            pairs: vec![(0, 0)],
+            pairing: Pairing::Index,
+            usable: n,
+            alignment: Alignment {
+                common: n,
+                only_a: vec![],
+                only_b: vec![],
+                missing_in_perturbation: 0,
+                usable: n,
+            },
+            notes: vec![],
+        }
+    }
+
+    #[test]
+    fn allowed_failures_follow_megatron() {
+        // python: [min(max(n // 100, 1), 50) for n in (50, 100, 250, 6000)] -> [1, 1, 2, 50]
+        let got: Vec<usize> = [50, 100, 250, 6000]
+            .iter()
+            .map(|&n| megatron_allowed_failures(n))
+            .collect();
+        assert_eq!(got, vec![1, 1, 2, 50]);
+    }
+
+    #[test]
+    fn tolerance_lane_counts_failures_like_np_isclose() {
+        // 250 steps at 2.0; b is 6 % off at 2 steps (fail), 4 % off elsewhere (pass): 2 ≤ 2 passes.
+        let a = vec![2.0; 250];
+        let mut b = vec![2.08; 250];
+        b[10] = 2.12;
+        b[20] = 1.88;
+        let lane = tolerance_lane(&aligned(a.clone(), b.clone()), 0.05, 0.0);
+        assert_eq!((lane.failing_steps, lane.allowed_failures), (2, 2));
+        assert_eq!(lane.first_failing_step, Some(11));
+        assert!(lane.pass);
+        b[30] = f64::NAN;
+        let lane = tolerance_lane(&aligned(a, b), 0.05, 0.0);
+        assert_eq!(lane.failing_steps, 3);
+        assert!(!lane.pass);
+    }
+
+    #[test]
+    fn exact_lane_reports_first_difference_and_max_diffs() {
+        let a = vec![1.0, 2.0, 4.0, f64::NAN];
+        let b = vec![1.0, 2.5, 3.0, f64::NAN];
+        let lane = exact_lane(&aligned(a, b));
+        assert!(!lane.identical);
+        assert_eq!(
+            (lane.first_differing_step, lane.differing_steps),
+            (Some(2), 2)
+        );
+        assert_relative_eq!(lane.max_abs_diff, 1.0, epsilon = 1e-15);
+        assert_relative_eq!(lane.max_rel_diff, 0.25, epsilon = 1e-15);
+    }
+}
