@@ -293,6 +293,29 @@ impl Comparator for DefaultComparator {
 /// [`Error::InvalidTrace`] for a series whose length differs from its steps,
 /// [`Error::InvalidParameter`] for bad settings, and [`Error::TooFewSteps`] when the verdict needs
 /// the statistical lane and fewer than [`MIN_STATISTICAL_STEPS`] finite common steps exist.
+///
+/// Time: `O(K·n)` for `K` traces of `n` steps (PELT is `O(n)` expected).
+///
+/// # Examples
+/// ```
+/// use lossdiff::compare::{compare, CompareSettings, Verdict};
+/// use lossdiff::trace::{Origin, Series, Trace, LM_LOSS};
+/// let mk = |loss: Vec<f64>| Trace {
+///     schema_version: 1,
+///     name: "run".into(),
+///     origin: Origin { format: "lossdiff".into(), path: None },
+///     config: serde_json::json!({"model": {"attention": "naive"}}),
+///     fingerprint: serde_json::json!({}),
+///     seeds: [("init".to_string(), 1)].into(),
+///     loss_floor: None,
+///     steps: (1..=loss.len() as u64).collect(),
+///     series: [(LM_LOSS.to_string(), Series::from_f64(loss))].into(),
+/// };
+/// let a = mk((0..50).map(|t| 3.0 - 0.01 * t as f64).collect());
+/// let c = compare(&[a.clone()], &[a], &[], &[], &CompareSettings::default())?;
+/// assert_eq!(c.verdict, Verdict::Identical);
+/// # Ok::<(), lossdiff::Error>(())
+/// ```
 pub fn compare(
     a: &[Trace],
     b: &[Trace],

@@ -36,6 +36,14 @@ fn order(p: &[f64]) -> Vec<usize> {
 /// Reference: Holm (1979), Scand. J. Statist. 6(2); R `p.adjust(p, method = "holm")`.
 ///
 /// Time: `O(m log m)`.
+///
+/// # Examples
+/// ```
+/// // p.adjust(c(0.01, 0.04, 0.03), "holm") = 0.03 0.06 0.06
+/// let adj = lossdiff::stats::holm(&[0.01, 0.04, 0.03])?;
+/// assert!((adj[0] - 0.03).abs() < 1e-12 && (adj[1] - 0.06).abs() < 1e-12);
+/// # Ok::<(), lossdiff::Error>(())
+/// ```
 pub fn holm(p: &[f64]) -> Result<Vec<f64>> {
     check_p(p)?;
     let m = p.len();

@@ -71,6 +71,14 @@ fn outcome(estimate: f64, se: f64, df: f64, alternative: Alternative) -> Result<
 /// Reference: Welch (1947), Biometrika 34; `scipy.stats.ttest_ind(x, y, equal_var=False)`.
 ///
 /// Time: `O(nx + ny)`.
+///
+/// # Examples
+/// ```
+/// use lossdiff::stats::{welch_ttest, Alternative};
+/// let r = welch_ttest(&[3.1, 2.9, 3.4, 3.0], &[2.7, 3.5, 2.2, 3.9], Alternative::TwoSided)?;
+/// assert!(r.p_value > 0.05 && r.df < 6.0);
+/// # Ok::<(), lossdiff::Error>(())
+/// ```
 pub fn welch_ttest(x: &[f64], y: &[f64], alternative: Alternative) -> Result<TestOutcome> {
     check("welch_ttest", x, 2)?;
     check("welch_ttest", y, 2)?;
