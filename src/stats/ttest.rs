@@ -305,6 +305,22 @@ mod tests {
     }
 
     #[test]
+    fn tost_mean_hac_against_statsmodels_hac() {
+        let s = [
+            0.3, -0.1, 0.4, 0.9, 0.2, -0.5, -0.2, 0.1, 0.6, 0.7, -0.3, 0.05,
+        ];
+        let r = tost_mean_hac(&s, 0.5, Bandwidth::Fixed(3), Prewhiten::No).unwrap();
+        // se = sm.OLS(s, np.ones(12)).fit(cov_type="HAC",
+        //          cov_kwds={"maxlags": 3, "use_correction": False}).bse[0]
+        // p_lower = scipy.stats.t.sf((s.mean() + 0.5)/se, 11)
+        // p_upper = scipy.stats.t.cdf((s.mean() - 0.5)/se, 11)
+        assert_relative_eq!(r.se, 0.08282469191641699, max_relative = 1e-10);
+        assert_relative_eq!(r.p_lower, 2.5805118900037577e-06, max_relative = 1e-6);
+        assert_relative_eq!(r.p_upper, 0.0012958010892230142, max_relative = 1e-8);
+        assert_relative_eq!(r.p_value, 0.0012958010892230142, max_relative = 1e-8);
+    }
+
+    #[test]
     fn errors_are_typed() {
         assert!(matches!(
             welch_ttest(&[1.0], &Y, Alternative::TwoSided),
