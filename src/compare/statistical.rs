@@ -326,7 +326,7 @@ pub(crate) fn stat_lane(data: &Aligned, settings: &CompareSettings) -> Result<St
         tost: m.tost.0,
         tost_p_value: m.tost.1,
         divergence_p_value,
-        onset: super::onset::onset(&z, steps, w0, m.late_difference >= 0.0, settings)?,
+        onset: super::modes::onset(&z, steps, w0, m.late_difference >= 0.0, settings)?,
         seeds_needed: m.seeds_needed,
         notes,
     })
