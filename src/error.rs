@@ -195,6 +195,78 @@ pub enum Error {
         /// Description of B's steps.
         b_steps: String,
     },
+
+    // === Comparison ===
+    /// A statistic was given fewer observations than it needs.
+    #[error("{statistic}: needs at least {needed} observations, got {got}")]
+    TooFewObservations {
+        /// The statistic or procedure (e.g. `welch_ttest`).
+        statistic: &'static str,
+        /// Minimum number of observations.
+        needed: usize,
+        /// Number given.
+        got: usize,
+    },
+    /// A statistic was given a NaN or infinite input.
+    #[error("{statistic}: input {index} is not finite ({value})")]
+    NonFiniteInput {
+        /// The statistic or procedure.
+        statistic: &'static str,
+        /// 0-based index of the offending value.
+        index: usize,
+        /// The value.
+        value: f64,
+    },
+    /// A statistic's denominator is zero (all observations equal), so it is undefined.
+    #[error("{statistic}: zero variance, the statistic is undefined")]
+    ZeroVariance {
+        /// The statistic or procedure.
+        statistic: &'static str,
+    },
+    /// A setting or parameter outside its valid range.
+    #[error("{name} = {got}: expected {expected}")]
+    InvalidParameter {
+        /// The parameter.
+        name: &'static str,
+        /// What would have been accepted.
+        expected: &'static str,
+        /// What was given.
+        got: String,
+    },
+    /// A comparison was asked for with no trace in one arm.
+    #[error("arm {arm}: no traces to compare")]
+    EmptyArm {
+        /// The arm (`a`, `b` or `perturbation`).
+        arm: &'static str,
+    },
+    /// A trace lacks the metric being compared.
+    #[error("trace `{trace}` (arm {arm}): no series `{metric}`")]
+    MissingMetric {
+        /// The metric name.
+        metric: String,
+        /// The trace's name.
+        trace: String,
+        /// The arm it belongs to.
+        arm: &'static str,
+    },
+    /// The arms share no step at which to compare.
+    #[error("traces `{a}` and `{b}` have no step in common")]
+    ArmsShareNoStep {
+        /// A trace of arm A.
+        a: String,
+        /// A trace of arm B (or of the perturbation ensemble).
+        b: String,
+    },
+    /// Too few common (finite) steps for the statistical lane.
+    #[error("{what}: {got} usable common steps, need at least {needed}")]
+    TooFewSteps {
+        /// What was being computed.
+        what: &'static str,
+        /// Minimum number of steps.
+        needed: usize,
+        /// Steps available.
+        got: usize,
+    },
 }
 
 /// Shorthand for results with [`Error`].

@@ -3,6 +3,7 @@
 
 pub mod attention;
 pub mod cli;
+pub mod compare;
 pub mod config;
 pub mod data;
 pub mod error;
@@ -18,6 +19,7 @@ pub mod params;
 pub mod rng;
 pub mod runner;
 pub mod schedule;
+pub mod stats;
 pub mod trace;
 pub mod train;
 

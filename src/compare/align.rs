@@ -1,0 +1,208 @@
+//! Step alignment and pairing: which steps all traces share, which A trace goes with which B
+//! trace, and where non-finite values start.
+
+use crate::error::{Error, Result};
+use crate::trace::Trace;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Which steps were compared.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Alignment {
+    /// Steps present in every trace of both arms (and the perturbation ensemble).
+    pub common: usize,
+    /// Steps every A trace has but some B trace lacks.
+    pub only_a: Vec<u64>,
+    /// Steps every B trace has but some A trace lacks.
+    pub only_b: Vec<u64>,
+    /// Steps shared by A and B but missing from some perturbation trace (dropped).
+    pub missing_in_perturbation: usize,
+    /// Leading common steps on which every value is finite (the statistical lane's range).
+    pub usable: usize,
+}
+
+/// How A and B traces were paired for the exact, tolerance and paired-difference analyses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Pairing {
+    /// By equal `seeds["init"]` (or `config.train.seed` when the trace has no seed map entry).
+    InitSeed,
+    /// By position, because seeds were missing, duplicated or did not match.
+    Index,
+}
+
+/// Traces of both arms (and the perturbation ensemble) restricted to the common steps.
+#[derive(Debug, Clone)]
+pub(crate) struct Aligned {
+    pub steps: Vec<u64>,
+    pub a: Vec<Vec<f64>>,
+    pub b: Vec<Vec<f64>>,
+    pub p: Vec<Vec<f64>>,
+    /// For each perturbation trace, the A trace it perturbs (same seed, else the first pair's).
+    pub p_ref: Vec<usize>,
+    pub pairs: Vec<(usize, usize)>,
+    pub pairing: Pairing,
+    pub usable: usize,
+    pub alignment: Alignment,
+    pub notes: Vec<String>,
+}
+
+/// Returns a trace's initialisation seed: `seeds["init"]`, else `config.train.seed`.
+pub(crate) fn seed_key(t: &Trace) -> Option<u64> {
+    t.seeds
+        .get("init")
+        .copied()
+        .or_else(|| t.config.pointer("/train/seed").and_then(|v| v.as_u64()))
+}
+
+fn step_set(traces: &[Trace]) -> BTreeSet<u64> {
+    let mut it = traces.iter();
+    let first: BTreeSet<u64> = it
+        .next()
+        .map(|t| t.steps.iter().copied().collect())
+        .unwrap_or_default();
+    it.fold(first, |acc, t| {
+        let s: BTreeSet<u64> = t.steps.iter().copied().collect();
+        acc.intersection(&s).copied().collect()
+    })
+}
+
+fn values_at(
+    traces: &[Trace],
+    metric: &str,
+    arm: &'static str,
+    steps: &[u64],
+) -> Result<Vec<Vec<f64>>> {
+    traces
+        .iter()
+        .map(|t| {
+            let v = t.metric(metric).ok_or_else(|| Error::MissingMetric {
+                metric: metric.to_string(),
+                trace: t.name.clone(),
+                arm,
+            })?;
+            // Traces built in memory may skip `Trace::validate`; refuse rather than misalign.
+            if v.len() != t.steps.len() {
+                return Err(Error::InvalidTrace {
+                    path: t.name.clone().into(),
+                    reason: format!(
+                        "series `{metric}` has {} values for {} steps",
+                        v.len(),
+                        t.steps.len()
+                    ),
+                });
+            }
+            let index: BTreeMap<u64, f64> =
+                t.steps.iter().copied().zip(v.iter().copied()).collect();
+            steps
+                .iter()
+                .map(|s| {
+                    index.get(s).copied().ok_or_else(|| Error::InvalidTrace {
+                        path: t.name.clone().into(),
+                        reason: format!("step {s} listed but has no value"),
+                    })
+                })
+                .collect()
+        })
+        .collect()
+}
+
+fn pair(a: &[Trace], b: &[Trace]) -> (Vec<(usize, usize)>, Pairing) {
+    let ka: Vec<Option<u64>> = a.iter().map(seed_key).collect();
+    let kb: Vec<Option<u64>> = b.iter().map(seed_key).collect();
+    let unique = |k: &[Option<u64>]| {
+        k.iter().all(Option::is_some) && k.iter().collect::<BTreeSet<_>>().len() == k.len()
+    };
+    if unique(&ka) && unique(&kb) {
+        let pairs: Vec<(usize, usize)> = ka
+            .iter()
+            .enumerate()
+            .filter_map(|(i, k)| kb.iter().position(|x| x == k).map(|j| (i, j)))
+            .collect();
+        if !pairs.is_empty() {
+            return (pairs, Pairing::InitSeed);
+        }
+    }
+    (
+        (0..a.len().min(b.len())).map(|i| (i, i)).collect(),
+        Pairing::Index,
+    )
+}
+
+/// Aligns the arms on their common steps and pairs them.
+pub(crate) fn align(a: &[Trace], b: &[Trace], p: &[Trace], metric: &str) -> Result<Aligned> {
+    if a.is_empty() {
+        return Err(Error::EmptyArm { arm: "a" });
+    }
+    if b.is_empty() {
+        return Err(Error::EmptyArm { arm: "b" });
+    }
+    let (sa, sb) = (step_set(a), step_set(b));
+    let ab: BTreeSet<u64> = sa.intersection(&sb).copied().collect();
+    let common: Vec<u64> = if p.is_empty() {
+        ab.iter().copied().collect()
+    } else {
+        ab.intersection(&step_set(p)).copied().collect()
+    };
+    if common.is_empty() {
+        let other = if ab.is_empty() { &b[0] } else { &p[0] };
+        return Err(Error::ArmsShareNoStep {
+            a: a[0].name.clone(),
+            b: other.name.clone(),
+        });
+    }
+    let (va, vb, vp) = (
+        values_at(a, metric, "a", &common)?,
+        values_at(b, metric, "b", &common)?,
+        values_at(p, metric, "perturbation", &common)?,
+    );
+    let (pairs, pairing) = pair(a, b);
+    let p_ref = p
+        .iter()
+        .map(|t| {
+            let k = seed_key(t);
+            a.iter()
+                .position(|x| k.is_some() && seed_key(x) == k)
+                .unwrap_or(pairs[0].0)
+        })
+        .collect();
+    let usable = (0..common.len())
+        .find(|&s| va.iter().chain(&vb).chain(&vp).any(|v| !v[s].is_finite()))
+        .unwrap_or(common.len());
+    let mut notes = Vec::new();
+    if usable < common.len() {
+        notes.push(format!(
+            "non-finite value at step {}: the statistical lane uses the {usable} steps before it",
+            common[usable]
+        ));
+    }
+    let alignment = Alignment {
+        common: common.len(),
+        only_a: sa.difference(&sb).copied().collect(),
+        only_b: sb.difference(&sa).copied().collect(),
+        missing_in_perturbation: ab.len() - common.len(),
+        usable,
+    };
+    Ok(Aligned {
+        steps: common,
+        a: va,
+        b: vb,
+        p: vp,
+        p_ref,
+        pairs,
+        pairing,
+        usable,
+        alignment,
+        notes,
+    })
+}
+
+impl Aligned {
+    /// Returns the first common step at which one arm has a non-finite value and the other none.
+    pub fn first_one_sided_non_finite(&self) -> Option<u64> {
+        let finite = |arm: &[Vec<f64>], s: usize| arm.iter().all(|v| v[s].is_finite());
+        (0..self.steps.len())
+            .find(|&s| finite(&self.a, s) != finite(&self.b, s))
+            .map(|s| self.steps[s])
+    }
+}
