@@ -43,6 +43,48 @@ enum Command {
         #[arg(long)]
         name: Option<String>,
     },
+    /// Run experiment(s) against their goldens; exit 1 if anything fails its expectation.
+    #[command(alias = "nightly")]
+    Run {
+        /// Experiment spec, or a nightly spec with `include = [...]`.
+        spec: PathBuf,
+        /// Report directory (default: reports/<spec name>).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Only these cells (repeatable), e.g. `--cell lr_decay_iters=20`.
+        #[arg(long = "cell")]
+        cells: Vec<String>,
+        /// Run this task's share of the cells: `i/N` (0-based), e.g. from a Slurm job array.
+        #[arg(long)]
+        shard: Option<String>,
+        /// Runs at once (default: available cores).
+        #[arg(long)]
+        jobs: Option<usize>,
+        /// Do not read or write the run cache.
+        #[arg(long)]
+        no_cache: bool,
+    },
+    /// Join the summary.json files of shard report directories into one report.
+    Merge {
+        /// Shard report directories.
+        #[arg(required = true)]
+        shards: Vec<PathBuf>,
+        /// Output report directory.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Measure false-positive and detection rates on null pairs and injected faults.
+    Calibrate {
+        /// Output directory for calibration.md and calibration.json.
+        #[arg(long, default_value = "reports/calibration")]
+        out: PathBuf,
+        /// The reduced run that fits in CI (100 steps, 2 seeds).
+        #[arg(long)]
+        reduced: bool,
+        /// Runs at once (default: available cores).
+        #[arg(long)]
+        jobs: Option<usize>,
+    },
     /// Review, accept or reject pending goldens; find unused ones; export to Megatron's format.
     Golden {
         #[command(subcommand)]
@@ -122,6 +164,37 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<ExitCode>
         }
         Command::Show { trace, rows } => cmd_show(&trace, rows),
         Command::Golden { action, root } => cmd_golden(action, &root),
+        Command::Run {
+            spec,
+            out,
+            cells,
+            shard,
+            jobs,
+            no_cache,
+        } => {
+            set_threads(None);
+            cmd_run(&spec, out, cells, shard, jobs, no_cache)
+        }
+        Command::Merge { shards, out } => cmd_merge(&shards, &out),
+        Command::Calibrate { out, reduced, jobs } => {
+            set_threads(None);
+            let mut opts = match reduced {
+                true => crate::calibrate::CalibrationOptions::reduced(),
+                false => crate::calibrate::CalibrationOptions::full(),
+            };
+            if let Some(j) = jobs {
+                opts.runner.jobs = j;
+            }
+            let c = crate::calibrate::calibrate(&opts)?;
+            let md = crate::calibrate::to_markdown(&c);
+            crate::fsutil::write_atomic(&out.join("calibration.md"), md.as_bytes())?;
+            crate::fsutil::write_atomic(
+                &out.join("calibration.json"),
+                serde_json::to_string_pretty(&c)?.as_bytes(),
+            )?;
+            print!("{md}");
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Faults => {
             for f in crate::faults::Fault::CATALOG {
                 println!("{:<24} {}", f.name(), f.describe());
@@ -402,4 +475,72 @@ fn used_goldens(dir: &Path) -> anyhow::Result<Vec<(String, String, String)>> {
         }
     }
     Ok(used)
+}
+
+fn cmd_run(
+    spec: &Path,
+    out: Option<PathBuf>,
+    cells: Vec<String>,
+    shard: Option<String>,
+    jobs: Option<usize>,
+    no_cache: bool,
+) -> anyhow::Result<ExitCode> {
+    let mut opts = crate::gate::GateOptions::from_env()?;
+    if !cells.is_empty() {
+        opts.cells = Some(cells);
+    }
+    opts.shard = shard.as_deref().map(crate::gate::parse_shard).transpose()?;
+    if let Some(j) = jobs {
+        opts.runner.jobs = j;
+    }
+    if no_cache {
+        opts.runner.cache = None;
+    }
+    let started = std::time::Instant::now();
+    let results = crate::gate::run_all_experiments(spec, &opts)?;
+    let out = out.unwrap_or_else(|| {
+        PathBuf::from("reports").join(
+            spec.file_stem()
+                .map_or("run".into(), |s| s.to_string_lossy().into_owned()),
+        )
+    });
+    let written = crate::gate::write_report_dir(&out, &results)?;
+    let reports: Vec<&crate::gate::ExperimentReport> = results.iter().map(|(r, _)| r).collect();
+    print!("{}", crate::gate::render_summary(&reports));
+    let (trained, cached) = reports
+        .iter()
+        .fold((0, 0), |(t, c), r| (t + r.trained, c + r.cached));
+    println!(
+        "{trained} runs trained, {cached} from cache, {:.1} s; report: {}",
+        started.elapsed().as_secs_f64(),
+        written.display()
+    );
+    Ok(ExitCode::from(if reports.iter().all(|r| r.passed) {
+        0
+    } else {
+        1
+    }))
+}
+
+fn cmd_merge(shards: &[PathBuf], out: &Path) -> anyhow::Result<ExitCode> {
+    let mut all = Vec::new();
+    for dir in shards {
+        let path = dir.join("summary.json");
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("failed to read shard summary {}", path.display()))?;
+        let summary: crate::gate::Summary = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not a lossdiff summary", path.display()))?;
+        all.push(summary.experiments);
+    }
+    let merged = crate::gate::merge_reports(all)?;
+    let results: Vec<_> = merged.into_iter().map(|r| (r, Vec::new())).collect();
+    let written = crate::gate::write_report_dir(out, &results)?;
+    let reports: Vec<&crate::gate::ExperimentReport> = results.iter().map(|(r, _)| r).collect();
+    print!("{}", crate::gate::render_summary(&reports));
+    println!("merged {} shards into {}", shards.len(), written.display());
+    Ok(ExitCode::from(if reports.iter().all(|r| r.passed) {
+        0
+    } else {
+        1
+    }))
 }

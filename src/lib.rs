@@ -2,6 +2,7 @@
 #![warn(missing_docs)]
 
 pub mod attention;
+pub mod calibrate;
 pub mod cli;
 pub mod compare;
 pub mod config;
@@ -11,6 +12,7 @@ pub mod experiment;
 pub mod faults;
 pub mod fingerprint;
 mod fsutil;
+pub mod gate;
 pub mod golden;
 pub mod import;
 pub mod model;

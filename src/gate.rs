@@ -1,0 +1,776 @@
+//! The gate: run an experiment, compare its arms, check every arm against its goldens, and
+//! decide pass or fail — the one function behind `cargo test` gates, `lossdiff run` and the
+//! nightly.
+//!
+//! Two kinds of comparison come out of one experiment:
+//! - **cross-arm**: the baseline arm against every other arm in each cell (flash vs naive, f32 vs
+//!   bf16, clean vs planted bug), judged against what the experiment expects;
+//! - **golden**: each arm's fresh runs against its blessed golden — what fails when a framework
+//!   upgrade changes numerics.
+//!
+//! A stale golden (spec changed since blessing) is reported as stale, never as diverged. Cells of
+//! a sweep are gated together with Holm's correction; Benjamini–Hochberg ranks them for triage.
+
+use crate::compare::{
+    compare, gate_sweep, CompareSettings, Comparison, Margin, SweepGate, Verdict,
+};
+use crate::config;
+use crate::error::{Error, Result};
+use crate::experiment::{Cell, Experiment, Role, RunRequest};
+use crate::faults::Fault;
+use crate::fingerprint::Fingerprint;
+use crate::golden::{
+    is_ci, update_action, Golden, GoldenOutcome, GoldenStore, Provenance, UpdateAction, UpdateMode,
+};
+use crate::runner::{run_all, RunStats, RunnerOptions};
+use crate::trace::Trace;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// How to run a gate.
+#[derive(Debug, Clone)]
+pub struct GateOptions {
+    /// Root of the golden store (default `golden/`).
+    pub golden_root: PathBuf,
+    /// Parallelism and cache.
+    pub runner: RunnerOptions,
+    /// Golden update mode (default: from `LOSSDIFF_UPDATE`).
+    pub update: UpdateMode,
+    /// Whether this is CI (never writes goldens).
+    pub ci: bool,
+    /// Only these cells (all when `None`).
+    pub cells: Option<Vec<String>>,
+    /// `(index, count)`: run only cells whose position in the experiment's cell list is
+    /// `index` modulo `count` (a Slurm/PBS job-array task's share).
+    pub shard: Option<(usize, usize)>,
+    /// Test-only switch: inject this fault into every run, to prove the gate fails when numerics
+    /// change. Goldens are never written while it is set.
+    pub inject: Option<Fault>,
+}
+
+impl GateOptions {
+    /// Defaults: `golden/`, all cores, the default cache, update mode from the environment.
+    ///
+    /// # Errors
+    /// [`Error::InvalidValue`] for a bad `LOSSDIFF_UPDATE`.
+    pub fn from_env() -> Result<GateOptions> {
+        Ok(GateOptions {
+            golden_root: PathBuf::from("golden"),
+            runner: RunnerOptions::default(),
+            update: UpdateMode::from_env()?,
+            ci: is_ci(),
+            cells: None,
+            shard: None,
+            inject: None,
+        })
+    }
+}
+
+/// One cross-arm comparison and whether it met the experiment's expectation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ArmComparison {
+    /// Cell id.
+    pub cell: String,
+    /// Baseline arm.
+    pub a: String,
+    /// Other arm.
+    pub b: String,
+    /// Whether this cell was expected to diverge.
+    pub expected_diverged: bool,
+    /// The comparison.
+    pub comparison: Comparison,
+    /// Whether it met the expectation (after the sweep's Holm correction).
+    pub passed: bool,
+    /// Why it failed, one line each (empty when passed).
+    pub problems: Vec<String>,
+}
+
+/// One arm's check against its golden.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GoldenCheck {
+    /// Cell id.
+    pub cell: String,
+    /// Arm name.
+    pub arm: String,
+    /// What was found.
+    pub outcome: GoldenOutcome,
+    /// The comparison against the golden, when one was made.
+    pub comparison: Option<Comparison>,
+    /// A golden or pending golden written by this run.
+    pub written: Option<PathBuf>,
+    /// Whether the check passes.
+    pub passed: bool,
+    /// One line for humans: what happened and what to do.
+    pub message: String,
+}
+
+/// Everything a gate found for one experiment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExperimentReport {
+    /// Experiment name.
+    pub experiment: String,
+    /// The spec file.
+    pub spec: PathBuf,
+    /// The spec's description.
+    pub description: String,
+    /// Cells run (after `cells`/`shard` selection).
+    pub cells: Vec<String>,
+    /// Cross-arm comparisons.
+    pub comparisons: Vec<ArmComparison>,
+    /// Holm/BH over the cross-arm comparisons.
+    pub sweep_gate: Option<SweepGate>,
+    /// Golden checks.
+    pub goldens: Vec<GoldenCheck>,
+    /// Config keys the experiment expects to be reported as undeclared differences.
+    pub expected_undeclared: Vec<String>,
+    /// Significance level of the sweep gate.
+    pub alpha: f64,
+    /// Runs trained and read from the cache.
+    pub trained: usize,
+    /// Runs read from the cache.
+    pub cached: usize,
+    /// Whether everything passed.
+    pub passed: bool,
+}
+
+impl ExperimentReport {
+    /// Gates the cross-arm comparisons together (Holm, with BH for triage), checks each against
+    /// the expectation, and sets `passed`. Idempotent; `merge` re-runs it over joined shards.
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] for an alpha outside `(0, 1)`.
+    pub fn finalize(&mut self) -> Result<()> {
+        self.sweep_gate = match self.comparisons.len() {
+            0 => None,
+            _ => {
+                let cs: Vec<Comparison> = self
+                    .comparisons
+                    .iter()
+                    .map(|c| c.comparison.clone())
+                    .collect();
+                Some(gate_sweep(&cs, self.alpha)?)
+            }
+        };
+        for (i, c) in self.comparisons.iter_mut().enumerate() {
+            let holm_fail = self
+                .sweep_gate
+                .as_ref()
+                .is_some_and(|g| g.failing.contains(&i));
+            c.problems = expectation_problems(c, holm_fail, &self.expected_undeclared);
+            c.passed = c.problems.is_empty();
+        }
+        self.passed =
+            self.comparisons.iter().all(|c| c.passed) && self.goldens.iter().all(|g| g.passed);
+        Ok(())
+    }
+
+    /// Returns one line per failure, for assertion messages and exit summaries.
+    pub fn failures(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for c in self.comparisons.iter().filter(|c| !c.passed) {
+            out.push(format!(
+                "{} [{}] {} vs {}: {}",
+                self.experiment,
+                c.cell,
+                c.a,
+                c.b,
+                c.problems.join("; ")
+            ));
+        }
+        for g in self.goldens.iter().filter(|g| !g.passed) {
+            out.push(format!(
+                "{} [{}] {} vs golden: {}",
+                self.experiment, g.cell, g.arm, g.message
+            ));
+        }
+        out
+    }
+}
+
+/// The traces of one arm in one cell.
+#[derive(Debug, Clone, Default)]
+pub struct ArmTraces {
+    /// Seed ensemble, in seed order.
+    pub seeds: Vec<Trace>,
+    /// Perturbation ensemble.
+    pub perturbations: Vec<Trace>,
+}
+
+/// Traces of every arm of one cell, in arm order.
+pub type CellTraces = Vec<(String, ArmTraces)>;
+
+/// Runs `spec` against its goldens and returns the report, plus the traces by cell (for figures).
+///
+/// # Errors
+/// Spec, training and golden I/O errors. A divergence is not an error: it is a failed report.
+pub fn run_experiment(
+    spec: &Path,
+    opts: &GateOptions,
+) -> Result<(ExperimentReport, Vec<(Cell, CellTraces)>)> {
+    let exp = Experiment::load(spec)?;
+    let settings = settings_from_table(&exp.compare, &spec.display().to_string())?;
+    let cells = select_cells(&exp, opts)?;
+    let requests: Vec<RunRequest> = exp
+        .runs(opts.inject)?
+        .into_iter()
+        .filter(|r| cells.iter().any(|c| c.id == r.cell))
+        .collect();
+    let (traces, stats) = run_all(&exp.name, &requests, &opts.runner)?;
+    let by_cell = group(&exp, &cells, &requests, traces);
+
+    let mut comparisons = Vec::new();
+    for (cell, arms) in &by_cell {
+        let (a_name, a) = &arms[0];
+        for (b_name, b) in &arms[1..] {
+            let comparison = compare(
+                &a.seeds,
+                &b.seeds,
+                &a.perturbations,
+                &exp.declared,
+                &settings,
+            )?;
+            comparisons.push(ArmComparison {
+                cell: cell.id.clone(),
+                a: a_name.clone(),
+                b: b_name.clone(),
+                expected_diverged: exp.expect.diverges(&cell.id),
+                comparison,
+                passed: false,
+                problems: vec![],
+            });
+        }
+    }
+    let store = GoldenStore::new(&opts.golden_root);
+    let mut goldens = Vec::new();
+    for (cell, arms) in &by_cell {
+        for (arm_name, fresh) in arms {
+            let arm = exp
+                .arms
+                .iter()
+                .find(|a| &a.name == arm_name)
+                .expect("arm exists");
+            let hash = exp.spec_hash(cell, arm)?;
+            goldens.push(check_golden(
+                &store, &exp, cell, arm_name, fresh, &hash, &settings, opts,
+            )?);
+        }
+    }
+    let RunStats { trained, cached } = stats;
+    let mut report = ExperimentReport {
+        experiment: exp.name.clone(),
+        spec: spec.to_path_buf(),
+        description: exp.description.clone(),
+        cells: cells.iter().map(|c| c.id.clone()).collect(),
+        comparisons,
+        sweep_gate: None,
+        goldens,
+        expected_undeclared: exp.expect.undeclared.clone(),
+        alpha: settings.alpha,
+        trained,
+        cached,
+        passed: false,
+    };
+    report.finalize()?;
+    Ok((report, by_cell))
+}
+
+fn select_cells(exp: &Experiment, opts: &GateOptions) -> Result<Vec<Cell>> {
+    let all = exp.cells();
+    if let Some(wanted) = &opts.cells {
+        if let Some(w) = wanted.iter().find(|w| !all.iter().any(|c| &&c.id == w)) {
+            return Err(Error::InvalidValue {
+                origin: exp.path.display().to_string(),
+                key: "cell".into(),
+                expected: format!(
+                    "one of {}",
+                    all.iter()
+                        .map(|c| c.id.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                got: w.clone(),
+            });
+        }
+    }
+    Ok(all
+        .into_iter()
+        .enumerate()
+        .filter(|(i, c)| {
+            opts.cells.as_ref().is_none_or(|w| w.contains(&c.id))
+                && opts.shard.is_none_or(|(k, n)| i % n == k)
+        })
+        .map(|(_, c)| c)
+        .collect())
+}
+
+fn group(
+    exp: &Experiment,
+    cells: &[Cell],
+    requests: &[RunRequest],
+    traces: Vec<Trace>,
+) -> Vec<(Cell, CellTraces)> {
+    let mut out: Vec<(Cell, CellTraces)> = cells
+        .iter()
+        .map(|c| {
+            (
+                c.clone(),
+                exp.arms
+                    .iter()
+                    .map(|a| (a.name.clone(), ArmTraces::default()))
+                    .collect(),
+            )
+        })
+        .collect();
+    for (req, trace) in requests.iter().zip(traces) {
+        let (_, arms) = out
+            .iter_mut()
+            .find(|(c, _)| c.id == req.cell)
+            .expect("cell selected");
+        let (_, arm) = arms
+            .iter_mut()
+            .find(|(n, _)| n == &req.arm)
+            .expect("arm exists");
+        match req.role {
+            Role::Seed => arm.seeds.push(trace),
+            Role::Perturbation => arm.perturbations.push(trace),
+        }
+    }
+    out
+}
+
+/// Lists why a cross-arm comparison does not meet the expectation.
+fn expectation_problems(
+    c: &ArmComparison,
+    holm_fail: bool,
+    expected_undeclared: &[String],
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    let diverged = matches!(c.comparison.verdict, Verdict::Diverged { .. });
+    let undeclared: Vec<&str> = c
+        .comparison
+        .config
+        .undeclared
+        .iter()
+        .map(|d| d.key.as_str())
+        .collect();
+    if c.expected_diverged && !diverged {
+        problems.push(format!(
+            "expected a divergence but the verdict is {}: the harness did not see the planted change",
+            verdict_label(&c.comparison.verdict)
+        ));
+    }
+    if !c.expected_diverged && diverged && (holm_fail || is_non_finite(&c.comparison.verdict)) {
+        problems.push(describe_verdict(&c.comparison.verdict));
+    }
+    for key in expected_undeclared {
+        if !undeclared.contains(&key.as_str()) {
+            problems.push(format!(
+                "expected `{key}` to be reported as an undeclared difference; it was not"
+            ));
+        }
+    }
+    let unexpected: Vec<&str> = undeclared
+        .iter()
+        .copied()
+        .filter(|k| !expected_undeclared.iter().any(|e| e == k))
+        .collect();
+    if !unexpected.is_empty() {
+        problems.push(format!(
+            "undeclared config differences: {}",
+            unexpected.join(", ")
+        ));
+    }
+    problems
+}
+
+fn is_non_finite(v: &Verdict) -> bool {
+    matches!(
+        v,
+        Verdict::Diverged {
+            direction: crate::compare::Direction::NonFinite,
+            ..
+        }
+    )
+}
+
+/// Returns a verdict's one-word label.
+pub fn verdict_label(v: &Verdict) -> &'static str {
+    match v {
+        Verdict::Identical => "identical",
+        Verdict::Equivalent => "equivalent",
+        Verdict::Inconclusive { .. } => "inconclusive",
+        Verdict::Diverged { .. } => "diverged",
+    }
+}
+
+/// Returns a one-line description of a verdict with its key numbers.
+pub fn describe_verdict(v: &Verdict) -> String {
+    match v {
+        Verdict::Diverged {
+            onset_step,
+            direction,
+            effect_size,
+            p_value,
+        } => format!(
+            "diverged from step {onset_step} ({direction:?}{}{})",
+            effect_size
+                .map(|e| format!(", effect {:+.3}%", e * 100.0))
+                .unwrap_or_default(),
+            p_value
+                .map(|p| format!(", p = {p:.2e}"))
+                .unwrap_or_default()
+        ),
+        Verdict::Inconclusive { seeds_needed } => format!(
+            "inconclusive{}",
+            seeds_needed
+                .map(|s| format!(" ({} seeds per arm would settle it)", s.per_arm))
+                .unwrap_or_default()
+        ),
+        other => verdict_label(other).to_string(),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn check_golden(
+    store: &GoldenStore,
+    exp: &Experiment,
+    cell: &Cell,
+    arm: &str,
+    fresh: &ArmTraces,
+    spec_hash: &str,
+    settings: &CompareSettings,
+    opts: &GateOptions,
+) -> Result<GoldenCheck> {
+    let path = store.path(&exp.name, &cell.id, arm);
+    let golden = store.load(&exp.name, &cell.id, arm)?;
+    let (outcome, comparison) = match &golden {
+        None => (GoldenOutcome::Missing, None),
+        Some(g) if g.provenance.spec_hash != spec_hash => (GoldenOutcome::Stale, None),
+        Some(g) => {
+            let c = compare(
+                &g.seed_traces,
+                &fresh.seeds,
+                &g.perturbation_traces,
+                &[],
+                settings,
+            )?;
+            let outcome = match c.verdict {
+                Verdict::Identical => GoldenOutcome::Identical,
+                Verdict::Diverged { .. } => GoldenOutcome::Failed,
+                _ => GoldenOutcome::Passed,
+            };
+            (outcome, Some(c))
+        }
+    };
+    // The test-only fault switch must never bless what it breaks.
+    let action = match opts.inject {
+        Some(_) => UpdateAction::NoUpdate,
+        None => update_action(opts.update, opts.ci, outcome),
+    };
+    let written = match action {
+        UpdateAction::NoUpdate => None,
+        _ => {
+            let prov = Provenance {
+                spec_hash: spec_hash.to_string(),
+                spec_path: exp.path.display().to_string(),
+                lossdiff_version: env!("CARGO_PKG_VERSION").to_string(),
+                fingerprint: Fingerprint::current().to_json(),
+                blessed_at_unix: std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs()),
+            };
+            let g = Golden::new(
+                &exp.name,
+                &cell.id,
+                arm,
+                prov,
+                fresh.seeds.clone(),
+                fresh.perturbations.clone(),
+            );
+            store.write(&g, action)?
+        }
+    };
+    let blessed = action == UpdateAction::InPlace;
+    let shown = path.display();
+    let pending = written
+        .as_ref()
+        .filter(|_| !blessed)
+        .map(|p| format!("; wrote {}", p.display()))
+        .unwrap_or_default();
+    let message = match (outcome, blessed) {
+        (_, true) => format!("blessed {shown} ({outcome:?} before)"),
+        (GoldenOutcome::Missing, _) => format!(
+            "no golden at {shown}{pending}; bless it with `LOSSDIFF_UPDATE=always cargo test` or `lossdiff golden accept`"
+        ),
+        (GoldenOutcome::Stale, _) => format!(
+            "golden {shown} is stale: the spec changed since it was blessed (not a divergence){pending}; re-bless with `LOSSDIFF_UPDATE=always` or `lossdiff golden accept`"
+        ),
+        (GoldenOutcome::Failed, _) => format!(
+            "{} against golden {shown}{pending}",
+            comparison.as_ref().map_or("diverged".into(), |c| describe_verdict(&c.verdict))
+        ),
+        (GoldenOutcome::Identical, _) => "bitwise identical to the golden".to_string(),
+        (GoldenOutcome::Passed, _) => format!(
+            "{} to the golden (numerics changed within noise)",
+            comparison.as_ref().map_or("equivalent", |c| verdict_label(&c.verdict))
+        ),
+    };
+    let passed = blessed || matches!(outcome, GoldenOutcome::Identical | GoldenOutcome::Passed);
+    Ok(GoldenCheck {
+        cell: cell.id.clone(),
+        arm: arm.to_string(),
+        outcome,
+        comparison,
+        written,
+        passed,
+        message,
+    })
+}
+
+/// Builds comparison settings from an experiment's `[compare]` table.
+///
+/// Keys: `alpha`, `margin` (relative), `margin_abs`, `window_fraction`, `rtol`, `atol`, `metric`.
+///
+/// # Errors
+/// [`Error::UnknownKey`] (with a suggestion) and [`Error::InvalidValue`] naming `origin`.
+pub fn settings_from_table(t: &toml::Table, origin: &str) -> Result<CompareSettings> {
+    const KEYS: &[&str] = &[
+        "alpha",
+        "margin",
+        "margin_abs",
+        "window_fraction",
+        "rtol",
+        "atol",
+        "metric",
+    ];
+    let mut s = CompareSettings::default();
+    for (k, v) in t {
+        let num = || {
+            v.as_float()
+                .or_else(|| v.as_integer().map(|i| i as f64))
+                .ok_or_else(|| Error::InvalidValue {
+                    origin: origin.to_string(),
+                    key: format!("compare.{k}"),
+                    expected: "a number".into(),
+                    got: v.to_string(),
+                })
+        };
+        match k.as_str() {
+            "alpha" => s.alpha = num()?,
+            "margin" => s.margin = Margin::Relative(num()?),
+            "margin_abs" => s.margin = Margin::Absolute(num()?),
+            "window_fraction" => s.window_fraction = num()?,
+            "rtol" => s.rtol = num()?,
+            "atol" => s.atol = num()?,
+            "metric" => {
+                s.metric = v
+                    .as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| Error::InvalidValue {
+                        origin: origin.to_string(),
+                        key: "compare.metric".into(),
+                        expected: "a series name such as \"lm_loss\"".into(),
+                        got: v.to_string(),
+                    })?
+            }
+            other => {
+                return Err(Error::UnknownKey {
+                    origin: origin.to_string(),
+                    key: format!("compare.{other}"),
+                    suggestion: config::closest(other, KEYS.iter().copied())
+                        .map(|k| format!("compare.{k}")),
+                })
+            }
+        }
+    }
+    Ok(s)
+}
+
+/// Expands a nightly spec (one with `include = [...]`) into its experiments' spec paths; a plain
+/// experiment spec expands to itself.
+///
+/// # Errors
+/// As [`Experiment::load`], for the nightly spec and every included spec.
+pub fn expand_specs(spec: &Path) -> Result<Vec<PathBuf>> {
+    let exp = Experiment::load(spec)?;
+    if exp.include.is_empty() {
+        return Ok(vec![spec.to_path_buf()]);
+    }
+    let mut out = Vec::new();
+    for p in &exp.include {
+        out.extend(expand_specs(p)?);
+    }
+    Ok(out)
+}
+
+/// Runs every experiment of `spec` (a nightly or a single experiment). With a shard, cells are
+/// numbered across all experiments in spec order and task `index` of `count` takes every
+/// `count`-th, so single-cell experiments spread over the array too.
+///
+/// # Errors
+/// As [`run_experiment`].
+pub fn run_all_experiments(
+    spec: &Path,
+    opts: &GateOptions,
+) -> Result<Vec<(ExperimentReport, Vec<(Cell, CellTraces)>)>> {
+    let specs = expand_specs(spec)?;
+    let mut global = 0usize;
+    let mut out = Vec::new();
+    for path in specs {
+        let exp = Experiment::load(&path)?;
+        let mut local = opts.clone();
+        if let Some((k, n)) = opts.shard {
+            let ids: Vec<String> = exp
+                .cells()
+                .into_iter()
+                .filter(|_| {
+                    let mine = global % n == k;
+                    global += 1;
+                    mine
+                })
+                .map(|c| c.id)
+                .collect();
+            if ids.is_empty() {
+                continue;
+            }
+            local.shard = None;
+            local.cells = Some(ids);
+        }
+        out.push(run_experiment(&path, &local)?);
+    }
+    Ok(out)
+}
+
+/// Joins the reports of several shards: reports of the same experiment are concatenated and
+/// re-finalised, so Holm's correction sees every cell of a sweep.
+///
+/// # Errors
+/// [`Error::InvalidParameter`] from [`ExperimentReport::finalize`].
+pub fn merge_reports(shards: Vec<Vec<ExperimentReport>>) -> Result<Vec<ExperimentReport>> {
+    let mut merged: Vec<ExperimentReport> = Vec::new();
+    for report in shards.into_iter().flatten() {
+        match merged
+            .iter_mut()
+            .find(|m| m.experiment == report.experiment)
+        {
+            Some(m) => {
+                m.cells.extend(report.cells);
+                m.comparisons.extend(report.comparisons);
+                m.goldens.extend(report.goldens);
+                m.trained += report.trained;
+                m.cached += report.cached;
+            }
+            None => merged.push(report),
+        }
+    }
+    for m in &mut merged {
+        m.finalize()?;
+    }
+    Ok(merged)
+}
+
+/// Parses `i/N` (0-based task index of N).
+///
+/// # Errors
+/// [`Error::InvalidValue`] naming `--shard` unless `0 <= i < N`.
+pub fn parse_shard(s: &str) -> Result<(usize, usize)> {
+    let bad = || Error::InvalidValue {
+        origin: "--shard".into(),
+        key: "shard".into(),
+        expected:
+            "i/N with 0 <= i < N, e.g. 0/4 (Slurm: $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT)"
+                .into(),
+        got: s.into(),
+    };
+    let (i, n) = s.split_once('/').ok_or_else(bad)?;
+    let (i, n): (usize, usize) = (
+        i.trim().parse().map_err(|_| bad())?,
+        n.trim().parse().map_err(|_| bad())?,
+    );
+    if n == 0 || i >= n {
+        return Err(bad());
+    }
+    Ok((i, n))
+}
+
+/// The machine-readable summary of a report directory (`summary.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    /// Whether every experiment passed.
+    pub passed: bool,
+    /// Every experiment's report.
+    pub experiments: Vec<ExperimentReport>,
+}
+
+/// Writes a report directory for `results` and returns its path. (Figures and the HTML/JUnit
+/// renderings come from the `report` module.)
+///
+/// # Errors
+/// [`Error::Io`] naming the file.
+pub fn write_report_dir(
+    dir: &Path,
+    results: &[(ExperimentReport, Vec<(Cell, CellTraces)>)],
+) -> Result<PathBuf> {
+    let experiments: Vec<ExperimentReport> = results.iter().map(|(r, _)| r.clone()).collect();
+    let summary = Summary {
+        passed: experiments.iter().all(|r| r.passed),
+        experiments,
+    };
+    let json = serde_json::to_string_pretty(&summary).expect("reports serialise");
+    crate::fsutil::write_atomic(&dir.join("summary.json"), json.as_bytes())?;
+    Ok(dir.to_path_buf())
+}
+
+/// Renders the terminal summary: one line per comparison and golden check, verdict first.
+pub fn render_summary(reports: &[&ExperimentReport]) -> String {
+    let mut s = String::new();
+    for r in reports {
+        s += &format!(
+            "{} {}\n",
+            if r.passed { "PASS" } else { "FAIL" },
+            r.experiment
+        );
+        for c in &r.comparisons {
+            s += &format!(
+                "  {} [{}] {} vs {}: {}{}\n",
+                if c.passed { "ok  " } else { "FAIL" },
+                c.cell,
+                c.a,
+                c.b,
+                describe_verdict(&c.comparison.verdict),
+                if c.expected_diverged {
+                    " (expected to diverge)"
+                } else {
+                    ""
+                }
+            );
+            let und: Vec<String> = c
+                .comparison
+                .config
+                .undeclared
+                .iter()
+                .map(|d| format!("{} ({} → {})", d.key, show(&d.a), show(&d.b)))
+                .collect();
+            if !und.is_empty() {
+                s += &format!("       undeclared: {}\n", und.join(", "));
+            }
+            for p in &c.problems {
+                s += &format!("       problem: {p}\n");
+            }
+        }
+        for g in &r.goldens {
+            s += &format!(
+                "  {} [{}] {} vs golden: {}\n",
+                if g.passed { "ok  " } else { "FAIL" },
+                g.cell,
+                g.arm,
+                g.message
+            );
+        }
+    }
+    s
+}
+
+fn show(v: &Option<serde_json::Value>) -> String {
+    v.as_ref().map_or("absent".into(), |v| v.to_string())
+}
