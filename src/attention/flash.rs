@@ -1,21 +1,848 @@
-//! Fused flash attention (placeholder until the kernel lands).
+//! Fused causal attention on the CPU, FlashAttention-2 style (Dao 2023,
+//! <https://arxiv.org/abs/2307.08691>), as a candle custom op with its own backward.
+//!
+//! The forward walks each `(batch, head)` in blocks of [`BLOCK_Q`] query rows and, inside a block,
+//! over key tiles of [`BLOCK_K`] columns, keeping a running row max and row sum (online softmax)
+//! so that only a `BLOCK_Q × BLOCK_K` tile of scores ever exists. It stores the log-sum-exp of
+//! every row; the backward recomputes the probabilities tile by tile from `q`, `k` and that
+//! log-sum-exp (`P = exp(S − LSE)`), with `D_i = rowsum(dO_i ∘ O_i)` and
+//! `dS = P ∘ (dP − D)`. Tile products go through the `gemm` crate (the same SIMD micro-kernels
+//! candle's matmul uses) with its own threading off; rayon splits the work so that every output
+//! element is computed by exactly one task in a fixed order, which makes the bits independent of
+//! the thread count.
+//!
+//! Attention dropout is drawn inside the tiles from [`crate::rng`] with the same `(b, h, q)` row
+//! keys and `k` columns as [`super::attention_dropout_mask`]; as in FA2 it multiplies the
+//! normalised probabilities, so the log-sum-exp is that of the undropped softmax.
+//!
+//! This module owns the kernel; the seam, the naive reference and the memory cap are `mod.rs`'s.
 
 use super::AttentionParams;
-use crate::error::Result;
-use candle_core::Tensor;
+use crate::error::{Error, Result};
+use crate::rng::keep;
+use candle_core::backend::BackendStorage;
+use candle_core::{CpuStorage, CustomOp3, DType, Layout, Shape, Tensor};
+use half::bf16;
+use rayon::prelude::*;
+use std::sync::Mutex;
+
+/// Query rows per task and per tile: 64 rows × 64 keys of f32 scores is 16 KiB, which stays in
+/// L1/L2 next to the `q`, `k`, `v` tiles for head dims up to 128.
+pub const BLOCK_Q: usize = 64;
+/// Key columns per tile (see [`BLOCK_Q`]).
+pub const BLOCK_K: usize = 64;
 
 /// Computes causal attention with the fused kernel.
 ///
+/// `q`, `k`, `v` are `(B, nh, T, hs)` f32 or bf16 tensors of one dtype; the result has the same
+/// shape and dtype. Scores, softmax and accumulation run in f32. Gradients flow to all three
+/// inputs through the op's own backward, which never materialises `T × T`.
+///
+/// Time: `O(B · nh · T² · hs / 2)`; extra memory: `O(B · nh · T)` for the log-sum-exp.
+///
 /// # Errors
-/// Always, for now: the fused kernel is not built yet.
+/// [`Error::AttentionInput`] when shapes or dtypes differ, the dtype is not f32/bf16, or the
+/// dropout rate is outside `[0, 1)`; candle errors when the tensors are not on the CPU.
 pub fn flash_attention(
-    _q: &Tensor,
-    _k: &Tensor,
-    _v: &Tensor,
-    _params: &AttentionParams,
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    params: &AttentionParams,
 ) -> Result<Tensor> {
-    Err(
-        candle_core::Error::Msg("attention = \"flash\" is not available in this build yet".into())
-            .into(),
-    )
+    let input_error = |reason: String| Error::AttentionInput { reason };
+    let (b, nh, t, hs) = q.dims4()?;
+    if k.dims() != q.dims() || v.dims() != q.dims() {
+        return Err(input_error(format!(
+            "q, k, v must have one (B, nh, T, hs) shape, got {:?}, {:?}, {:?}",
+            q.dims(),
+            k.dims(),
+            v.dims()
+        )));
+    }
+    let dtype = q.dtype();
+    if k.dtype() != dtype || v.dtype() != dtype || !matches!(dtype, DType::F32 | DType::BF16) {
+        return Err(input_error(format!(
+            "q, k, v must all be f32 or all bf16, got {:?}, {:?}, {:?}",
+            q.dtype(),
+            k.dtype(),
+            v.dtype()
+        )));
+    }
+    if let Some((p, _)) = params.dropout {
+        if !(0.0..1.0).contains(&p) {
+            return Err(input_error(format!("dropout rate {p} is outside [0, 1)")));
+        }
+    }
+    let op = FlashOp {
+        dims: Dims { b, nh, t, d: hs },
+        params: *params,
+        lse: Mutex::new(None),
+    };
+    Ok(q.apply_op3(k, v, op)?)
+}
+
+/// The shape every buffer of one call shares: `(b, nh, t, d)`, row-major.
+#[derive(Debug, Clone, Copy)]
+struct Dims {
+    b: usize,
+    nh: usize,
+    t: usize,
+    d: usize,
+}
+
+impl Dims {
+    fn len(&self) -> usize {
+        self.b * self.nh * self.t * self.d
+    }
+
+    fn shape(&self) -> Shape {
+        Shape::from((self.b, self.nh, self.t, self.d))
+    }
+
+    /// Returns the dropout rate, keep scale and row key of query `row` of head `bh`, if dropout
+    /// is on; the key is the naive path's `row_key(&[b, h, q])`.
+    fn dropout_row(&self, params: &AttentionParams, bh: usize, row: usize) -> Option<Dropout> {
+        params.dropout.map(|(p, stream)| Dropout {
+            p,
+            scale: 1.0 / (1.0 - p),
+            key: stream.row_key(&[(bh / self.nh) as u64, (bh % self.nh) as u64, row as u64]),
+        })
+    }
+}
+
+/// One query row's dropout draw: element `k` survives iff `keep(key, k, p)`.
+#[derive(Debug, Clone, Copy)]
+struct Dropout {
+    p: f32,
+    scale: f32,
+    key: u64,
+}
+
+impl Dropout {
+    /// Returns the factor (0 or `1/(1-p)`) of column `col`, as the naive mask holds it.
+    #[inline]
+    fn factor(&self, col: usize) -> f32 {
+        if keep(self.key, col as u64, self.p) {
+            self.scale
+        } else {
+            0.0
+        }
+    }
+}
+
+/// The custom op. The log-sum-exp is a side output candle has no slot for, so the forward
+/// leaves it here for the backward (and the backward recomputes it if it is missing).
+struct FlashOp {
+    dims: Dims,
+    params: AttentionParams,
+    lse: Mutex<Option<Vec<f32>>>,
+}
+
+impl CustomOp3 for FlashOp {
+    fn name(&self) -> &'static str {
+        "lossdiff-flash-attention"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (q, k, v) = (gather(s1, l1)?, gather(s2, l2)?, gather(s3, l3)?);
+        let (out, lse) = forward(&q, &k, &v, self.dims, &self.params);
+        if let Ok(mut slot) = self.lse.lock() {
+            *slot = Some(lse);
+        }
+        let storage = match s1 {
+            CpuStorage::BF16(_) => {
+                CpuStorage::BF16(out.iter().map(|&x| bf16::from_f32(x)).collect())
+            }
+            _ => CpuStorage::F32(out),
+        };
+        Ok((storage, self.dims.shape()))
+    }
+
+    fn bwd(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        out: &Tensor,
+        grad_out: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (qf, kf, vf) = (to_f32_vec(q)?, to_f32_vec(k)?, to_f32_vec(v)?);
+        let (of, dof) = (to_f32_vec(out)?, to_f32_vec(grad_out)?);
+        let saved = self.lse.lock().ok().and_then(|slot| slot.clone());
+        let lse = match saved {
+            Some(lse) => lse,
+            None => forward(&qf, &kf, &vf, self.dims, &self.params).1,
+        };
+        let grads = backward(
+            &Inputs {
+                q: &qf,
+                k: &kf,
+                v: &vf,
+            },
+            &of,
+            &dof,
+            &lse,
+            self.dims,
+            &self.params,
+        );
+        let dtype = q.dtype();
+        let wrap = |g: Vec<f32>| {
+            Tensor::from_vec(g, self.dims.shape(), q.device()).and_then(|t| t.to_dtype(dtype))
+        };
+        Ok((
+            Some(wrap(grads.dq)?),
+            Some(wrap(grads.dk)?),
+            Some(wrap(grads.dv)?),
+        ))
+    }
+}
+
+/// Copies a 4-D f32 or bf16 storage into a row-major f32 buffer, honouring offset and strides.
+fn gather(storage: &CpuStorage, layout: &Layout) -> candle_core::Result<Vec<f32>> {
+    match storage {
+        CpuStorage::F32(data) => Ok(gather_with(data, layout, |x| x)),
+        CpuStorage::BF16(data) => Ok(gather_with(data, layout, bf16::to_f32)),
+        other => Err(candle_core::Error::Msg(format!(
+            "flash attention takes f32 or bf16, got {:?}",
+            other.dtype()
+        ))),
+    }
+}
+
+fn gather_with<T: Copy>(data: &[T], layout: &Layout, f: impl Fn(T) -> f32) -> Vec<f32> {
+    if let Some((start, end)) = layout.contiguous_offsets() {
+        return data[start..end].iter().map(|&x| f(x)).collect();
+    }
+    // Only 4-D tensors reach here (flash_attention checked `dims4`).
+    let (dims, stride) = (layout.dims(), layout.stride());
+    let mut out = Vec::with_capacity(layout.shape().elem_count());
+    for i0 in 0..dims[0] {
+        for i1 in 0..dims[1] {
+            for i2 in 0..dims[2] {
+                let base = layout.start_offset() + i0 * stride[0] + i1 * stride[1] + i2 * stride[2];
+                out.extend((0..dims[3]).map(|i3| f(data[base + i3 * stride[3]])));
+            }
+        }
+    }
+    out
+}
+
+fn to_f32_vec(t: &Tensor) -> candle_core::Result<Vec<f32>> {
+    t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()
+}
+
+/// A read-only matrix view: element `(i, j)` is `data[i * rs + j * cs]`.
+#[derive(Clone, Copy)]
+struct Mat<'a> {
+    data: &'a [f32],
+    rs: usize,
+    cs: usize,
+}
+
+impl<'a> Mat<'a> {
+    /// A row-major view with row stride `rs`.
+    fn rows(data: &'a [f32], rs: usize) -> Self {
+        Mat { data, rs, cs: 1 }
+    }
+
+    /// The transpose of a row-major view with row stride `rs`.
+    fn transposed(data: &'a [f32], rs: usize) -> Self {
+        Mat {
+            data,
+            rs: 1,
+            cs: rs,
+        }
+    }
+
+    fn fits(&self, rows: usize, cols: usize) -> bool {
+        (rows - 1) * self.rs + (cols - 1) * self.cs < self.data.len()
+    }
+}
+
+/// Computes `dst[m × n] = (accumulate ? dst : 0) + beta · lhs[m × k] · rhs[k × n]` with gemm's
+/// SIMD kernels, single-threaded so that the caller's task decomposition fixes the bits.
+#[allow(clippy::too_many_arguments)]
+fn tile_gemm(
+    (m, n, k): (usize, usize, usize),
+    dst: &mut [f32],
+    dst_rs: usize,
+    accumulate: bool,
+    lhs: Mat<'_>,
+    rhs: Mat<'_>,
+    beta: f32,
+) {
+    let dst_view = Mat::rows(dst, dst_rs);
+    assert!(
+        m > 0 && n > 0 && k > 0 && dst_view.fits(m, n) && lhs.fits(m, k) && rhs.fits(k, n),
+        "tile_gemm: views out of bounds ({m}×{n}×{k})"
+    );
+    // SAFETY: the assert above keeps every index gemm touches inside the three slices, `dst` is
+    // a unique borrow distinct from `lhs` and `rhs`, and T = f32 is one of gemm's types.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            dst_rs as isize,
+            accumulate,
+            lhs.data.as_ptr(),
+            lhs.cs as isize,
+            lhs.rs as isize,
+            rhs.data.as_ptr(),
+            rhs.cs as isize,
+            rhs.rs as isize,
+            1.0,
+            beta,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+}
+
+/// `q`, `k`, `v` as contiguous f32 `(B, nh, T, d)` buffers.
+struct Inputs<'a> {
+    q: &'a [f32],
+    k: &'a [f32],
+    v: &'a [f32],
+}
+
+/// Runs the forward; returns the output `(B, nh, T, d)` and the log-sum-exp `(B, nh, T)`.
+///
+/// Tasks are `(b, h, query block)`; each writes its own rows of both buffers.
+fn forward(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    dims: Dims,
+    params: &AttentionParams,
+) -> (Vec<f32>, Vec<f32>) {
+    let (t, d) = (dims.t, dims.d);
+    let mut out = vec![0f32; dims.len()];
+    let mut lse = vec![0f32; dims.b * dims.nh * t];
+    let head = t * d;
+    out.par_chunks_mut(head)
+        .zip(lse.par_chunks_mut(t))
+        .enumerate()
+        .for_each(|(bh, (out_h, lse_h))| {
+            let inputs = Inputs {
+                q: &q[bh * head..(bh + 1) * head],
+                k: &k[bh * head..(bh + 1) * head],
+                v: &v[bh * head..(bh + 1) * head],
+            };
+            out_h
+                .par_chunks_mut(BLOCK_Q * d)
+                .zip(lse_h.par_chunks_mut(BLOCK_Q))
+                .enumerate()
+                .for_each(|(qb, (o, l))| {
+                    forward_block(&inputs, dims, params, bh, qb * BLOCK_Q, o, l);
+                });
+        });
+    (out, lse)
+}
+
+/// Computes one block of query rows starting at `q0` of head `bh` into `out` and `lse`.
+fn forward_block(
+    x: &Inputs<'_>,
+    dims: Dims,
+    params: &AttentionParams,
+    bh: usize,
+    q0: usize,
+    out: &mut [f32],
+    lse: &mut [f32],
+) {
+    let d = dims.d;
+    let rows = lse.len();
+    let q_end = q0 + rows;
+    let q_blk = Mat::rows(&x.q[q0 * d..q_end * d], d);
+    let dropout: Vec<Option<Dropout>> = (q0..q_end)
+        .map(|r| dims.dropout_row(params, bh, r))
+        .collect();
+    let mut row_max = vec![f32::NEG_INFINITY; rows];
+    let mut row_sum = vec![0f32; rows];
+    let mut s = vec![0f32; rows * BLOCK_K];
+    // Keys past the block's last query are masked for every row: those tiles are skipped.
+    for k0 in (0..q_end).step_by(BLOCK_K) {
+        let cols = BLOCK_K.min(q_end - k0);
+        let s = &mut s[..rows * cols];
+        let k_blk = Mat::transposed(&x.k[k0 * d..(k0 + cols) * d], d);
+        tile_gemm(
+            (rows, cols, d),
+            s,
+            cols,
+            false,
+            q_blk,
+            k_blk,
+            params.softmax_scale,
+        );
+        for (r, s_row) in s.chunks_mut(cols).enumerate() {
+            // Columns `k0 + c > q0 + r` are in the causal future.
+            let valid = (q0 + r + 1).saturating_sub(k0).min(cols);
+            let tile_max = s_row[..valid]
+                .iter()
+                .fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+            let new_max = row_max[r].max(tile_max);
+            if new_max == f32::NEG_INFINITY {
+                s_row.fill(0.0);
+                continue;
+            }
+            let rescale = (row_max[r] - new_max).exp();
+            row_max[r] = new_max;
+            let mut sum = 0f32;
+            for x in &mut s_row[..valid] {
+                *x = (*x - new_max).exp();
+                sum += *x;
+            }
+            s_row[valid..].fill(0.0);
+            row_sum[r] = row_sum[r] * rescale + sum;
+            if rescale != 1.0 {
+                out[r * d..(r + 1) * d]
+                    .iter_mut()
+                    .for_each(|o| *o *= rescale);
+            }
+            if let Some(drop) = dropout[r] {
+                for (c, x) in s_row[..valid].iter_mut().enumerate() {
+                    *x *= drop.factor(k0 + c);
+                }
+            }
+        }
+        let v_blk = Mat::rows(&x.v[k0 * d..(k0 + cols) * d], d);
+        tile_gemm(
+            (rows, d, cols),
+            out,
+            d,
+            true,
+            Mat::rows(s, cols),
+            v_blk,
+            1.0,
+        );
+    }
+    for r in 0..rows {
+        // Row r always sees key r, so its sum is at least exp(0) = 1 relative to its max.
+        let inv = 1.0 / row_sum[r];
+        out[r * d..(r + 1) * d].iter_mut().for_each(|o| *o *= inv);
+        lse[r] = row_max[r] + row_sum[r].ln();
+    }
+}
+
+/// Gradients of the three inputs, each `(B, nh, T, d)` f32.
+struct Grads {
+    dq: Vec<f32>,
+    dk: Vec<f32>,
+    dv: Vec<f32>,
+}
+
+/// Runs the FA2 backward from the saved log-sum-exp, one rayon task per `(b, h)`.
+///
+/// Within a head, key blocks run in order and, inside each, query blocks in order, so `dq` (which
+/// sums over key blocks) and `dk`/`dv` (which sum over query blocks) are accumulated in a fixed
+/// order by one task: the bits do not depend on the thread count.
+fn backward(
+    x: &Inputs<'_>,
+    out: &[f32],
+    grad_out: &[f32],
+    lse: &[f32],
+    dims: Dims,
+    params: &AttentionParams,
+) -> Grads {
+    let head = dims.t * dims.d;
+    let mut g = Grads {
+        dq: vec![0f32; dims.len()],
+        dk: vec![0f32; dims.len()],
+        dv: vec![0f32; dims.len()],
+    };
+    g.dq.par_chunks_mut(head)
+        .zip(g.dk.par_chunks_mut(head))
+        .zip(g.dv.par_chunks_mut(head))
+        .enumerate()
+        .for_each(|(bh, ((dq, dk), dv))| {
+            let span = bh * head..(bh + 1) * head;
+            let head_in = Inputs {
+                q: &x.q[span.clone()],
+                k: &x.k[span.clone()],
+                v: &x.v[span.clone()],
+            };
+            let lse_h = &lse[bh * dims.t..(bh + 1) * dims.t];
+            let (o, d_o) = (&out[span.clone()], &grad_out[span]);
+            backward_head(&head_in, o, d_o, lse_h, dims, params, bh, (dq, dk, dv));
+        });
+    g
+}
+
+/// Computes `dq`, `dk`, `dv` of one head.
+#[allow(clippy::too_many_arguments)]
+fn backward_head(
+    x: &Inputs<'_>,
+    out: &[f32],
+    grad_out: &[f32],
+    lse: &[f32],
+    dims: Dims,
+    params: &AttentionParams,
+    bh: usize,
+    (dq, dk, dv): (&mut [f32], &mut [f32], &mut [f32]),
+) {
+    let (t, d, scale) = (dims.t, dims.d, params.softmax_scale);
+    // D_i = rowsum(dO_i ∘ O_i) = rowsum(P_i ∘ dP_i): the softmax Jacobian's diagonal term.
+    let delta: Vec<f32> = out
+        .chunks(d)
+        .zip(grad_out.chunks(d))
+        .map(|(o, g)| o.iter().zip(g).map(|(a, b)| a * b).sum())
+        .collect();
+    let dropout: Vec<Option<Dropout>> = (0..t).map(|r| dims.dropout_row(params, bh, r)).collect();
+    let mut p = vec![0f32; BLOCK_Q * BLOCK_K];
+    let mut dp = vec![0f32; BLOCK_Q * BLOCK_K];
+    let mut pd = vec![0f32; BLOCK_Q * BLOCK_K];
+    for k0 in (0..t).step_by(BLOCK_K) {
+        let cols = BLOCK_K.min(t - k0);
+        let kspan = k0 * d..(k0 + cols) * d;
+        // Query blocks that end before k0 see none of these keys.
+        for q0 in (k0 / BLOCK_Q * BLOCK_Q..t).step_by(BLOCK_Q) {
+            let rows = BLOCK_Q.min(t - q0);
+            let qspan = q0 * d..(q0 + rows) * d;
+            let n = rows * cols;
+            let (p, dp, pd) = (&mut p[..n], &mut dp[..n], &mut pd[..n]);
+            let q_blk = Mat::rows(&x.q[qspan.clone()], d);
+            let do_blk = Mat::rows(&grad_out[qspan.clone()], d);
+            // P = exp(scale · Q Kᵀ − LSE), zero in the causal future.
+            tile_gemm(
+                (rows, cols, d),
+                p,
+                cols,
+                false,
+                q_blk,
+                Mat::transposed(&x.k[kspan.clone()], d),
+                scale,
+            );
+            // dP' = dO Vᵀ (gradient w.r.t. the dropped probabilities).
+            tile_gemm(
+                (rows, cols, d),
+                dp,
+                cols,
+                false,
+                do_blk,
+                Mat::transposed(&x.v[kspan.clone()], d),
+                1.0,
+            );
+            for r in 0..rows {
+                let row = q0 + r;
+                let valid = (row + 1).saturating_sub(k0).min(cols);
+                let (p_row, dp_row, pd_row) = (
+                    &mut p[r * cols..(r + 1) * cols],
+                    &mut dp[r * cols..(r + 1) * cols],
+                    &mut pd[r * cols..(r + 1) * cols],
+                );
+                for c in 0..valid {
+                    let prob = (p_row[c] - lse[row]).exp();
+                    let factor = dropout[row].map_or(1.0, |m| m.factor(k0 + c));
+                    pd_row[c] = prob * factor;
+                    // dS = P ∘ (dP − D), with dP = dP' ∘ mask.
+                    dp_row[c] = prob * (dp_row[c] * factor - delta[row]);
+                }
+                pd_row[valid..].fill(0.0);
+                dp_row[valid..].fill(0.0);
+            }
+            let (pd, ds) = (&*pd, &*dp);
+            // dV_j += P̃ᵀ dO_i; dK_j += scale · dSᵀ Q_i; dQ_i += scale · dS K_j.
+            tile_gemm(
+                (cols, d, rows),
+                &mut dv[kspan.clone()],
+                d,
+                true,
+                Mat::transposed(pd, cols),
+                do_blk,
+                1.0,
+            );
+            tile_gemm(
+                (cols, d, rows),
+                &mut dk[kspan.clone()],
+                d,
+                true,
+                Mat::transposed(ds, cols),
+                q_blk,
+                scale,
+            );
+            tile_gemm(
+                (rows, d, cols),
+                &mut dq[qspan],
+                d,
+                true,
+                Mat::rows(ds, cols),
+                Mat::rows(&x.k[kspan.clone()], d),
+                scale,
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::attention::attention_naive;
+    use crate::rng::{normal, DropoutSite, DropoutStream};
+    use candle_core::{Device, Var};
+
+    /// f32: both paths accumulate in f32 over at most a few hundred terms in different orders;
+    /// measured worst is 5e-7 of the max-abs (5e-6 on the 1e-2 floor at T = 1), so 1e-5 leaves
+    /// room for other CPUs' gemm kernels while still catching any real formula error.
+    const F32_TOL: f32 = 1e-5;
+    /// bf16 (unit roundoff 2^-8), against the f32 reference on the same rounded inputs: the output
+    /// is rounded once, and the gradients also see the bf16-rounded `O` and `dO`; measured worst
+    /// is 4.6e-3 of the max-abs, and 2^-6 = four roundoffs leaves 3× margin.
+    const BF16_TOL: f32 = 1.0 / 64.0;
+    /// Central differences in f32 with h = 1e-2: truncation O(h²) ≈ 1e-4 and cancellation
+    /// ≈ 1e-7/h = 1e-5, both relative to the gradient's scale; 2e-3 sits well above both.
+    const FD_TOL: f32 = 2e-3;
+
+    fn randn(shape: (usize, usize, usize, usize), seed: u64) -> Tensor {
+        let n = shape.0 * shape.1 * shape.2 * shape.3;
+        let data: Vec<f32> = (0..n as u64).map(|i| normal(seed, i) as f32).collect();
+        Tensor::from_vec(data, shape, &Device::Cpu).unwrap()
+    }
+
+    fn params(hs: usize, dropout: Option<(f32, DropoutStream)>) -> AttentionParams {
+        AttentionParams {
+            softmax_scale: 1.0 / (hs as f32).sqrt(),
+            dropout,
+            max_naive_bytes: 1 << 30,
+        }
+    }
+
+    fn stream() -> DropoutStream {
+        DropoutStream {
+            seed: 11,
+            step: 2,
+            micro: 1,
+            layer: 3,
+            site: DropoutSite::Attention,
+        }
+    }
+
+    type Kernel = fn(&Tensor, &Tensor, &Tensor, &AttentionParams) -> Result<Tensor>;
+
+    /// Returns `[out, dq, dk, dv]` as f32 vectors for loss `sum(out ∘ w)`.
+    fn run(kernel: Kernel, inputs: &[Tensor; 3], w: &Tensor, p: &AttentionParams) -> [Vec<f32>; 4] {
+        let vars: Vec<Var> = inputs
+            .iter()
+            .map(|t| Var::from_tensor(t).unwrap())
+            .collect();
+        let out = kernel(
+            vars[0].as_tensor(),
+            vars[1].as_tensor(),
+            vars[2].as_tensor(),
+            p,
+        )
+        .unwrap();
+        let loss = (out.to_dtype(DType::F32).unwrap() * w)
+            .unwrap()
+            .sum_all()
+            .unwrap();
+        let grads = loss.backward().unwrap();
+        let flat = |t: &Tensor| to_f32_vec(t).unwrap();
+        [
+            flat(&out),
+            flat(grads.get(vars[0].as_tensor()).unwrap()),
+            flat(grads.get(vars[1].as_tensor()).unwrap()),
+            flat(grads.get(vars[2].as_tensor()).unwrap()),
+        ]
+    }
+
+    /// Asserts `max |got − want| ≤ tol · max(max |want|, 1e-2)` for each of out, dq, dk, dv;
+    /// the floor makes exact-zero references (with T = 1, dq is 0) an absolute comparison.
+    fn assert_close(got: &[Vec<f32>; 4], want: &[Vec<f32>; 4], tol: f32, case: &str) {
+        for (name, (g, w)) in ["out", "dq", "dk", "dv"].iter().zip(got.iter().zip(want)) {
+            let scale = w.iter().fold(1e-2f32, |a, b| a.max(b.abs()));
+            let err = g.iter().zip(w).fold(0f32, |a, (x, y)| a.max((x - y).abs()));
+            assert!(g.iter().all(|x| x.is_finite()), "{case} {name}: non-finite");
+            assert!(
+                err <= tol * scale,
+                "{case} {name}: max err {err:e} > {tol:e} × {scale:e}"
+            );
+        }
+    }
+
+    /// (B, nh, T, hs): T = 1, T below, at and off the tile size, batch > 1, several heads.
+    const SHAPES: [(usize, usize, usize, usize); 5] = [
+        (1, 1, 1, 16),
+        (2, 3, 37, 16),
+        (1, 2, 64, 32),
+        (2, 2, 130, 64),
+        (1, 4, 200, 32),
+    ];
+
+    fn inputs(
+        shape: (usize, usize, usize, usize),
+        seed: u64,
+        dtype: DType,
+    ) -> ([Tensor; 3], Tensor) {
+        let cast = |t: Tensor| t.to_dtype(dtype).unwrap();
+        let qkv = [
+            cast(randn(shape, seed)),
+            cast(randn(shape, seed + 1)),
+            cast(randn(shape, seed + 2)),
+        ];
+        (qkv, randn(shape, seed + 3))
+    }
+
+    #[test]
+    fn forward_and_grads_match_naive_f32() {
+        for (i, &shape) in SHAPES.iter().enumerate() {
+            let (qkv, w) = inputs(shape, 100 * i as u64, DType::F32);
+            let p = params(shape.3, None);
+            let want = run(attention_naive, &qkv, &w, &p);
+            assert_close(
+                &run(flash_attention, &qkv, &w, &p),
+                &want,
+                F32_TOL,
+                &format!("{shape:?}"),
+            );
+        }
+    }
+
+    #[test]
+    fn forward_and_grads_match_naive_bf16() {
+        // Reference: the naive path in f32 on the same bf16-rounded inputs.
+        for (i, &shape) in SHAPES.iter().enumerate() {
+            let (qkv, w) = inputs(shape, 100 * i as u64, DType::BF16);
+            let up = qkv.clone().map(|t| t.to_dtype(DType::F32).unwrap());
+            let p = params(shape.3, None);
+            let want = run(attention_naive, &up, &w, &p);
+            let got = run(flash_attention, &qkv, &w, &p);
+            let out = flash_attention(&qkv[0], &qkv[1], &qkv[2], &p).unwrap();
+            assert_eq!(out.dtype(), DType::BF16);
+            assert_close(&got, &want, BF16_TOL, &format!("bf16 {shape:?}"));
+        }
+    }
+
+    #[test]
+    fn dropout_matches_naive_dropout_mask() {
+        for (i, &shape) in SHAPES.iter().enumerate().skip(1) {
+            let (qkv, w) = inputs(shape, 7 + i as u64, DType::F32);
+            let p = params(shape.3, Some((0.25, stream())));
+            let want = run(attention_naive, &qkv, &w, &p);
+            assert_close(
+                &run(flash_attention, &qkv, &w, &p),
+                &want,
+                F32_TOL,
+                &format!("dropout {shape:?}"),
+            );
+            // The mask matters: without dropout the output is measurably different.
+            let plain = run(flash_attention, &qkv, &w, &params(shape.3, None));
+            let diff = plain[0]
+                .iter()
+                .zip(&want[0])
+                .fold(0f32, |a, (x, y)| a.max((x - y).abs()));
+            assert!(diff > 0.1, "{shape:?}: dropout changed nothing ({diff})");
+        }
+    }
+
+    #[test]
+    fn grads_match_central_differences() {
+        let shape = (1, 2, 9, 4);
+        for dropout in [None, Some((0.3, stream()))] {
+            let (qkv, w) = inputs(shape, 5, DType::F32);
+            let p = params(shape.3, dropout);
+            let analytic = run(flash_attention, &qkv, &w, &p);
+            let loss = |xs: &[Tensor; 3]| -> f32 {
+                let out = flash_attention(&xs[0], &xs[1], &xs[2], &p).unwrap();
+                (out * &w)
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap()
+            };
+            let h = 1e-2f32;
+            for which in 0..3 {
+                let base = to_f32_vec(&qkv[which]).unwrap();
+                let numeric: Vec<f32> = (0..base.len())
+                    .map(|j| {
+                        let nudged = |delta: f32| {
+                            let mut data = base.clone();
+                            data[j] += delta;
+                            let mut xs = qkv.clone();
+                            xs[which] = Tensor::from_vec(data, shape, &Device::Cpu).unwrap();
+                            loss(&xs)
+                        };
+                        (nudged(h) - nudged(-h)) / (2.0 * h)
+                    })
+                    .collect();
+                let got = &analytic[which + 1];
+                let scale = numeric.iter().fold(0f32, |a, b| a.max(b.abs()));
+                let err = got
+                    .iter()
+                    .zip(&numeric)
+                    .fold(0f32, |a, (x, y)| a.max((x - y).abs()));
+                assert!(
+                    err <= FD_TOL * scale,
+                    "input {which} {dropout:?}: {err:e} > {FD_TOL:e} × {scale:e}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn bits_independent_of_thread_count() {
+        let shape = (2, 3, 150, 32);
+        let (qkv, w) = inputs(shape, 21, DType::F32);
+        let p = params(shape.3, Some((0.1, stream())));
+        let in_pool = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            pool.install(|| run(flash_attention, &qkv, &w, &p))
+        };
+        let (one, three) = (in_pool(1), in_pool(3));
+        for (name, (a, b)) in ["out", "dq", "dk", "dv"].iter().zip(one.iter().zip(&three)) {
+            let same = a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits());
+            assert!(same, "{name} differs between 1 and 3 threads");
+        }
+    }
+
+    #[test]
+    fn strided_inputs_match_contiguous() {
+        // The model produces q, k, v as (B, T, nh, hs).transpose(1, 2): not contiguous.
+        let (b, t, nh, hs) = (2, 70, 3, 16);
+        let make = |seed| randn((b, t, nh, hs), seed).transpose(1, 2).unwrap();
+        let qkv = [make(1), make(2), make(3)];
+        assert!(!qkv[0].is_contiguous());
+        let w = randn((b, nh, t, hs), 4);
+        let p = params(hs, None);
+        let contiguous = qkv.clone().map(|x| x.contiguous().unwrap());
+        let got = run(flash_attention, &qkv, &w, &p);
+        let want = run(flash_attention, &contiguous, &w, &p);
+        assert_close(&got, &want, 0.0, "strided");
+    }
+
+    #[test]
+    fn rejects_mismatched_inputs() {
+        let x = randn((1, 2, 8, 4), 0);
+        let y = randn((1, 2, 9, 4), 0);
+        let p = params(4, None);
+        assert!(matches!(
+            flash_attention(&x, &y, &x, &p),
+            Err(Error::AttentionInput { .. })
+        ));
+        let h = x.to_dtype(DType::F16).unwrap();
+        assert!(matches!(
+            flash_attention(&h, &h, &h, &p),
+            Err(Error::AttentionInput { .. })
+        ));
+        let p1 = params(4, Some((1.0, stream())));
+        assert!(matches!(
+            flash_attention(&x, &x, &x, &p1),
+            Err(Error::AttentionInput { .. })
+        ));
+    }
 }
