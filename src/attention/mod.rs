@@ -9,6 +9,7 @@
 //!
 //! This module owns the arithmetic of attention; projections, heads and residuals are `model`'s.
 
+pub mod bench;
 mod flash;
 
 pub use flash::flash_attention;
