@@ -399,11 +399,7 @@ fn forward_block(
             }
             let rescale = (row_max[r] - new_max).exp();
             row_max[r] = new_max;
-            let mut sum = 0f32;
-            for x in &mut s_row[..valid] {
-                *x = (*x - new_max).exp();
-                sum += *x;
-            }
+            let sum = exp_shifted(&mut s_row[..valid], new_max);
             s_row[valid..].fill(0.0);
             row_sum[r] = row_sum[r] * rescale + sum;
             if rescale != 1.0 {
@@ -433,6 +429,74 @@ fn forward_block(
         let inv = 1.0 / row_sum[r];
         out[r * d..(r + 1) * d].iter_mut().for_each(|o| *o *= inv);
         lse[r] = row_max[r] + row_sum[r].ln();
+    }
+}
+
+/// Replaces each `x` by `exp(x − shift)` and returns their sum, on 8 SIMD lanes.
+///
+/// The exponentials are the kernel's scalar hot spot (one per score, forward and backward), and
+/// libm's `expf` does not vectorise. The arithmetic is the same plain multiply-adds (no fused
+/// ones) and the same 8-lane summation order on every path, so AVX2 and the portable fallback
+/// give the same bits.
+fn exp_shifted(xs: &mut [f32], shift: f32) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2, checked just above.
+        return unsafe { exp_shifted_avx2(xs, shift) };
+    }
+    exp_shifted_lanes(xs, shift)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn exp_shifted_avx2(xs: &mut [f32], shift: f32) -> f32 {
+    exp_shifted_lanes(xs, shift)
+}
+
+#[inline(always)]
+fn exp_shifted_lanes(xs: &mut [f32], shift: f32) -> f32 {
+    const LANES: usize = 8;
+    let mut acc = [0f32; LANES];
+    let mut chunks = xs.chunks_exact_mut(LANES);
+    for chunk in &mut chunks {
+        for (a, x) in acc.iter_mut().zip(chunk.iter_mut()) {
+            *x = exp_approx(*x - shift);
+            *a += *x;
+        }
+    }
+    for (a, x) in acc.iter_mut().zip(chunks.into_remainder()) {
+        *x = exp_approx(*x - shift);
+        *a += *x;
+    }
+    acc.iter().sum()
+}
+
+/// Computes `exp(x)` to about 1 ulp for `x ≤ 88` (Cephes `expf`: round to `n = x / ln 2`, a
+/// degree-6 polynomial on the remainder, scale by `2^n`), returning 0 below −87.
+#[inline(always)]
+fn exp_approx(x: f32) -> f32 {
+    // 1.5 · 2^23: adding it rounds to an integer in the low mantissa bits (no `floor` needed).
+    const ROUND: f32 = 12_582_912.0;
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    let xc = x.clamp(-87.0, 88.0);
+    let t = xc * std::f32::consts::LOG2_E + ROUND;
+    let n = t - ROUND;
+    let r = xc - n * LN2_HI - n * LN2_LO;
+    let mut p = 1.987_569_1e-4_f32;
+    p = p * r + 1.398_199_9e-3;
+    p = p * r + 8.333_452e-3;
+    p = p * r + 4.166_579_6e-2;
+    p = p * r + 1.666_666_5e-1;
+    p = p * r + 5.000_000_1e-1;
+    let y = p * r * r + r + 1.0;
+    // n ∈ [-126, 127] after the clamp, so 2^n is a normal float built from its exponent bits.
+    let n_bits = t.to_bits().wrapping_sub(ROUND.to_bits()) as i32;
+    let scaled = y * f32::from_bits(((n_bits + 127) as u32) << 23);
+    if x < -87.0 {
+        0.0
+    } else {
+        scaled
     }
 }
 
@@ -542,8 +606,9 @@ fn backward_head(
                     &mut dp[r * cols..(r + 1) * cols],
                     &mut pd[r * cols..(r + 1) * cols],
                 );
+                exp_shifted(&mut p_row[..valid], lse[row]);
                 for c in 0..valid {
-                    let prob = (p_row[c] - lse[row]).exp();
+                    let prob = p_row[c];
                     let factor = dropout[row].map_or(1.0, |m| m.factor(k0 + c));
                     pd_row[c] = prob * factor;
                     // dS = P ∘ (dP − D), with dP = dP' ∘ mask.
@@ -823,6 +888,24 @@ mod tests {
         let got = run(flash_attention, &qkv, &w, &p);
         let want = run(flash_attention, &contiguous, &w, &p);
         assert_close(&got, &want, 0.0, "strided");
+    }
+
+    #[test]
+    fn exp_approx_within_two_ulp_of_libm() {
+        // Reference: std's f32::exp (libm expf, correctly rounded to < 1 ulp) on [-87, 0] and
+        // a little above 0 (scores minus a rounded max can be slightly positive).
+        for i in 0..=200_000 {
+            let x = -87.0 + 88.0 * i as f32 / 200_000.0;
+            let (got, want) = (exp_approx(x), x.exp());
+            let ulp = (want.to_bits() as i64 - got.to_bits() as i64).abs();
+            assert!(ulp <= 2, "exp({x}) = {got}, libm {want} ({ulp} ulp)");
+        }
+        assert_eq!(exp_approx(-200.0), 0.0);
+        assert_eq!(exp_approx(f32::NEG_INFINITY), 0.0);
+        let mut xs: Vec<f32> = (0..19).map(|i| -(i as f32) / 3.0).collect();
+        let sum = exp_shifted(&mut xs, 0.5);
+        let want: f32 = (0..19).map(|i| (-(i as f32) / 3.0 - 0.5).exp()).sum();
+        approx::assert_relative_eq!(sum, want, max_relative = 1e-6);
     }
 
     #[test]
