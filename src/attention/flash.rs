@@ -38,11 +38,13 @@ pub const BLOCK_K: usize = 64;
 /// shape and dtype. Scores, softmax and accumulation run in f32. Gradients flow to all three
 /// inputs through the op's own backward, which never materialises `T × T`.
 ///
-/// Time: `O(B · nh · T² · hs / 2)`; extra memory: `O(B · nh · T)` for the log-sum-exp.
+/// Time: `O(B · nh · T² · hs / 2)`. Extra memory: `O(B · nh · T · hs)` (f32 copies of the
+/// inputs, the log-sum-exp, the gradients), never `O(T²)`.
 ///
 /// # Errors
-/// [`Error::AttentionInput`] when shapes or dtypes differ, the dtype is not f32/bf16, or the
-/// dropout rate is outside `[0, 1)`; candle errors when the tensors are not on the CPU.
+/// [`Error::AttentionInput`] when shapes or dtypes differ, a dimension is zero, the dtype is not
+/// f32/bf16, or the dropout rate is outside `[0, 1)`; candle errors when the tensors are not on
+/// the CPU.
 pub fn flash_attention(
     q: &Tensor,
     k: &Tensor,
@@ -58,6 +60,9 @@ pub fn flash_attention(
             k.dims(),
             v.dims()
         )));
+    }
+    if b * nh * t * hs == 0 {
+        return Err(input_error(format!("empty input of shape {:?}", q.dims())));
     }
     let dtype = q.dtype();
     if k.dtype() != dtype || v.dtype() != dtype || !matches!(dtype, DType::F32 | DType::BF16) {
@@ -920,6 +925,11 @@ mod tests {
         let h = x.to_dtype(DType::F16).unwrap();
         assert!(matches!(
             flash_attention(&h, &h, &h, &p),
+            Err(Error::AttentionInput { .. })
+        ));
+        let empty = randn((1, 2, 0, 4), 0);
+        assert!(matches!(
+            flash_attention(&empty, &empty, &empty, &p),
             Err(Error::AttentionInput { .. })
         ));
         let p1 = params(4, Some((1.0, stream())));
