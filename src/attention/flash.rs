@@ -512,11 +512,16 @@ struct Grads {
     dv: Vec<f32>,
 }
 
-/// Runs the FA2 backward from the saved log-sum-exp, one rayon task per `(b, h)`.
+/// Runs the FA2 backward from the saved log-sum-exp.
 ///
-/// Within a head, key blocks run in order and, inside each, query blocks in order, so `dq` (which
-/// sums over key blocks) and `dk`/`dv` (which sum over query blocks) are accumulated in a fixed
-/// order by one task: the bits do not depend on the thread count.
+/// Two task decompositions give the same bits, because each tile's arithmetic is the same and
+/// every gradient block sums its tiles in the same ascending order in both:
+/// - per head (one rayon task per `(b, h)`, one pass computing `dq`, `dk`, `dv` together): the
+///   least work, used when there are at least two heads per thread;
+/// - split (`dk`/`dv` tasks per `(b, h, key block)`, then `dq` tasks per `(b, h, query block)`):
+///   recomputes each tile twice, but keeps all threads busy when `B · nh` is small.
+///
+/// Which one runs therefore never changes the result, only the speed.
 fn backward(
     x: &Inputs<'_>,
     out: &[f32],
@@ -525,132 +530,244 @@ fn backward(
     dims: Dims,
     params: &AttentionParams,
 ) -> Grads {
-    let head = dims.t * dims.d;
-    let mut g = Grads {
-        dq: vec![0f32; dims.len()],
-        dk: vec![0f32; dims.len()],
-        dv: vec![0f32; dims.len()],
-    };
-    g.dq.par_chunks_mut(head)
-        .zip(g.dk.par_chunks_mut(head))
-        .zip(g.dv.par_chunks_mut(head))
-        .enumerate()
-        .for_each(|(bh, ((dq, dk), dv))| {
-            let span = bh * head..(bh + 1) * head;
-            let head_in = Inputs {
-                q: &x.q[span.clone()],
-                k: &x.k[span.clone()],
-                v: &x.v[span.clone()],
-            };
-            let lse_h = &lse[bh * dims.t..(bh + 1) * dims.t];
-            let (o, d_o) = (&out[span.clone()], &grad_out[span]);
-            backward_head(&head_in, o, d_o, lse_h, dims, params, bh, (dq, dk, dv));
-        });
-    g
+    let split = dims.b * dims.nh < 2 * rayon::current_num_threads();
+    backward_with(x, out, grad_out, lse, dims, params, split)
 }
 
-/// Computes `dq`, `dk`, `dv` of one head.
-#[allow(clippy::too_many_arguments)]
-fn backward_head(
+fn backward_with(
     x: &Inputs<'_>,
     out: &[f32],
     grad_out: &[f32],
     lse: &[f32],
     dims: Dims,
     params: &AttentionParams,
-    bh: usize,
-    (dq, dk, dv): (&mut [f32], &mut [f32], &mut [f32]),
-) {
-    let (t, d, scale) = (dims.t, dims.d, params.softmax_scale);
-    // D_i = rowsum(dO_i ∘ O_i) = rowsum(P_i ∘ dP_i): the softmax Jacobian's diagonal term.
-    let delta: Vec<f32> = out
-        .chunks(d)
-        .zip(grad_out.chunks(d))
-        .map(|(o, g)| o.iter().zip(g).map(|(a, b)| a * b).sum())
-        .collect();
-    let dropout: Vec<Option<Dropout>> = (0..t).map(|r| dims.dropout_row(params, bh, r)).collect();
-    let mut p = vec![0f32; BLOCK_Q * BLOCK_K];
-    let mut dp = vec![0f32; BLOCK_Q * BLOCK_K];
-    let mut pd = vec![0f32; BLOCK_Q * BLOCK_K];
-    for k0 in (0..t).step_by(BLOCK_K) {
-        let cols = BLOCK_K.min(t - k0);
+    split: bool,
+) -> Grads {
+    let (t, d) = (dims.t, dims.d);
+    let head = t * d;
+    let mut g = Grads {
+        dq: vec![0f32; dims.len()],
+        dk: vec![0f32; dims.len()],
+        dv: vec![0f32; dims.len()],
+    };
+    let ctx = |bh| HeadBwd::new(x, out, grad_out, lse, dims, params, bh);
+    if !split {
+        g.dq.par_chunks_mut(head)
+            .zip(g.dk.par_chunks_mut(head))
+            .zip(g.dv.par_chunks_mut(head))
+            .enumerate()
+            .for_each(|(bh, ((dq, dk), dv))| ctx(bh).all_grads(dq, dk, dv));
+        return g;
+    }
+    g.dk.par_chunks_mut(head)
+        .zip(g.dv.par_chunks_mut(head))
+        .enumerate()
+        .for_each(|(bh, (dk, dv))| {
+            let h = ctx(bh);
+            dk.par_chunks_mut(BLOCK_K * d)
+                .zip(dv.par_chunks_mut(BLOCK_K * d))
+                .enumerate()
+                .for_each(|(kb, (dk, dv))| h.key_block_grads(kb * BLOCK_K, dk, dv));
+        });
+    g.dq.par_chunks_mut(head).enumerate().for_each(|(bh, dq)| {
+        let h = ctx(bh);
+        dq.par_chunks_mut(BLOCK_Q * d)
+            .enumerate()
+            .for_each(|(qb, dq)| h.query_block_grads(qb * BLOCK_Q, dq));
+    });
+    g
+}
+
+/// One head's view for the backward: its slices of the inputs, `dO` and the log-sum-exp, plus
+/// `D` and the dropout rows, which every tile of the head reads.
+struct HeadBwd<'a> {
+    x: Inputs<'a>,
+    grad_out: &'a [f32],
+    lse: &'a [f32],
+    delta: Vec<f32>,
+    dropout: Vec<Option<Dropout>>,
+    t: usize,
+    d: usize,
+    scale: f32,
+}
+
+/// One tile's scratch: `pd` = dropped probabilities `P̃`, `ds` = `dS` (after [`HeadBwd::tile`]).
+struct TileBufs {
+    pd: Vec<f32>,
+    ds: Vec<f32>,
+}
+
+impl TileBufs {
+    fn new() -> Self {
+        TileBufs {
+            pd: vec![0f32; BLOCK_Q * BLOCK_K],
+            ds: vec![0f32; BLOCK_Q * BLOCK_K],
+        }
+    }
+}
+
+impl<'a> HeadBwd<'a> {
+    fn new(
+        x: &Inputs<'a>,
+        out: &'a [f32],
+        grad_out: &'a [f32],
+        lse: &'a [f32],
+        dims: Dims,
+        params: &AttentionParams,
+        bh: usize,
+    ) -> Self {
+        let (t, d) = (dims.t, dims.d);
+        let span = bh * t * d..(bh + 1) * t * d;
+        let (out, grad_out) = (&out[span.clone()], &grad_out[span.clone()]);
+        // D_i = rowsum(dO_i ∘ O_i) = rowsum(P_i ∘ dP_i): the softmax Jacobian's diagonal term.
+        let delta = out
+            .chunks(d)
+            .zip(grad_out.chunks(d))
+            .map(|(o, g)| o.iter().zip(g).map(|(a, b)| a * b).sum())
+            .collect();
+        HeadBwd {
+            x: Inputs {
+                q: &x.q[span.clone()],
+                k: &x.k[span.clone()],
+                v: &x.v[span],
+            },
+            grad_out,
+            lse: &lse[bh * t..(bh + 1) * t],
+            delta,
+            dropout: (0..t).map(|r| dims.dropout_row(params, bh, r)).collect(),
+            t,
+            d,
+            scale: params.softmax_scale,
+        }
+    }
+
+    /// Fills `bufs` with `P̃` and `dS` of the tile of query rows `q0..q0+rows` and key columns
+    /// `k0..k0+cols`, both zero in the causal future.
+    fn tile(&self, (q0, rows): (usize, usize), (k0, cols): (usize, usize), bufs: &mut TileBufs) {
+        let d = self.d;
+        let n = rows * cols;
+        let (p, ds) = (&mut bufs.pd[..n], &mut bufs.ds[..n]);
+        let q_blk = Mat::rows(&self.x.q[q0 * d..(q0 + rows) * d], d);
+        let do_blk = Mat::rows(&self.grad_out[q0 * d..(q0 + rows) * d], d);
         let kspan = k0 * d..(k0 + cols) * d;
-        // Query blocks that end before k0 see none of these keys.
-        for q0 in (k0 / BLOCK_Q * BLOCK_Q..t).step_by(BLOCK_Q) {
-            let rows = BLOCK_Q.min(t - q0);
-            let qspan = q0 * d..(q0 + rows) * d;
-            let n = rows * cols;
-            let (p, dp, pd) = (&mut p[..n], &mut dp[..n], &mut pd[..n]);
-            let q_blk = Mat::rows(&x.q[qspan.clone()], d);
-            let do_blk = Mat::rows(&grad_out[qspan.clone()], d);
-            // P = exp(scale · Q Kᵀ − LSE), zero in the causal future.
-            tile_gemm(
-                (rows, cols, d),
-                p,
-                cols,
-                false,
-                q_blk,
-                Mat::transposed(&x.k[kspan.clone()], d),
-                scale,
-            );
-            // dP' = dO Vᵀ (gradient w.r.t. the dropped probabilities).
-            tile_gemm(
-                (rows, cols, d),
-                dp,
-                cols,
-                false,
-                do_blk,
-                Mat::transposed(&x.v[kspan.clone()], d),
-                1.0,
-            );
-            for r in 0..rows {
-                let row = q0 + r;
-                let valid = (row + 1).saturating_sub(k0).min(cols);
-                let (p_row, dp_row, pd_row) = (
-                    &mut p[r * cols..(r + 1) * cols],
-                    &mut dp[r * cols..(r + 1) * cols],
-                    &mut pd[r * cols..(r + 1) * cols],
-                );
-                exp_shifted(&mut p_row[..valid], lse[row]);
-                for c in 0..valid {
-                    let prob = p_row[c];
-                    let factor = dropout[row].map_or(1.0, |m| m.factor(k0 + c));
-                    pd_row[c] = prob * factor;
-                    // dS = P ∘ (dP − D), with dP = dP' ∘ mask.
-                    dp_row[c] = prob * (dp_row[c] * factor - delta[row]);
-                }
-                pd_row[valid..].fill(0.0);
-                dp_row[valid..].fill(0.0);
+        // S = scale · Q Kᵀ, then P = exp(S − LSE) below.
+        let k_t = Mat::transposed(&self.x.k[kspan.clone()], d);
+        tile_gemm((rows, cols, d), p, cols, false, q_blk, k_t, self.scale);
+        // dP' = dO Vᵀ, the gradient w.r.t. the dropped probabilities.
+        let v_t = Mat::transposed(&self.x.v[kspan], d);
+        tile_gemm((rows, cols, d), ds, cols, false, do_blk, v_t, 1.0);
+        for (r, (p_row, ds_row)) in p.chunks_mut(cols).zip(ds.chunks_mut(cols)).enumerate() {
+            let row = q0 + r;
+            let valid = (row + 1).saturating_sub(k0).min(cols);
+            exp_shifted(&mut p_row[..valid], self.lse[row]);
+            for c in 0..valid {
+                let prob = p_row[c];
+                let factor = self.dropout[row].map_or(1.0, |m| m.factor(k0 + c));
+                p_row[c] = prob * factor;
+                // dS = P ∘ (dP − D), with dP = dP' ∘ mask.
+                ds_row[c] = prob * (ds_row[c] * factor - self.delta[row]);
             }
-            let (pd, ds) = (&*pd, &*dp);
-            // dV_j += P̃ᵀ dO_i; dK_j += scale · dSᵀ Q_i; dQ_i += scale · dS K_j.
-            tile_gemm(
-                (cols, d, rows),
-                &mut dv[kspan.clone()],
-                d,
-                true,
-                Mat::transposed(pd, cols),
-                do_blk,
-                1.0,
-            );
-            tile_gemm(
-                (cols, d, rows),
-                &mut dk[kspan.clone()],
-                d,
-                true,
-                Mat::transposed(ds, cols),
-                q_blk,
-                scale,
-            );
-            tile_gemm(
-                (rows, d, cols),
-                &mut dq[qspan],
-                d,
-                true,
-                Mat::rows(ds, cols),
-                Mat::rows(&x.k[kspan.clone()], d),
-                scale,
-            );
+            p_row[valid..].fill(0.0);
+            ds_row[valid..].fill(0.0);
+        }
+    }
+
+    /// Query blocks that see key `k0`, ascending: those whose last row is at or after it.
+    fn query_blocks(&self, k0: usize) -> impl Iterator<Item = (usize, usize)> {
+        let t = self.t;
+        (k0 / BLOCK_Q * BLOCK_Q..t)
+            .step_by(BLOCK_Q)
+            .map(move |q0| (q0, BLOCK_Q.min(t - q0)))
+    }
+
+    /// Adds `dV_j += P̃ᵀ dO_i` and `dK_j += scale · dSᵀ Q_i` for the tile in `bufs`.
+    fn add_key_grads(
+        &self,
+        (q0, rows): (usize, usize),
+        cols: usize,
+        bufs: &TileBufs,
+        dk: &mut [f32],
+        dv: &mut [f32],
+    ) {
+        let d = self.d;
+        let n = rows * cols;
+        let qspan = q0 * d..(q0 + rows) * d;
+        let pd_t = Mat::transposed(&bufs.pd[..n], cols);
+        tile_gemm(
+            (cols, d, rows),
+            dv,
+            d,
+            true,
+            pd_t,
+            Mat::rows(&self.grad_out[qspan.clone()], d),
+            1.0,
+        );
+        let ds_t = Mat::transposed(&bufs.ds[..n], cols);
+        tile_gemm(
+            (cols, d, rows),
+            dk,
+            d,
+            true,
+            ds_t,
+            Mat::rows(&self.x.q[qspan], d),
+            self.scale,
+        );
+    }
+
+    /// Adds `dQ_i += scale · dS K_j` for the tile in `bufs`.
+    fn add_query_grads(
+        &self,
+        rows: usize,
+        (k0, cols): (usize, usize),
+        bufs: &TileBufs,
+        dq: &mut [f32],
+    ) {
+        let d = self.d;
+        let ds = Mat::rows(&bufs.ds[..rows * cols], cols);
+        let k_blk = Mat::rows(&self.x.k[k0 * d..(k0 + cols) * d], d);
+        tile_gemm((rows, d, cols), dq, d, true, ds, k_blk, self.scale);
+    }
+
+    /// Computes `dq`, `dk`, `dv` of the whole head in one pass over its tiles.
+    fn all_grads(&self, dq: &mut [f32], dk: &mut [f32], dv: &mut [f32]) {
+        let d = self.d;
+        let mut bufs = TileBufs::new();
+        for k0 in (0..self.t).step_by(BLOCK_K) {
+            let cols = BLOCK_K.min(self.t - k0);
+            let kspan = k0 * d..(k0 + cols) * d;
+            for (q0, rows) in self.query_blocks(k0) {
+                self.tile((q0, rows), (k0, cols), &mut bufs);
+                self.add_key_grads(
+                    (q0, rows),
+                    cols,
+                    &bufs,
+                    &mut dk[kspan.clone()],
+                    &mut dv[kspan.clone()],
+                );
+                self.add_query_grads(rows, (k0, cols), &bufs, &mut dq[q0 * d..(q0 + rows) * d]);
+            }
+        }
+    }
+
+    /// Computes the `dk`, `dv` rows of the key block starting at `k0`.
+    fn key_block_grads(&self, k0: usize, dk: &mut [f32], dv: &mut [f32]) {
+        let cols = dk.len() / self.d;
+        let mut bufs = TileBufs::new();
+        for (q0, rows) in self.query_blocks(k0) {
+            self.tile((q0, rows), (k0, cols), &mut bufs);
+            self.add_key_grads((q0, rows), cols, &bufs, dk, dv);
+        }
+    }
+
+    /// Computes the `dq` rows of the query block starting at `q0`.
+    fn query_block_grads(&self, q0: usize, dq: &mut [f32]) {
+        let rows = dq.len() / self.d;
+        let mut bufs = TileBufs::new();
+        // Keys past the block's last query contribute nothing.
+        for k0 in (0..q0 + rows).step_by(BLOCK_K) {
+            let cols = BLOCK_K.min(self.t - k0);
+            self.tile((q0, rows), (k0, cols), &mut bufs);
+            self.add_query_grads(rows, (k0, cols), &bufs, dq);
         }
     }
 }
@@ -863,7 +980,8 @@ mod tests {
 
     #[test]
     fn bits_independent_of_thread_count() {
-        let shape = (2, 3, 150, 32);
+        // B · nh = 4: one thread takes the per-head backward, three threads the split one.
+        let shape = (2, 2, 150, 32);
         let (qkv, w) = inputs(shape, 21, DType::F32);
         let p = params(shape.3, Some((0.1, stream())));
         let in_pool = |threads: usize| {
@@ -877,6 +995,43 @@ mod tests {
         for (name, (a, b)) in ["out", "dq", "dk", "dv"].iter().zip(one.iter().zip(&three)) {
             let same = a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits());
             assert!(same, "{name} differs between 1 and 3 threads");
+        }
+    }
+
+    #[test]
+    fn backward_schemes_give_identical_bits() {
+        // Per-head single pass and split (key-block, then query-block) passes sum every
+        // gradient block's tiles in the same order, so the thread-count heuristic that picks
+        // between them can never change a result.
+        let dims = Dims {
+            b: 2,
+            nh: 2,
+            t: 150,
+            d: 16,
+        };
+        for dropout in [None, Some((0.2, stream()))] {
+            let p = params(dims.d, dropout);
+            let n = dims.len();
+            let [q, k, v, d_o]: [Vec<f32>; 4] =
+                [1, 2, 3, 4].map(|s| (0..n as u64).map(|i| normal(s, i) as f32).collect());
+            let (out, lse) = forward(&q, &k, &v, dims, &p);
+            let x = Inputs {
+                q: &q,
+                k: &k,
+                v: &v,
+            };
+            let one = backward_with(&x, &out, &d_o, &lse, dims, &p, false);
+            let two = backward_with(&x, &out, &d_o, &lse, dims, &p, true);
+            for (name, a, b) in [
+                ("dq", &one.dq, &two.dq),
+                ("dk", &one.dk, &two.dk),
+                ("dv", &one.dv, &two.dv),
+            ] {
+                assert!(
+                    a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits()),
+                    "{name} {dropout:?}"
+                );
+            }
         }
     }
 
