@@ -194,7 +194,13 @@ pub fn calibrate(opts: &CalibrationOptions) -> Result<Calibration> {
             let yard: Vec<Trace> = (1..=opts.yardstick)
                 .map(|k| get(&format!("perturb-{s}-{}", (j + k) % pool + 1)).cloned())
                 .collect::<Result<_>>()?;
-            perturb.push(compare(&[clean.clone()], &[b], &yard, &[], &opts.settings)?);
+            perturb.push(compare(
+                std::slice::from_ref(&clean),
+                &[b],
+                &yard,
+                &[],
+                &opts.settings,
+            )?);
         }
     }
     // Null 2: different seeds, dropout on, random halves.

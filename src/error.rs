@@ -267,6 +267,14 @@ pub enum Error {
         /// Steps available.
         got: usize,
     },
+
+    // === Attention kernels ===
+    /// Attention inputs the fused kernel cannot take (mismatched shapes, dtype, dropout rate).
+    #[error("flash attention: {reason}")]
+    AttentionInput {
+        /// What was wrong with the inputs.
+        reason: String,
+    },
 }
 
 /// Shorthand for results with [`Error`].

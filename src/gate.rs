@@ -199,14 +199,14 @@ pub struct ArmTraces {
 /// Traces of every arm of one cell, in arm order.
 pub type CellTraces = Vec<(String, ArmTraces)>;
 
+/// An experiment's report together with its traces by cell (for figures).
+pub type ExperimentRun = (ExperimentReport, Vec<(Cell, CellTraces)>);
+
 /// Runs `spec` against its goldens and returns the report, plus the traces by cell (for figures).
 ///
 /// # Errors
 /// Spec, training and golden I/O errors. A divergence is not an error: it is a failed report.
-pub fn run_experiment(
-    spec: &Path,
-    opts: &GateOptions,
-) -> Result<(ExperimentReport, Vec<(Cell, CellTraces)>)> {
+pub fn run_experiment(spec: &Path, opts: &GateOptions) -> Result<ExperimentRun> {
     let exp = Experiment::load(spec)?;
     let settings = settings_from_table(&exp.compare, &spec.display().to_string())?;
     let cells = select_cells(&exp, opts)?;
@@ -609,10 +609,7 @@ pub fn expand_specs(spec: &Path) -> Result<Vec<PathBuf>> {
 ///
 /// # Errors
 /// As [`run_experiment`].
-pub fn run_all_experiments(
-    spec: &Path,
-    opts: &GateOptions,
-) -> Result<Vec<(ExperimentReport, Vec<(Cell, CellTraces)>)>> {
+pub fn run_all_experiments(spec: &Path, opts: &GateOptions) -> Result<Vec<ExperimentRun>> {
     let specs = expand_specs(spec)?;
     let mut global = 0usize;
     let mut out = Vec::new();
@@ -707,10 +704,7 @@ pub struct Summary {
 ///
 /// # Errors
 /// [`Error::Io`] naming the file.
-pub fn write_report_dir(
-    dir: &Path,
-    results: &[(ExperimentReport, Vec<(Cell, CellTraces)>)],
-) -> Result<PathBuf> {
+pub fn write_report_dir(dir: &Path, results: &[ExperimentRun]) -> Result<PathBuf> {
     let experiments: Vec<ExperimentReport> = results.iter().map(|(r, _)| r.clone()).collect();
     let summary = Summary {
         passed: experiments.iter().all(|r| r.passed),

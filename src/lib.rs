@@ -1,6 +1,7 @@
 //! lossdiff
 #![warn(missing_docs)]
 
+pub mod alloc;
 pub mod attention;
 pub mod calibrate;
 pub mod cli;

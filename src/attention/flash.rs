@@ -1,21 +1,1102 @@
-//! Fused flash attention (placeholder until the kernel lands).
+//! Fused causal attention on the CPU, FlashAttention-2 style (Dao 2023,
+//! <https://arxiv.org/abs/2307.08691>), as a candle custom op with its own backward.
+//!
+//! The forward walks each `(batch, head)` in blocks of [`BLOCK_Q`] query rows and, inside a block,
+//! over key tiles of [`BLOCK_K`] columns, keeping a running row max and row sum (online softmax)
+//! so that only a `BLOCK_Q × BLOCK_K` tile of scores ever exists. It stores the log-sum-exp of
+//! every row; the backward recomputes the probabilities tile by tile from `q`, `k` and that
+//! log-sum-exp (`P = exp(S − LSE)`), with `D_i = rowsum(dO_i ∘ O_i)` and
+//! `dS = P ∘ (dP − D)`. Tile products go through the `gemm` crate (the same SIMD micro-kernels
+//! candle's matmul uses) with its own threading off; rayon splits the work so that every output
+//! element is computed by exactly one task in a fixed order, which makes the bits independent of
+//! the thread count.
+//!
+//! Attention dropout is drawn inside the tiles from [`crate::rng`] with the same `(b, h, q)` row
+//! keys and `k` columns as [`super::attention_dropout_mask`]; as in FA2 it multiplies the
+//! normalised probabilities, so the log-sum-exp is that of the undropped softmax.
+//!
+//! This module owns the kernel; the seam, the naive reference and the memory cap are `mod.rs`'s.
 
 use super::AttentionParams;
-use crate::error::Result;
-use candle_core::Tensor;
+use crate::error::{Error, Result};
+use crate::rng::keep;
+use candle_core::backend::BackendStorage;
+use candle_core::{CpuStorage, CustomOp3, DType, Layout, Shape, Tensor};
+use half::bf16;
+use rayon::prelude::*;
+use std::sync::Mutex;
+
+/// Query rows per task and per tile: 64 rows × 64 keys of f32 scores is 16 KiB, which stays in
+/// L1/L2 next to the `q`, `k`, `v` tiles for head dims up to 128.
+pub const BLOCK_Q: usize = 64;
+/// Key columns per tile (see [`BLOCK_Q`]).
+pub const BLOCK_K: usize = 64;
 
 /// Computes causal attention with the fused kernel.
 ///
+/// `q`, `k`, `v` are `(B, nh, T, hs)` f32 or bf16 tensors of one dtype; the result has the same
+/// shape and dtype. Scores, softmax and accumulation run in f32. Gradients flow to all three
+/// inputs through the op's own backward, which never materialises `T × T`.
+///
+/// Time: `O(B · nh · T² · hs / 2)`. Extra memory: `O(B · nh · T · hs)` (f32 copies of the
+/// inputs, the log-sum-exp, the gradients), never `O(T²)`.
+///
 /// # Errors
-/// Always, for now: the fused kernel is not built yet.
+/// [`Error::AttentionInput`] when shapes or dtypes differ, a dimension is zero, the dtype is not
+/// f32/bf16, or the dropout rate is outside `[0, 1)`; candle errors when the tensors are not on
+/// the CPU.
 pub fn flash_attention(
-    _q: &Tensor,
-    _k: &Tensor,
-    _v: &Tensor,
-    _params: &AttentionParams,
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    params: &AttentionParams,
 ) -> Result<Tensor> {
-    Err(
-        candle_core::Error::Msg("attention = \"flash\" is not available in this build yet".into())
-            .into(),
-    )
+    let input_error = |reason: String| Error::AttentionInput { reason };
+    let (b, nh, t, hs) = q.dims4()?;
+    if k.dims() != q.dims() || v.dims() != q.dims() {
+        return Err(input_error(format!(
+            "q, k, v must have one (B, nh, T, hs) shape, got {:?}, {:?}, {:?}",
+            q.dims(),
+            k.dims(),
+            v.dims()
+        )));
+    }
+    if b * nh * t * hs == 0 {
+        return Err(input_error(format!("empty input of shape {:?}", q.dims())));
+    }
+    let dtype = q.dtype();
+    if k.dtype() != dtype || v.dtype() != dtype || !matches!(dtype, DType::F32 | DType::BF16) {
+        return Err(input_error(format!(
+            "q, k, v must all be f32 or all bf16, got {:?}, {:?}, {:?}",
+            q.dtype(),
+            k.dtype(),
+            v.dtype()
+        )));
+    }
+    if let Some((p, _)) = params.dropout {
+        if !(0.0..1.0).contains(&p) {
+            return Err(input_error(format!("dropout rate {p} is outside [0, 1)")));
+        }
+    }
+    let op = FlashOp {
+        dims: Dims { b, nh, t, d: hs },
+        params: *params,
+        lse: Mutex::new(None),
+    };
+    Ok(q.apply_op3(k, v, op)?)
+}
+
+/// The shape every buffer of one call shares: `(b, nh, t, d)`, row-major.
+#[derive(Debug, Clone, Copy)]
+struct Dims {
+    b: usize,
+    nh: usize,
+    t: usize,
+    d: usize,
+}
+
+impl Dims {
+    fn len(&self) -> usize {
+        self.b * self.nh * self.t * self.d
+    }
+
+    fn shape(&self) -> Shape {
+        Shape::from((self.b, self.nh, self.t, self.d))
+    }
+
+    /// Returns the dropout rate, keep scale and row key of query `row` of head `bh`, if dropout
+    /// is on; the key is the naive path's `row_key(&[b, h, q])`.
+    fn dropout_row(&self, params: &AttentionParams, bh: usize, row: usize) -> Option<Dropout> {
+        params.dropout.map(|(p, stream)| Dropout {
+            p,
+            scale: 1.0 / (1.0 - p),
+            key: stream.row_key(&[(bh / self.nh) as u64, (bh % self.nh) as u64, row as u64]),
+        })
+    }
+}
+
+/// One query row's dropout draw: element `k` survives iff `keep(key, k, p)`.
+#[derive(Debug, Clone, Copy)]
+struct Dropout {
+    p: f32,
+    scale: f32,
+    key: u64,
+}
+
+impl Dropout {
+    /// Returns the factor (0 or `1/(1-p)`) of column `col`, as the naive mask holds it.
+    #[inline]
+    fn factor(&self, col: usize) -> f32 {
+        if keep(self.key, col as u64, self.p) {
+            self.scale
+        } else {
+            0.0
+        }
+    }
+}
+
+/// The custom op. The log-sum-exp is a side output candle has no slot for, so the forward
+/// leaves it here for the backward (and the backward recomputes it if it is missing).
+struct FlashOp {
+    dims: Dims,
+    params: AttentionParams,
+    lse: Mutex<Option<Vec<f32>>>,
+}
+
+impl CustomOp3 for FlashOp {
+    fn name(&self) -> &'static str {
+        "lossdiff-flash-attention"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (q, k, v) = (gather(s1, l1)?, gather(s2, l2)?, gather(s3, l3)?);
+        let (out, lse) = forward(&q, &k, &v, self.dims, &self.params);
+        if let Ok(mut slot) = self.lse.lock() {
+            *slot = Some(lse);
+        }
+        let storage = match s1 {
+            CpuStorage::BF16(_) => {
+                CpuStorage::BF16(out.iter().map(|&x| bf16::from_f32(x)).collect())
+            }
+            _ => CpuStorage::F32(out),
+        };
+        Ok((storage, self.dims.shape()))
+    }
+
+    fn bwd(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        out: &Tensor,
+        grad_out: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (qf, kf, vf) = (to_f32_vec(q)?, to_f32_vec(k)?, to_f32_vec(v)?);
+        let (of, dof) = (to_f32_vec(out)?, to_f32_vec(grad_out)?);
+        let saved = self.lse.lock().ok().and_then(|slot| slot.clone());
+        let lse = match saved {
+            Some(lse) => lse,
+            None => forward(&qf, &kf, &vf, self.dims, &self.params).1,
+        };
+        let grads = backward(
+            &Inputs {
+                q: &qf,
+                k: &kf,
+                v: &vf,
+            },
+            &of,
+            &dof,
+            &lse,
+            self.dims,
+            &self.params,
+        );
+        let dtype = q.dtype();
+        let wrap = |g: Vec<f32>| {
+            Tensor::from_vec(g, self.dims.shape(), q.device()).and_then(|t| t.to_dtype(dtype))
+        };
+        Ok((
+            Some(wrap(grads.dq)?),
+            Some(wrap(grads.dk)?),
+            Some(wrap(grads.dv)?),
+        ))
+    }
+}
+
+/// Copies a 4-D f32 or bf16 storage into a row-major f32 buffer, honouring offset and strides.
+fn gather(storage: &CpuStorage, layout: &Layout) -> candle_core::Result<Vec<f32>> {
+    match storage {
+        CpuStorage::F32(data) => Ok(gather_with(data, layout, |x| x)),
+        CpuStorage::BF16(data) => Ok(gather_with(data, layout, bf16::to_f32)),
+        other => Err(candle_core::Error::Msg(format!(
+            "flash attention takes f32 or bf16, got {:?}",
+            other.dtype()
+        ))),
+    }
+}
+
+fn gather_with<T: Copy>(data: &[T], layout: &Layout, f: impl Fn(T) -> f32) -> Vec<f32> {
+    if let Some((start, end)) = layout.contiguous_offsets() {
+        return data[start..end].iter().map(|&x| f(x)).collect();
+    }
+    // Only 4-D tensors reach here (flash_attention checked `dims4`).
+    let (dims, stride) = (layout.dims(), layout.stride());
+    let mut out = Vec::with_capacity(layout.shape().elem_count());
+    for i0 in 0..dims[0] {
+        for i1 in 0..dims[1] {
+            for i2 in 0..dims[2] {
+                let base = layout.start_offset() + i0 * stride[0] + i1 * stride[1] + i2 * stride[2];
+                out.extend((0..dims[3]).map(|i3| f(data[base + i3 * stride[3]])));
+            }
+        }
+    }
+    out
+}
+
+fn to_f32_vec(t: &Tensor) -> candle_core::Result<Vec<f32>> {
+    t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()
+}
+
+/// A read-only matrix view: element `(i, j)` is `data[i * rs + j * cs]`.
+#[derive(Clone, Copy)]
+struct Mat<'a> {
+    data: &'a [f32],
+    rs: usize,
+    cs: usize,
+}
+
+impl<'a> Mat<'a> {
+    /// A row-major view with row stride `rs`.
+    fn rows(data: &'a [f32], rs: usize) -> Self {
+        Mat { data, rs, cs: 1 }
+    }
+
+    /// The transpose of a row-major view with row stride `rs`.
+    fn transposed(data: &'a [f32], rs: usize) -> Self {
+        Mat {
+            data,
+            rs: 1,
+            cs: rs,
+        }
+    }
+
+    fn fits(&self, rows: usize, cols: usize) -> bool {
+        (rows - 1) * self.rs + (cols - 1) * self.cs < self.data.len()
+    }
+}
+
+/// Computes `dst[m × n] = (accumulate ? dst : 0) + beta · lhs[m × k] · rhs[k × n]` with gemm's
+/// SIMD kernels, single-threaded so that the caller's task decomposition fixes the bits.
+#[allow(clippy::too_many_arguments)]
+fn tile_gemm(
+    (m, n, k): (usize, usize, usize),
+    dst: &mut [f32],
+    dst_rs: usize,
+    accumulate: bool,
+    lhs: Mat<'_>,
+    rhs: Mat<'_>,
+    beta: f32,
+) {
+    let dst_view = Mat::rows(dst, dst_rs);
+    assert!(
+        m > 0 && n > 0 && k > 0 && dst_view.fits(m, n) && lhs.fits(m, k) && rhs.fits(k, n),
+        "tile_gemm: views out of bounds ({m}×{n}×{k})"
+    );
+    // SAFETY: the assert above keeps every index gemm touches inside the three slices, `dst` is
+    // a unique borrow distinct from `lhs` and `rhs`, and T = f32 is one of gemm's types.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            dst_rs as isize,
+            accumulate,
+            lhs.data.as_ptr(),
+            lhs.cs as isize,
+            lhs.rs as isize,
+            rhs.data.as_ptr(),
+            rhs.cs as isize,
+            rhs.rs as isize,
+            1.0,
+            beta,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+}
+
+/// `q`, `k`, `v` as contiguous f32 `(B, nh, T, d)` buffers.
+struct Inputs<'a> {
+    q: &'a [f32],
+    k: &'a [f32],
+    v: &'a [f32],
+}
+
+/// Runs the forward; returns the output `(B, nh, T, d)` and the log-sum-exp `(B, nh, T)`.
+///
+/// Tasks are `(b, h, query block)`; each writes its own rows of both buffers.
+fn forward(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    dims: Dims,
+    params: &AttentionParams,
+) -> (Vec<f32>, Vec<f32>) {
+    let (t, d) = (dims.t, dims.d);
+    let mut out = vec![0f32; dims.len()];
+    let mut lse = vec![0f32; dims.b * dims.nh * t];
+    let head = t * d;
+    out.par_chunks_mut(head)
+        .zip(lse.par_chunks_mut(t))
+        .enumerate()
+        .for_each(|(bh, (out_h, lse_h))| {
+            let inputs = Inputs {
+                q: &q[bh * head..(bh + 1) * head],
+                k: &k[bh * head..(bh + 1) * head],
+                v: &v[bh * head..(bh + 1) * head],
+            };
+            out_h
+                .par_chunks_mut(BLOCK_Q * d)
+                .zip(lse_h.par_chunks_mut(BLOCK_Q))
+                .enumerate()
+                .for_each(|(qb, (o, l))| {
+                    forward_block(&inputs, dims, params, bh, qb * BLOCK_Q, o, l);
+                });
+        });
+    (out, lse)
+}
+
+/// Computes one block of query rows starting at `q0` of head `bh` into `out` and `lse`.
+fn forward_block(
+    x: &Inputs<'_>,
+    dims: Dims,
+    params: &AttentionParams,
+    bh: usize,
+    q0: usize,
+    out: &mut [f32],
+    lse: &mut [f32],
+) {
+    let d = dims.d;
+    let rows = lse.len();
+    let q_end = q0 + rows;
+    let q_blk = Mat::rows(&x.q[q0 * d..q_end * d], d);
+    let dropout: Vec<Option<Dropout>> = (q0..q_end)
+        .map(|r| dims.dropout_row(params, bh, r))
+        .collect();
+    let mut row_max = vec![f32::NEG_INFINITY; rows];
+    let mut row_sum = vec![0f32; rows];
+    let mut s = vec![0f32; rows * BLOCK_K];
+    // Keys past the block's last query are masked for every row: those tiles are skipped.
+    for k0 in (0..q_end).step_by(BLOCK_K) {
+        let cols = BLOCK_K.min(q_end - k0);
+        let s = &mut s[..rows * cols];
+        let k_blk = Mat::transposed(&x.k[k0 * d..(k0 + cols) * d], d);
+        tile_gemm(
+            (rows, cols, d),
+            s,
+            cols,
+            false,
+            q_blk,
+            k_blk,
+            params.softmax_scale,
+        );
+        for (r, s_row) in s.chunks_mut(cols).enumerate() {
+            // Columns `k0 + c > q0 + r` are in the causal future.
+            let valid = (q0 + r + 1).saturating_sub(k0).min(cols);
+            let tile_max = s_row[..valid]
+                .iter()
+                .fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+            let new_max = row_max[r].max(tile_max);
+            if new_max == f32::NEG_INFINITY {
+                s_row.fill(0.0);
+                continue;
+            }
+            let rescale = (row_max[r] - new_max).exp();
+            row_max[r] = new_max;
+            let sum = exp_shifted(&mut s_row[..valid], new_max);
+            s_row[valid..].fill(0.0);
+            row_sum[r] = row_sum[r] * rescale + sum;
+            if rescale != 1.0 {
+                out[r * d..(r + 1) * d]
+                    .iter_mut()
+                    .for_each(|o| *o *= rescale);
+            }
+            if let Some(drop) = dropout[r] {
+                for (c, x) in s_row[..valid].iter_mut().enumerate() {
+                    *x *= drop.factor(k0 + c);
+                }
+            }
+        }
+        let v_blk = Mat::rows(&x.v[k0 * d..(k0 + cols) * d], d);
+        tile_gemm(
+            (rows, d, cols),
+            out,
+            d,
+            true,
+            Mat::rows(s, cols),
+            v_blk,
+            1.0,
+        );
+    }
+    for r in 0..rows {
+        // Row r always sees key r, so its sum is at least exp(0) = 1 relative to its max.
+        let inv = 1.0 / row_sum[r];
+        out[r * d..(r + 1) * d].iter_mut().for_each(|o| *o *= inv);
+        lse[r] = row_max[r] + row_sum[r].ln();
+    }
+}
+
+/// Replaces each `x` by `exp(x − shift)` and returns their sum, on 8 SIMD lanes.
+///
+/// The exponentials are the kernel's scalar hot spot (one per score, forward and backward), and
+/// libm's `expf` does not vectorise. The arithmetic is the same plain multiply-adds (no fused
+/// ones) and the same 8-lane summation order on every path, so AVX2 and the portable fallback
+/// give the same bits.
+fn exp_shifted(xs: &mut [f32], shift: f32) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2, checked just above.
+        return unsafe { exp_shifted_avx2(xs, shift) };
+    }
+    exp_shifted_lanes(xs, shift)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn exp_shifted_avx2(xs: &mut [f32], shift: f32) -> f32 {
+    exp_shifted_lanes(xs, shift)
+}
+
+#[inline(always)]
+fn exp_shifted_lanes(xs: &mut [f32], shift: f32) -> f32 {
+    const LANES: usize = 8;
+    let mut acc = [0f32; LANES];
+    let mut chunks = xs.chunks_exact_mut(LANES);
+    for chunk in &mut chunks {
+        for (a, x) in acc.iter_mut().zip(chunk.iter_mut()) {
+            *x = exp_approx(*x - shift);
+            *a += *x;
+        }
+    }
+    for (a, x) in acc.iter_mut().zip(chunks.into_remainder()) {
+        *x = exp_approx(*x - shift);
+        *a += *x;
+    }
+    acc.iter().sum()
+}
+
+/// Computes `exp(x)` to about 1 ulp for `x ≤ 88` (Cephes `expf`: round to `n = x / ln 2`, a
+/// degree-6 polynomial on the remainder, scale by `2^n`), returning 0 below −87.
+#[inline(always)]
+fn exp_approx(x: f32) -> f32 {
+    // 1.5 · 2^23: adding it rounds to an integer in the low mantissa bits (no `floor` needed).
+    const ROUND: f32 = 12_582_912.0;
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    let xc = x.clamp(-87.0, 88.0);
+    let t = xc * std::f32::consts::LOG2_E + ROUND;
+    let n = t - ROUND;
+    let r = xc - n * LN2_HI - n * LN2_LO;
+    let mut p = 1.987_569_1e-4_f32;
+    p = p * r + 1.398_199_9e-3;
+    p = p * r + 8.333_452e-3;
+    p = p * r + 4.166_579_6e-2;
+    p = p * r + 1.666_666_5e-1;
+    p = p * r + 0.5;
+    let y = p * r * r + r + 1.0;
+    // n ∈ [-126, 127] after the clamp, so 2^n is a normal float built from its exponent bits.
+    let n_bits = t.to_bits().wrapping_sub(ROUND.to_bits()) as i32;
+    let scaled = y * f32::from_bits(((n_bits + 127) as u32) << 23);
+    if x < -87.0 {
+        0.0
+    } else {
+        scaled
+    }
+}
+
+/// Gradients of the three inputs, each `(B, nh, T, d)` f32.
+struct Grads {
+    dq: Vec<f32>,
+    dk: Vec<f32>,
+    dv: Vec<f32>,
+}
+
+/// Runs the FA2 backward from the saved log-sum-exp.
+///
+/// Two task decompositions give the same bits, because each tile's arithmetic is the same and
+/// every gradient block sums its tiles in the same ascending order in both:
+/// - per head (one rayon task per `(b, h)`, one pass computing `dq`, `dk`, `dv` together): the
+///   least work, used when there are at least two heads per thread;
+/// - split (`dk`/`dv` tasks per `(b, h, key block)`, then `dq` tasks per `(b, h, query block)`):
+///   recomputes each tile twice, but keeps all threads busy when `B · nh` is small.
+///
+/// Which one runs therefore never changes the result, only the speed.
+fn backward(
+    x: &Inputs<'_>,
+    out: &[f32],
+    grad_out: &[f32],
+    lse: &[f32],
+    dims: Dims,
+    params: &AttentionParams,
+) -> Grads {
+    let split = dims.b * dims.nh < 2 * rayon::current_num_threads();
+    backward_with(x, out, grad_out, lse, dims, params, split)
+}
+
+fn backward_with(
+    x: &Inputs<'_>,
+    out: &[f32],
+    grad_out: &[f32],
+    lse: &[f32],
+    dims: Dims,
+    params: &AttentionParams,
+    split: bool,
+) -> Grads {
+    let (t, d) = (dims.t, dims.d);
+    let head = t * d;
+    let mut g = Grads {
+        dq: vec![0f32; dims.len()],
+        dk: vec![0f32; dims.len()],
+        dv: vec![0f32; dims.len()],
+    };
+    let ctx = |bh| HeadBwd::new(x, out, grad_out, lse, dims, params, bh);
+    if !split {
+        g.dq.par_chunks_mut(head)
+            .zip(g.dk.par_chunks_mut(head))
+            .zip(g.dv.par_chunks_mut(head))
+            .enumerate()
+            .for_each(|(bh, ((dq, dk), dv))| ctx(bh).all_grads(dq, dk, dv));
+        return g;
+    }
+    g.dk.par_chunks_mut(head)
+        .zip(g.dv.par_chunks_mut(head))
+        .enumerate()
+        .for_each(|(bh, (dk, dv))| {
+            let h = ctx(bh);
+            dk.par_chunks_mut(BLOCK_K * d)
+                .zip(dv.par_chunks_mut(BLOCK_K * d))
+                .enumerate()
+                .for_each(|(kb, (dk, dv))| h.key_block_grads(kb * BLOCK_K, dk, dv));
+        });
+    g.dq.par_chunks_mut(head).enumerate().for_each(|(bh, dq)| {
+        let h = ctx(bh);
+        dq.par_chunks_mut(BLOCK_Q * d)
+            .enumerate()
+            .for_each(|(qb, dq)| h.query_block_grads(qb * BLOCK_Q, dq));
+    });
+    g
+}
+
+/// One head's view for the backward: its slices of the inputs, `dO` and the log-sum-exp, plus
+/// `D` and the dropout rows, which every tile of the head reads.
+struct HeadBwd<'a> {
+    x: Inputs<'a>,
+    grad_out: &'a [f32],
+    lse: &'a [f32],
+    delta: Vec<f32>,
+    dropout: Vec<Option<Dropout>>,
+    t: usize,
+    d: usize,
+    scale: f32,
+}
+
+/// One tile's scratch: `pd` = dropped probabilities `P̃`, `ds` = `dS` (after [`HeadBwd::tile`]).
+struct TileBufs {
+    pd: Vec<f32>,
+    ds: Vec<f32>,
+}
+
+impl TileBufs {
+    fn new() -> Self {
+        TileBufs {
+            pd: vec![0f32; BLOCK_Q * BLOCK_K],
+            ds: vec![0f32; BLOCK_Q * BLOCK_K],
+        }
+    }
+}
+
+impl<'a> HeadBwd<'a> {
+    fn new(
+        x: &Inputs<'a>,
+        out: &'a [f32],
+        grad_out: &'a [f32],
+        lse: &'a [f32],
+        dims: Dims,
+        params: &AttentionParams,
+        bh: usize,
+    ) -> Self {
+        let (t, d) = (dims.t, dims.d);
+        let span = bh * t * d..(bh + 1) * t * d;
+        let (out, grad_out) = (&out[span.clone()], &grad_out[span.clone()]);
+        // D_i = rowsum(dO_i ∘ O_i) = rowsum(P_i ∘ dP_i): the softmax Jacobian's diagonal term.
+        let delta = out
+            .chunks(d)
+            .zip(grad_out.chunks(d))
+            .map(|(o, g)| o.iter().zip(g).map(|(a, b)| a * b).sum())
+            .collect();
+        HeadBwd {
+            x: Inputs {
+                q: &x.q[span.clone()],
+                k: &x.k[span.clone()],
+                v: &x.v[span],
+            },
+            grad_out,
+            lse: &lse[bh * t..(bh + 1) * t],
+            delta,
+            dropout: (0..t).map(|r| dims.dropout_row(params, bh, r)).collect(),
+            t,
+            d,
+            scale: params.softmax_scale,
+        }
+    }
+
+    /// Fills `bufs` with `P̃` and `dS` of the tile of query rows `q0..q0+rows` and key columns
+    /// `k0..k0+cols`, both zero in the causal future.
+    fn tile(&self, (q0, rows): (usize, usize), (k0, cols): (usize, usize), bufs: &mut TileBufs) {
+        let d = self.d;
+        let n = rows * cols;
+        let (p, ds) = (&mut bufs.pd[..n], &mut bufs.ds[..n]);
+        let q_blk = Mat::rows(&self.x.q[q0 * d..(q0 + rows) * d], d);
+        let do_blk = Mat::rows(&self.grad_out[q0 * d..(q0 + rows) * d], d);
+        let kspan = k0 * d..(k0 + cols) * d;
+        // S = scale · Q Kᵀ, then P = exp(S − LSE) below.
+        let k_t = Mat::transposed(&self.x.k[kspan.clone()], d);
+        tile_gemm((rows, cols, d), p, cols, false, q_blk, k_t, self.scale);
+        // dP' = dO Vᵀ, the gradient w.r.t. the dropped probabilities.
+        let v_t = Mat::transposed(&self.x.v[kspan], d);
+        tile_gemm((rows, cols, d), ds, cols, false, do_blk, v_t, 1.0);
+        for (r, (p_row, ds_row)) in p.chunks_mut(cols).zip(ds.chunks_mut(cols)).enumerate() {
+            let row = q0 + r;
+            let valid = (row + 1).saturating_sub(k0).min(cols);
+            exp_shifted(&mut p_row[..valid], self.lse[row]);
+            for c in 0..valid {
+                let prob = p_row[c];
+                let factor = self.dropout[row].map_or(1.0, |m| m.factor(k0 + c));
+                p_row[c] = prob * factor;
+                // dS = P ∘ (dP − D), with dP = dP' ∘ mask.
+                ds_row[c] = prob * (ds_row[c] * factor - self.delta[row]);
+            }
+            p_row[valid..].fill(0.0);
+            ds_row[valid..].fill(0.0);
+        }
+    }
+
+    /// Query blocks that see key `k0`, ascending: those whose last row is at or after it.
+    fn query_blocks(&self, k0: usize) -> impl Iterator<Item = (usize, usize)> {
+        let t = self.t;
+        (k0 / BLOCK_Q * BLOCK_Q..t)
+            .step_by(BLOCK_Q)
+            .map(move |q0| (q0, BLOCK_Q.min(t - q0)))
+    }
+
+    /// Adds `dV_j += P̃ᵀ dO_i` and `dK_j += scale · dSᵀ Q_i` for the tile in `bufs`.
+    fn add_key_grads(
+        &self,
+        (q0, rows): (usize, usize),
+        cols: usize,
+        bufs: &TileBufs,
+        dk: &mut [f32],
+        dv: &mut [f32],
+    ) {
+        let d = self.d;
+        let n = rows * cols;
+        let qspan = q0 * d..(q0 + rows) * d;
+        let pd_t = Mat::transposed(&bufs.pd[..n], cols);
+        tile_gemm(
+            (cols, d, rows),
+            dv,
+            d,
+            true,
+            pd_t,
+            Mat::rows(&self.grad_out[qspan.clone()], d),
+            1.0,
+        );
+        let ds_t = Mat::transposed(&bufs.ds[..n], cols);
+        tile_gemm(
+            (cols, d, rows),
+            dk,
+            d,
+            true,
+            ds_t,
+            Mat::rows(&self.x.q[qspan], d),
+            self.scale,
+        );
+    }
+
+    /// Adds `dQ_i += scale · dS K_j` for the tile in `bufs`.
+    fn add_query_grads(
+        &self,
+        rows: usize,
+        (k0, cols): (usize, usize),
+        bufs: &TileBufs,
+        dq: &mut [f32],
+    ) {
+        let d = self.d;
+        let ds = Mat::rows(&bufs.ds[..rows * cols], cols);
+        let k_blk = Mat::rows(&self.x.k[k0 * d..(k0 + cols) * d], d);
+        tile_gemm((rows, d, cols), dq, d, true, ds, k_blk, self.scale);
+    }
+
+    /// Computes `dq`, `dk`, `dv` of the whole head in one pass over its tiles.
+    fn all_grads(&self, dq: &mut [f32], dk: &mut [f32], dv: &mut [f32]) {
+        let d = self.d;
+        let mut bufs = TileBufs::new();
+        for k0 in (0..self.t).step_by(BLOCK_K) {
+            let cols = BLOCK_K.min(self.t - k0);
+            let kspan = k0 * d..(k0 + cols) * d;
+            for (q0, rows) in self.query_blocks(k0) {
+                self.tile((q0, rows), (k0, cols), &mut bufs);
+                self.add_key_grads(
+                    (q0, rows),
+                    cols,
+                    &bufs,
+                    &mut dk[kspan.clone()],
+                    &mut dv[kspan.clone()],
+                );
+                self.add_query_grads(rows, (k0, cols), &bufs, &mut dq[q0 * d..(q0 + rows) * d]);
+            }
+        }
+    }
+
+    /// Computes the `dk`, `dv` rows of the key block starting at `k0`.
+    fn key_block_grads(&self, k0: usize, dk: &mut [f32], dv: &mut [f32]) {
+        let cols = dk.len() / self.d;
+        let mut bufs = TileBufs::new();
+        for (q0, rows) in self.query_blocks(k0) {
+            self.tile((q0, rows), (k0, cols), &mut bufs);
+            self.add_key_grads((q0, rows), cols, &bufs, dk, dv);
+        }
+    }
+
+    /// Computes the `dq` rows of the query block starting at `q0`.
+    fn query_block_grads(&self, q0: usize, dq: &mut [f32]) {
+        let rows = dq.len() / self.d;
+        let mut bufs = TileBufs::new();
+        // Keys past the block's last query contribute nothing.
+        for k0 in (0..q0 + rows).step_by(BLOCK_K) {
+            let cols = BLOCK_K.min(self.t - k0);
+            self.tile((q0, rows), (k0, cols), &mut bufs);
+            self.add_query_grads(rows, (k0, cols), &bufs, dq);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::attention::attention_naive;
+    use crate::rng::{normal, DropoutSite, DropoutStream};
+    use candle_core::{Device, Var};
+
+    /// f32: both paths accumulate in f32 over at most a few hundred terms in different orders;
+    /// measured worst is 5e-7 of the max-abs (5e-6 on the 1e-2 floor at T = 1), so 1e-5 leaves
+    /// room for other CPUs' gemm kernels while still catching any real formula error.
+    const F32_TOL: f32 = 1e-5;
+    /// bf16 (unit roundoff 2^-8), against the f32 reference on the same rounded inputs: the output
+    /// is rounded once, and the gradients also see the bf16-rounded `O` and `dO`; measured worst
+    /// is 4.6e-3 of the max-abs, and 2^-6 = four roundoffs leaves 3× margin.
+    const BF16_TOL: f32 = 1.0 / 64.0;
+    /// Central differences in f32 with h = 1e-2: truncation O(h²) ≈ 1e-4 and cancellation
+    /// ≈ 1e-7/h = 1e-5, both relative to the gradient's scale; 2e-3 sits well above both.
+    const FD_TOL: f32 = 2e-3;
+
+    fn randn(shape: (usize, usize, usize, usize), seed: u64) -> Tensor {
+        let n = shape.0 * shape.1 * shape.2 * shape.3;
+        let data: Vec<f32> = (0..n as u64).map(|i| normal(seed, i) as f32).collect();
+        Tensor::from_vec(data, shape, &Device::Cpu).unwrap()
+    }
+
+    fn params(hs: usize, dropout: Option<(f32, DropoutStream)>) -> AttentionParams {
+        AttentionParams {
+            softmax_scale: 1.0 / (hs as f32).sqrt(),
+            dropout,
+            max_naive_bytes: 1 << 30,
+        }
+    }
+
+    fn stream() -> DropoutStream {
+        DropoutStream {
+            seed: 11,
+            step: 2,
+            micro: 1,
+            layer: 3,
+            site: DropoutSite::Attention,
+        }
+    }
+
+    type Kernel = fn(&Tensor, &Tensor, &Tensor, &AttentionParams) -> Result<Tensor>;
+
+    /// Returns `[out, dq, dk, dv]` as f32 vectors for loss `sum(out ∘ w)`.
+    fn run(kernel: Kernel, inputs: &[Tensor; 3], w: &Tensor, p: &AttentionParams) -> [Vec<f32>; 4] {
+        let vars: Vec<Var> = inputs
+            .iter()
+            .map(|t| Var::from_tensor(t).unwrap())
+            .collect();
+        let out = kernel(
+            vars[0].as_tensor(),
+            vars[1].as_tensor(),
+            vars[2].as_tensor(),
+            p,
+        )
+        .unwrap();
+        let loss = (out.to_dtype(DType::F32).unwrap() * w)
+            .unwrap()
+            .sum_all()
+            .unwrap();
+        let grads = loss.backward().unwrap();
+        let flat = |t: &Tensor| to_f32_vec(t).unwrap();
+        [
+            flat(&out),
+            flat(grads.get(vars[0].as_tensor()).unwrap()),
+            flat(grads.get(vars[1].as_tensor()).unwrap()),
+            flat(grads.get(vars[2].as_tensor()).unwrap()),
+        ]
+    }
+
+    /// Asserts `max |got − want| ≤ tol · max(max |want|, 1e-2)` for each of out, dq, dk, dv;
+    /// the floor makes exact-zero references (with T = 1, dq is 0) an absolute comparison.
+    fn assert_close(got: &[Vec<f32>; 4], want: &[Vec<f32>; 4], tol: f32, case: &str) {
+        for (name, (g, w)) in ["out", "dq", "dk", "dv"].iter().zip(got.iter().zip(want)) {
+            let scale = w.iter().fold(1e-2f32, |a, b| a.max(b.abs()));
+            let err = g.iter().zip(w).fold(0f32, |a, (x, y)| a.max((x - y).abs()));
+            assert!(g.iter().all(|x| x.is_finite()), "{case} {name}: non-finite");
+            assert!(
+                err <= tol * scale,
+                "{case} {name}: max err {err:e} > {tol:e} × {scale:e}"
+            );
+        }
+    }
+
+    /// (B, nh, T, hs): T = 1, T below, at and off the tile size, batch > 1, several heads.
+    const SHAPES: [(usize, usize, usize, usize); 5] = [
+        (1, 1, 1, 16),
+        (2, 3, 37, 16),
+        (1, 2, 64, 32),
+        (2, 2, 130, 64),
+        (1, 4, 200, 32),
+    ];
+
+    fn inputs(
+        shape: (usize, usize, usize, usize),
+        seed: u64,
+        dtype: DType,
+    ) -> ([Tensor; 3], Tensor) {
+        let cast = |t: Tensor| t.to_dtype(dtype).unwrap();
+        let qkv = [
+            cast(randn(shape, seed)),
+            cast(randn(shape, seed + 1)),
+            cast(randn(shape, seed + 2)),
+        ];
+        (qkv, randn(shape, seed + 3))
+    }
+
+    #[test]
+    fn forward_and_grads_match_naive_f32() {
+        for (i, &shape) in SHAPES.iter().enumerate() {
+            let (qkv, w) = inputs(shape, 100 * i as u64, DType::F32);
+            let p = params(shape.3, None);
+            let want = run(attention_naive, &qkv, &w, &p);
+            assert_close(
+                &run(flash_attention, &qkv, &w, &p),
+                &want,
+                F32_TOL,
+                &format!("{shape:?}"),
+            );
+        }
+    }
+
+    #[test]
+    fn forward_and_grads_match_naive_bf16() {
+        // Reference: the naive path in f32 on the same bf16-rounded inputs.
+        for (i, &shape) in SHAPES.iter().enumerate() {
+            let (qkv, w) = inputs(shape, 100 * i as u64, DType::BF16);
+            let up = qkv.clone().map(|t| t.to_dtype(DType::F32).unwrap());
+            let p = params(shape.3, None);
+            let want = run(attention_naive, &up, &w, &p);
+            let got = run(flash_attention, &qkv, &w, &p);
+            let out = flash_attention(&qkv[0], &qkv[1], &qkv[2], &p).unwrap();
+            assert_eq!(out.dtype(), DType::BF16);
+            assert_close(&got, &want, BF16_TOL, &format!("bf16 {shape:?}"));
+        }
+    }
+
+    #[test]
+    fn dropout_matches_naive_dropout_mask() {
+        for (i, &shape) in SHAPES.iter().enumerate().skip(1) {
+            let (qkv, w) = inputs(shape, 7 + i as u64, DType::F32);
+            let p = params(shape.3, Some((0.25, stream())));
+            let want = run(attention_naive, &qkv, &w, &p);
+            assert_close(
+                &run(flash_attention, &qkv, &w, &p),
+                &want,
+                F32_TOL,
+                &format!("dropout {shape:?}"),
+            );
+            // The mask matters: without dropout the output is measurably different.
+            let plain = run(flash_attention, &qkv, &w, &params(shape.3, None));
+            let diff = plain[0]
+                .iter()
+                .zip(&want[0])
+                .fold(0f32, |a, (x, y)| a.max((x - y).abs()));
+            assert!(diff > 0.1, "{shape:?}: dropout changed nothing ({diff})");
+        }
+    }
+
+    #[test]
+    fn grads_match_central_differences() {
+        let shape = (1, 2, 9, 4);
+        for dropout in [None, Some((0.3, stream()))] {
+            let (qkv, w) = inputs(shape, 5, DType::F32);
+            let p = params(shape.3, dropout);
+            let analytic = run(flash_attention, &qkv, &w, &p);
+            let loss = |xs: &[Tensor; 3]| -> f32 {
+                let out = flash_attention(&xs[0], &xs[1], &xs[2], &p).unwrap();
+                (out * &w)
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap()
+            };
+            let h = 1e-2f32;
+            for which in 0..3 {
+                let base = to_f32_vec(&qkv[which]).unwrap();
+                let numeric: Vec<f32> = (0..base.len())
+                    .map(|j| {
+                        let nudged = |delta: f32| {
+                            let mut data = base.clone();
+                            data[j] += delta;
+                            let mut xs = qkv.clone();
+                            xs[which] = Tensor::from_vec(data, shape, &Device::Cpu).unwrap();
+                            loss(&xs)
+                        };
+                        (nudged(h) - nudged(-h)) / (2.0 * h)
+                    })
+                    .collect();
+                let got = &analytic[which + 1];
+                let scale = numeric.iter().fold(0f32, |a, b| a.max(b.abs()));
+                let err = got
+                    .iter()
+                    .zip(&numeric)
+                    .fold(0f32, |a, (x, y)| a.max((x - y).abs()));
+                assert!(
+                    err <= FD_TOL * scale,
+                    "input {which} {dropout:?}: {err:e} > {FD_TOL:e} × {scale:e}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn bits_independent_of_thread_count() {
+        // B · nh = 4: one thread takes the per-head backward, three threads the split one.
+        let shape = (2, 2, 150, 32);
+        let (qkv, w) = inputs(shape, 21, DType::F32);
+        let p = params(shape.3, Some((0.1, stream())));
+        let in_pool = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            pool.install(|| run(flash_attention, &qkv, &w, &p))
+        };
+        let (one, three) = (in_pool(1), in_pool(3));
+        for (name, (a, b)) in ["out", "dq", "dk", "dv"].iter().zip(one.iter().zip(&three)) {
+            let same = a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits());
+            assert!(same, "{name} differs between 1 and 3 threads");
+        }
+    }
+
+    #[test]
+    fn backward_schemes_give_identical_bits() {
+        // Per-head single pass and split (key-block, then query-block) passes sum every
+        // gradient block's tiles in the same order, so the thread-count heuristic that picks
+        // between them can never change a result.
+        let dims = Dims {
+            b: 2,
+            nh: 2,
+            t: 150,
+            d: 16,
+        };
+        for dropout in [None, Some((0.2, stream()))] {
+            let p = params(dims.d, dropout);
+            let n = dims.len();
+            let [q, k, v, d_o]: [Vec<f32>; 4] =
+                [1, 2, 3, 4].map(|s| (0..n as u64).map(|i| normal(s, i) as f32).collect());
+            let (out, lse) = forward(&q, &k, &v, dims, &p);
+            let x = Inputs {
+                q: &q,
+                k: &k,
+                v: &v,
+            };
+            let one = backward_with(&x, &out, &d_o, &lse, dims, &p, false);
+            let two = backward_with(&x, &out, &d_o, &lse, dims, &p, true);
+            for (name, a, b) in [
+                ("dq", &one.dq, &two.dq),
+                ("dk", &one.dk, &two.dk),
+                ("dv", &one.dv, &two.dv),
+            ] {
+                assert!(
+                    a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits()),
+                    "{name} {dropout:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn strided_inputs_match_contiguous() {
+        // The model produces q, k, v as (B, T, nh, hs).transpose(1, 2): not contiguous.
+        let (b, t, nh, hs) = (2, 70, 3, 16);
+        let make = |seed| randn((b, t, nh, hs), seed).transpose(1, 2).unwrap();
+        let qkv = [make(1), make(2), make(3)];
+        assert!(!qkv[0].is_contiguous());
+        let w = randn((b, nh, t, hs), 4);
+        let p = params(hs, None);
+        let contiguous = qkv.clone().map(|x| x.contiguous().unwrap());
+        let got = run(flash_attention, &qkv, &w, &p);
+        let want = run(flash_attention, &contiguous, &w, &p);
+        assert_close(&got, &want, 0.0, "strided");
+    }
+
+    #[test]
+    fn exp_approx_within_two_ulp_of_libm() {
+        // Reference: std's f32::exp (libm expf, correctly rounded to < 1 ulp) on [-87, 0] and
+        // a little above 0 (scores minus a rounded max can be slightly positive).
+        for i in 0..=200_000 {
+            let x = -87.0 + 88.0 * i as f32 / 200_000.0;
+            let (got, want) = (exp_approx(x), x.exp());
+            let ulp = (want.to_bits() as i64 - got.to_bits() as i64).abs();
+            assert!(ulp <= 2, "exp({x}) = {got}, libm {want} ({ulp} ulp)");
+        }
+        assert_eq!(exp_approx(-200.0), 0.0);
+        assert_eq!(exp_approx(f32::NEG_INFINITY), 0.0);
+        let mut xs: Vec<f32> = (0..19).map(|i| -(i as f32) / 3.0).collect();
+        let sum = exp_shifted(&mut xs, 0.5);
+        let want: f32 = (0..19).map(|i| (-(i as f32) / 3.0 - 0.5).exp()).sum();
+        approx::assert_relative_eq!(sum, want, max_relative = 1e-6);
+        // The dispatched (AVX2 here) and the portable bodies give the same bits.
+        let base: Vec<f32> = (0..1000).map(|i| -(i as f32) * 0.037).collect();
+        let (mut a, mut b) = (base.clone(), base);
+        let (sa, sb) = (exp_shifted(&mut a, 0.25), exp_shifted_lanes(&mut b, 0.25));
+        assert_eq!(sa.to_bits(), sb.to_bits());
+        assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()));
+    }
+
+    #[test]
+    fn rejects_mismatched_inputs() {
+        let x = randn((1, 2, 8, 4), 0);
+        let y = randn((1, 2, 9, 4), 0);
+        let p = params(4, None);
+        assert!(matches!(
+            flash_attention(&x, &y, &x, &p),
+            Err(Error::AttentionInput { .. })
+        ));
+        let h = x.to_dtype(DType::F16).unwrap();
+        assert!(matches!(
+            flash_attention(&h, &h, &h, &p),
+            Err(Error::AttentionInput { .. })
+        ));
+        let empty = randn((1, 2, 0, 4), 0);
+        assert!(matches!(
+            flash_attention(&empty, &empty, &empty, &p),
+            Err(Error::AttentionInput { .. })
+        ));
+        let p1 = params(4, Some((1.0, stream())));
+        assert!(matches!(
+            flash_attention(&x, &x, &x, &p1),
+            Err(Error::AttentionInput { .. })
+        ));
+    }
 }
