@@ -11,6 +11,7 @@ mod fsutil;
 pub mod model;
 pub mod optim;
 pub mod params;
+pub mod report;
 pub mod rng;
 pub mod schedule;
 pub mod trace;
