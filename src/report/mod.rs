@@ -26,12 +26,21 @@
 //! ```
 
 mod draw;
+mod escape;
 mod figure;
+mod files;
+mod index;
+mod junit;
+mod legend;
 mod sweep;
 #[cfg(test)]
 mod testdata;
 
 pub use figure::render_comparison;
+pub use files::{
+    write_report, EntrySummary, FigureSource, GateDecision, NamedFigure, ReportEntry, ReportInput,
+    ReportPaths, ReportSummary, SUMMARY_SCHEMA_VERSION,
+};
 pub use sweep::{render_sweep_grid, render_sweep_heatmap};
 
 use crate::error::{Error, Result};

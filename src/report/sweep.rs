@@ -2,7 +2,8 @@
 //! plot per run (shared axes, failing cells tinted red), and a compact heat map of effect size.
 
 use super::draw::{self, Area, Bounds, ARM_A, ARM_B, DIFF, FONT, GREY_TEXT, NOISE, RED};
-use super::figure::{add_arm, build_chart, draw_arm, draw_legend, LegendItem};
+use super::figure::{add_arm, build_chart, draw_arm};
+use super::legend::{draw_legend, LegendItem};
 use super::{invalid, SweepCell, SweepFigure};
 use crate::error::Result;
 use plotters::prelude::*;

@@ -194,3 +194,71 @@ fn write_look_pngs() {
         render_sweep_heatmap(&sweep(6)).unwrap(),
     );
 }
+
+/// A report of three comparisons: one diverged (dropout slip), one equivalent, one inconclusive.
+pub(crate) fn report_input(figure: Vec<u8>) -> super::ReportInput {
+    use super::{FigureSource, GateDecision, NamedFigure, ReportEntry, ReportInput};
+    let diverged = comparison(50, true);
+    ReportInput {
+        name: "nightly tiny-gpt".into(),
+        timestamp: "2026-11-22T05:00:00Z".into(),
+        entries: vec![
+            ReportEntry {
+                name: "flash-vs-naive".into(),
+                verdict: "equivalent".into(),
+                passed: true,
+                summary: "Loss curves agree within the noise band at every step.".into(),
+                numbers: KeyNumbers {
+                    effect_size: Some(0.001),
+                    p_value: Some(0.61),
+                    margin: Some(0.02),
+                    ..KeyNumbers::default()
+                },
+                figure: Some(FigureSource::Png(figure.clone())),
+                ..ReportEntry::default()
+            },
+            ReportEntry {
+                name: "dropout <slip> & \"friends\"".into(),
+                verdict: "diverged".into(),
+                passed: false,
+                summary: "B drifts above A from step 30 on; |B − A| leaves the noise band.".into(),
+                numbers: diverged.numbers.clone(),
+                undeclared_differences: diverged.undeclared_differences.clone(),
+                environment_differences: vec!["candle: 0.11.1 → 0.11.2".into()],
+                figure: Some(FigureSource::Png(figure.clone())),
+            },
+            ReportEntry {
+                name: "bf16".into(),
+                verdict: "inconclusive".into(),
+                passed: true,
+                summary: "Too few seeds to decide.".into(),
+                ..ReportEntry::default()
+            },
+        ],
+        sweep_figures: vec![NamedFigure {
+            name: "lr sweep".into(),
+            caption: "Sweep over lr_decay_iters".into(),
+            figure: FigureSource::Png(figure),
+        }],
+        gate: GateDecision {
+            passed: false,
+            reason: "1 of 3 comparisons diverged".into(),
+        },
+    }
+}
+
+/// Writes a sample report (real figures) to `/tmp/report-look/report/` for a human to read.
+#[test]
+#[ignore = "writes files for manual inspection"]
+fn write_look_report() {
+    use super::{render_comparison, render_sweep_grid, FigureSource};
+    let mut input = report_input(Vec::new());
+    input.entries[0].figure = Some(FigureSource::Png(
+        render_comparison(&comparison(200, false)).unwrap(),
+    ));
+    input.entries[1].figure = Some(FigureSource::Png(
+        render_comparison(&comparison(200, true)).unwrap(),
+    ));
+    input.sweep_figures[0].figure = FigureSource::Png(render_sweep_grid(&sweep(6)).unwrap());
+    super::write_report(std::path::Path::new("/tmp/report-look/report"), &input).unwrap();
+}
