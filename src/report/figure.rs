@@ -424,7 +424,7 @@ fn side_column(area: &Area<'_>, fig: &ComparisonFigure) -> Result<()> {
     if fig.lr_b.is_some() {
         items.push(LegendItem::line("lr B (dashed over A)".into(), ARM_B, true));
     }
-    let mut y = draw_legend(area, name, &items, 16)?;
+    let mut y = draw_legend(area, name, "Legend", &items, 16)?;
     y = draw_text_box(area, name, y + 18, &undeclared_box(fig))?;
     draw_text_box(area, name, y + 18, &declared_box(fig))?;
     Ok(())

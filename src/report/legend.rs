@@ -50,17 +50,21 @@ impl LegendItem {
     }
 }
 
-/// Draws a legend starting at pixel row `top`; returns the row below it.
+/// Draws a legend under `heading` starting at pixel row `top`; returns the row below it.
 pub(super) fn draw_legend(
     area: &Area<'_>,
     name: &str,
+    heading: &str,
     items: &[LegendItem],
     top: i32,
 ) -> Result<i32> {
     let err = draw::render_err(name);
     let font = (FONT, 18).into_font().color(&BLACK);
     let head = (FONT, 20, FontStyle::Bold).into_font().color(&BLACK);
-    area.draw_text("Legend", &head, (16, top)).map_err(&err)?;
+    // An empty heading still takes its row, so legends side by side line up.
+    if !heading.is_empty() {
+        area.draw_text(heading, &head, (16, top)).map_err(&err)?;
+    }
     let mut y = top + 34;
     for it in items {
         let c = y + 10;

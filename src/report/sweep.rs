@@ -198,7 +198,13 @@ fn grid_header(area: &Area<'_>, fig: &SweepFigure) -> Result<()> {
     area.draw_text(&fig.title, &title, (24, 14)).map_err(&err)?;
     let failed = fig.cells.iter().filter(|c| !c.passed).count();
     let (text, color) = if failed == 0 {
-        (format!("all {} cells pass", fig.cells.len()), draw::GREEN)
+        let n = fig.cells.len();
+        let text = if n == 1 {
+            "the cell passes".to_string()
+        } else {
+            format!("all {n} cells pass")
+        };
+        (text, draw::GREEN)
     } else {
         (
             format!("{failed} of {} cells FAIL (red panels)", fig.cells.len()),
@@ -232,8 +238,8 @@ fn grid_header(area: &Area<'_>, fig: &SweepFigure) -> Result<()> {
         .split_horizontally(w as i32 - 900)
         .1
         .split_evenly((1, 2));
-    draw_legend(&cols[0], &fig.title, &left, 12)?;
-    draw_legend(&cols[1], &fig.title, &right, 12)?;
+    draw_legend(&cols[0], &fig.title, "Legend", &left, 12)?;
+    draw_legend(&cols[1], &fig.title, "", &right, 12)?;
     Ok(())
 }
 
@@ -253,13 +259,17 @@ fn grid_cell(area: &Area<'_>, name: &str, cell: &SweepCell, axes: &SharedAxes) -
             .map_err(&err)?;
     }
     let (label_area, charts) = area.split_vertically(44);
-    let label = (FONT, 21, FontStyle::Bold).into_font().color(&BLACK);
-    label_area
-        .draw_text(&cell.label, &label, (14, 12))
-        .map_err(&err)?;
-    let (tw, _) = label_area
-        .estimate_text_size(&cell.label, &label)
-        .map_err(&err)?;
+    cell_title(&label_area, name, cell)?;
+    let (loss_area, diff_area) = charts.split_vertically((h - 44) * 56 / 100);
+    cell_loss(&loss_area, name, cell, axes)?;
+    cell_diff(&diff_area, name, cell, axes)
+}
+
+/// Draws a panel's label left and its status ("DIVERGED @ step N") right-aligned; the label
+/// is shortened with "…" when both would not fit.
+fn cell_title(area: &Area<'_>, name: &str, cell: &SweepCell) -> Result<()> {
+    let err = draw::render_err(name);
+    let (w, _) = area.dim_in_pixel();
     let status = match (cell.passed, cell.onset) {
         (false, Some(s)) => format!("{} @ step {s}", cell.verdict.to_uppercase()),
         (false, None) => cell.verdict.to_uppercase(),
@@ -267,12 +277,23 @@ fn grid_cell(area: &Area<'_>, name: &str, cell: &SweepCell, axes: &SharedAxes) -
     };
     let color = draw::verdict_color(&cell.verdict, cell.passed);
     let sfont = (FONT, 21, FontStyle::Bold).into_font().color(&color);
-    label_area
-        .draw_text(&status, &sfont, (tw as i32 + 34, 12))
+    let (sw, _) = area.estimate_text_size(&status, &sfont).map_err(&err)?;
+    let status_x = w as i32 - 16 - sw as i32;
+    area.draw_text(&status, &sfont, (status_x, 12))
         .map_err(&err)?;
-    let (loss_area, diff_area) = charts.split_vertically((h - 44) * 56 / 100);
-    cell_loss(&loss_area, name, cell, axes)?;
-    cell_diff(&diff_area, name, cell, axes)
+    let font = (FONT, 21, FontStyle::Bold).into_font().color(&BLACK);
+    let mut label = cell.label.clone();
+    let mut chars: Vec<char> = label.chars().collect();
+    while !chars.is_empty() {
+        let (lw, _) = area.estimate_text_size(&label, &font).map_err(&err)?;
+        if 14 + lw as i32 + 20 <= status_x {
+            break;
+        }
+        chars.pop();
+        label = chars.iter().collect::<String>() + "…";
+    }
+    area.draw_text(&label, &font, (14, 12)).map_err(&err)?;
+    Ok(())
 }
 
 /// The loss chart of one panel, on the shared axes.
@@ -421,8 +442,9 @@ fn heat_cell(
     let rect = [(x0, y0), (x0 + cw - 1, y0 + ch - 1)];
     root.draw(&Rectangle::new(rect, fill.filled()))
         .map_err(&err)?;
+    // Near-zero cells are almost white: a grey outline keeps the grid visible.
     let border = if cell.passed {
-        WHITE.stroke_width(2)
+        RGBColor(190, 190, 190).stroke_width(1)
     } else {
         RED.stroke_width(5)
     };
@@ -490,8 +512,7 @@ fn color_bar(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::testdata::{png_info, sweep};
-    use crate::report::SweepAxis;
+    use crate::report::testdata::{png_info, sweep, sweep_2d};
 
     #[test]
     fn grid_with_one_and_six_cells_renders_and_is_deterministic() {
@@ -522,23 +543,7 @@ mod tests {
             render_sweep_heatmap(&one).unwrap(),
             render_sweep_heatmap(&one).unwrap()
         );
-        let mut two = sweep(6);
-        two.axes = vec![
-            SweepAxis {
-                key: "lr_decay_iters".into(),
-                values: vec!["1000".into(), "2000".into(), "3000".into()],
-            },
-            SweepAxis {
-                key: "dropout".into(),
-                values: vec!["0.0".into(), "0.1".into()],
-            },
-        ];
-        for (i, c) in two.cells.iter_mut().enumerate() {
-            c.coordinates = vec![
-                two.axes[0].values[i % 3].clone(),
-                two.axes[1].values[i / 3].clone(),
-            ];
-        }
+        let mut two = sweep_2d();
         two.cells[4].effect_size = None;
         let info = png_info(&render_sweep_heatmap(&two).unwrap());
         assert_eq!(info.height, 150 + HEAT_CELL.1 * 2 + 30);

@@ -142,6 +142,27 @@ pub(crate) fn sweep(n: usize) -> SweepFigure {
     }
 }
 
+/// Six cells on a 3 × 2 grid: `lr_decay_iters` in columns, `dropout` in rows.
+pub(crate) fn sweep_2d() -> SweepFigure {
+    let mut two = sweep(6);
+    let axis = |key: &str, values: &[&str]| SweepAxis {
+        key: key.into(),
+        values: values.iter().map(|v| v.to_string()).collect(),
+    };
+    two.axes = vec![
+        axis("lr_decay_iters", &["1000", "2000", "3000"]),
+        axis("dropout", &["0.0", "0.1"]),
+    ];
+    for (i, c) in two.cells.iter_mut().enumerate() {
+        c.coordinates = vec![
+            two.axes[0].values[i % 3].clone(),
+            two.axes[1].values[i / 3].clone(),
+        ];
+        c.label = format!("decay={} dropout={}", c.coordinates[0], c.coordinates[1]);
+    }
+    two
+}
+
 /// What the tests check about a PNG.
 pub(crate) struct PngInfo {
     pub width: u32,
@@ -187,12 +208,28 @@ fn write_look_pngs() {
         "comparison-equivalent.png",
         render_comparison(&comparison(400, false)).unwrap(),
     );
+    let mut log = comparison(400, true);
+    let cube = |v: &mut f64| *v = v.powi(3) / 10.0;
+    for arm in [&mut log.arm_a, &mut log.arm_b] {
+        arm.mean.iter_mut().for_each(cube);
+        arm.members.iter_mut().flatten().for_each(cube);
+        if let Some((lo, hi)) = &mut arm.band {
+            lo.iter_mut().chain(hi.iter_mut()).for_each(cube);
+        }
+    }
+    log.loss_floor = log.loss_floor.map(|f| f.powi(3) / 10.0);
+    log.arm_b.mean[100] = f64::NAN;
+    put("comparison-log-nan.png", render_comparison(&log).unwrap());
     put("sweep-grid-6.png", render_sweep_grid(&sweep(6)).unwrap());
     put("sweep-grid-1.png", render_sweep_grid(&sweep(1)).unwrap());
     put(
         "sweep-heatmap-6.png",
         render_sweep_heatmap(&sweep(6)).unwrap(),
     );
+    let mut two = sweep_2d();
+    two.cells[4].effect_size = None;
+    put("sweep-heatmap-2d.png", render_sweep_heatmap(&two).unwrap());
+    put("sweep-grid-2d.png", render_sweep_grid(&two).unwrap());
 }
 
 /// A report of three comparisons: one diverged (dropout slip), one equivalent, one inconclusive.
