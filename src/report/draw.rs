@@ -157,6 +157,16 @@ impl Bounds {
         (self.lo - pad)..(self.hi + pad)
     }
 
+    /// Returns a range for a step axis: the exact extent, or ± 1 step around a single step.
+    pub fn steps(&self) -> std::ops::Range<f64> {
+        if !self.is_empty() && self.hi - self.lo < 2.0 {
+            let mid = (self.lo + self.hi) / 2.0;
+            (mid - 1.0)..(mid + 1.0)
+        } else {
+            self.linear(0.0)
+        }
+    }
+
     /// Returns a logarithmic range padded by a small factor; only valid when `wants_log`.
     pub fn log(&self) -> std::ops::Range<f64> {
         (self.lo / 1.08)..(self.hi * 1.08)
@@ -329,6 +339,15 @@ pub(super) fn fmt_tick(v: f64) -> String {
     }
 }
 
+/// Formats a step-axis tick: whole steps only (fractional ticks of a short axis stay blank).
+pub(super) fn fmt_step(v: f64) -> String {
+    if (v - v.round()).abs() > 1e-9 {
+        String::new()
+    } else {
+        format!("{}", v.round() as i64)
+    }
+}
+
 /// Formats a signed effect size with an explicit sign.
 pub(super) fn fmt_signed(v: f64) -> String {
     if v > 0.0 {
@@ -415,6 +434,7 @@ mod tests {
         let r = b.linear(0.05);
         assert!(r.start < 2.0 && r.end > 2.0);
         assert!(!b.wants_log());
+        assert_eq!(b.steps(), 1.0..3.0);
         b.add([25.0]);
         assert!(b.wants_log());
         b.add([-1.0]);
@@ -439,6 +459,9 @@ mod tests {
         assert_eq!(fmt_signed(0.25), "+0.25");
         assert_eq!(fmt_signed(-0.0), "0");
         assert_eq!(fmt_tick(6.9e-18), "0");
+        assert_eq!(fmt_step(-0.0), "0");
+        assert_eq!(fmt_step(0.5), "");
+        assert_eq!(fmt_step(1500.0), "1500");
         assert_eq!(fmt_tick(6e-4), "6.0e-4");
         assert_eq!(fmt_p(1.23e-5), "1.2e-5");
         assert_eq!(fmt_p(0.4321), "0.432");

@@ -4,7 +4,7 @@
 
 use super::draw::{self, Area, Bounds, Chart, ARM_A, ARM_B, DIFF, FONT, GREY_TEXT, NOISE, RED};
 use super::legend::{draw_legend, draw_text_box, LegendItem, TextBox};
-use super::{ArmCurves, ComparisonFigure, KeyNumbers};
+use super::{ArmCurves, ComparisonFigure, DiffCurve, KeyNumbers};
 use crate::error::Result;
 use plotters::coord::ranged1d::{AsRangedCoord, ValueFormatter};
 use plotters::prelude::*;
@@ -126,7 +126,7 @@ fn step_range(fig: &ComparisonFigure) -> Range<f64> {
     for s in [&fig.arm_a.steps, &fig.arm_b.steps, &fig.diff.steps] {
         b.add(s.iter().map(|&x| x as f64));
     }
-    b.linear(0.0)
+    b.steps()
 }
 
 /// Widens `b` by an arm's mean, band and members restricted to steps in `x`.
@@ -206,7 +206,7 @@ where
         .axis_desc_style((FONT, 18))
         .x_labels(6)
         .y_labels(y_labels)
-        .x_label_formatter(&|v| format!("{v:.0}"))
+        .x_label_formatter(&|v| draw::fmt_step(*v))
         .y_label_formatter(&|v| draw::fmt_tick(*v))
         .bold_line_style(BLACK.mix(0.12))
         .light_line_style(TRANSPARENT)
@@ -279,15 +279,13 @@ fn zoom_panel(area: &Area<'_>, fig: &ComparisonFigure) -> Result<()> {
     let mut b = Bounds::default();
     add_arm(&mut b, &fig.arm_a, &x);
     add_arm(&mut b, &fig.arm_b, &x);
+    let (lo, hi) = (
+        draw::fmt_step(x.start.ceil()),
+        draw::fmt_step(x.end.floor()),
+    );
     let caption = match fig.onset {
-        Some(s) => format!(
-            "(c) zoom on onset: steps {:.0}–{:.0} (onset {s})",
-            x.start, x.end
-        ),
-        None => format!(
-            "(c) zoom on the last 20 %: steps {:.0}–{:.0}",
-            x.start, x.end
-        ),
+        Some(s) => format!("(c) zoom on onset: steps {lo}–{hi} (onset {s})"),
+        None => format!("(c) zoom on the last 20 %: steps {lo}–{hi}"),
     };
     let name = fig.title.as_str();
     let mut chart = build_chart(area, name, &caption, x.clone(), b.linear(0.08), "loss")?;
@@ -305,7 +303,12 @@ fn clip_arm(arm: &ArmCurves, x: &Range<f64>) -> ArmCurves {
     let keep: Vec<usize> = (0..arm.steps.len())
         .filter(|&i| x.start <= arm.steps[i] as f64 && arm.steps[i] as f64 <= x.end)
         .collect();
-    let pick = |v: &[f64]| keep.iter().map(|&i| v[i]).collect::<Vec<f64>>();
+    // `get`: an empty band (meaning "no band") has no values to pick.
+    let pick = |v: &[f64]| {
+        keep.iter()
+            .filter_map(|&i| v.get(i).copied())
+            .collect::<Vec<f64>>()
+    };
     ArmCurves {
         label: arm.label.clone(),
         steps: keep.iter().map(|&i| arm.steps[i]).collect(),
@@ -338,20 +341,26 @@ fn diff_panel(area: &Area<'_>, fig: &ComparisonFigure) -> Result<()> {
         ))
         .map_err(draw::render_err(name))?;
     draw::draw_curve(&mut chart, name, &d.steps, &d.values, DIFF.stroke_width(2))?;
-    if let Some((lo, hi)) = &d.noise_band {
-        let outside = d
-            .steps
-            .iter()
-            .zip(&d.values)
-            .zip(lo.iter().zip(hi))
-            .filter(|((_, v), (l, h))| v.is_finite() && (*v < l || *v > h))
-            .map(|((&s, &v), _)| Circle::new((s as f64, v), 3, RED.filled()));
-        chart.draw_series(outside).map_err(draw::render_err(name))?;
-    }
+    let outside = outside_band(d).map(|p| Circle::new(p, 3, RED.filled()));
+    chart.draw_series(outside).map_err(draw::render_err(name))?;
     if let Some(s) = fig.onset {
         draw::draw_vline(&mut chart, name, s, &format!("onset {s}"))?;
     }
     Ok(())
+}
+
+/// Returns the `(step, value)` points of `d` outside its noise band.
+fn outside_band(d: &DiffCurve) -> impl Iterator<Item = (f64, f64)> + '_ {
+    let (lo, hi) = d
+        .noise_band
+        .as_ref()
+        .map_or((&[][..], &[][..]), |(l, h)| (&l[..], &h[..]));
+    d.steps
+        .iter()
+        .zip(&d.values)
+        .zip(lo.iter().zip(hi))
+        .filter(|((_, v), (l, h))| v.is_finite() && (**v < **l || **v > **h))
+        .map(|((&s, &v), _)| (s as f64, v))
 }
 
 /// Panel (d): the learning-rate schedules; B is dashed so identical schedules show both.
@@ -375,7 +384,7 @@ fn lr_panel(area: &Area<'_>, fig: &ComparisonFigure) -> Result<()> {
         xb.add(lr.steps.iter().map(|&s| s as f64));
     }
     b.add([0.0]);
-    let mut chart = build_chart(area, name, caption, xb.linear(0.0), b.linear(0.05), "lr")?;
+    let mut chart = build_chart(area, name, caption, xb.steps(), b.linear(0.05), "lr")?;
     if let Some(lr) = &fig.lr_a {
         draw::draw_curve(
             &mut chart,
@@ -404,15 +413,17 @@ fn side_column(area: &Area<'_>, fig: &ComparisonFigure) -> Result<()> {
         LegendItem::line(format!("A: {}", fig.arm_a.label), ARM_A, false),
         LegendItem::line(format!("B: {}", fig.arm_b.label), ARM_B, false),
     ];
-    if fig.arm_a.band.is_some() || fig.arm_b.band.is_some() {
+    if fig.arm_a.has_band() || fig.arm_b.has_band() {
         items.push(LegendItem::fill("ensemble band (A / B)", ARM_A));
     }
     if !(fig.arm_a.members.is_empty() && fig.arm_b.members.is_empty()) {
         items.push(LegendItem::thin("individual seeds (thin)", ARM_A));
     }
     items.push(LegendItem::line("difference B − A".into(), DIFF, false));
-    if fig.diff.noise_band.is_some() {
+    if fig.diff.has_band() {
         items.push(LegendItem::fill("noise band (benign)", NOISE));
+    }
+    if outside_band(&fig.diff).next().is_some() {
         items.push(LegendItem::dot("outside noise band", RED));
     }
     if fig.onset.is_some() {
@@ -497,10 +508,13 @@ mod tests {
         fig.arm_b.mean[10] = f64::NAN;
         fig.arm_b.mean[11] = f64::INFINITY;
         fig.diff.values[30] = f64::NAN;
-        fig.arm_a.band = Some((Vec::new(), Vec::new()));
+        // An empty band on a non-empty arm means "no band"; an empty arm draws nothing.
+        fig.arm_b.band = Some((Vec::new(), Vec::new()));
+        fig.diff.noise_band = Some((Vec::new(), Vec::new()));
         fig.arm_a.steps.clear();
         fig.arm_a.mean.clear();
         fig.arm_a.members.clear();
+        fig.arm_a.band = None;
         fig.lr_a = None;
         fig.lr_b = None;
         let info = png_info(&render_comparison(&fig).unwrap());

@@ -82,7 +82,8 @@ pub struct ArmCurves {
     pub steps: Vec<u64>,
     /// Mean (or the single run's) loss per step.
     pub mean: Vec<f64>,
-    /// Ensemble band `(lo, hi)` per step, if the arm has several seeds.
+    /// Ensemble band `(lo, hi)` per step, if the arm has several seeds. A band with both vectors
+    /// empty counts as no band.
     pub band: Option<(Vec<f64>, Vec<f64>)>,
     /// Individual seeds' curves, drawn as thin lines; may be empty.
     pub members: Vec<Vec<f64>>,
@@ -108,7 +109,8 @@ pub struct DiffCurve {
     pub steps: Vec<u64>,
     /// B − A per step.
     pub values: Vec<f64>,
-    /// What seed-to-seed noise looks like, `(lo, hi)` per step, if known.
+    /// What seed-to-seed noise looks like, `(lo, hi)` per step, if known. A band with both
+    /// vectors empty counts as no band.
     pub noise_band: Option<(Vec<f64>, Vec<f64>)>,
 }
 
@@ -194,6 +196,11 @@ fn invalid(figure: &str, reason: impl Into<String>) -> Error {
     }
 }
 
+/// Returns whether a band has no values at all; such a band is drawn as no band.
+fn is_empty_band(band: &(Vec<f64>, Vec<f64>)) -> bool {
+    band.0.is_empty() && band.1.is_empty()
+}
+
 /// Checks that a series named `what` has one value per step.
 fn check_len(figure: &str, what: &str, steps: usize, values: usize) -> Result<()> {
     if steps == values {
@@ -207,11 +214,16 @@ fn check_len(figure: &str, what: &str, steps: usize, values: usize) -> Result<()
 }
 
 impl ArmCurves {
+    /// Returns whether the arm has a band with values.
+    fn has_band(&self) -> bool {
+        self.band.as_ref().is_some_and(|b| !is_empty_band(b))
+    }
+
     /// Checks the length invariants listed on the type.
     fn validate(&self, figure: &str, arm: &str) -> Result<()> {
         let n = self.steps.len();
         check_len(figure, &format!("{arm} mean"), n, self.mean.len())?;
-        if let Some((lo, hi)) = &self.band {
+        if let Some((lo, hi)) = self.band.as_ref().filter(|b| !is_empty_band(b)) {
             check_len(figure, &format!("{arm} band lo"), n, lo.len())?;
             check_len(figure, &format!("{arm} band hi"), n, hi.len())?;
         }
@@ -223,11 +235,16 @@ impl ArmCurves {
 }
 
 impl DiffCurve {
+    /// Returns whether the curve has a noise band with values.
+    fn has_band(&self) -> bool {
+        self.noise_band.as_ref().is_some_and(|b| !is_empty_band(b))
+    }
+
     /// Checks that values and band have one entry per step.
     fn validate(&self, figure: &str) -> Result<()> {
         let n = self.steps.len();
         check_len(figure, "difference", n, self.values.len())?;
-        if let Some((lo, hi)) = &self.noise_band {
+        if let Some((lo, hi)) = self.noise_band.as_ref().filter(|b| !is_empty_band(b)) {
             check_len(figure, "noise band lo", n, lo.len())?;
             check_len(figure, "noise band hi", n, hi.len())?;
         }

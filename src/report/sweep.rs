@@ -171,7 +171,7 @@ impl SharedAxes {
                 xb.add(s.iter().map(|&v| v as f64));
             }
         }
-        let x = xb.linear(0.0);
+        let x = xb.steps();
         let mut loss = Bounds::default();
         let mut diff = Bounds::default();
         diff.add([0.0]);

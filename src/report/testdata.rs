@@ -226,6 +226,21 @@ fn write_look_pngs() {
         "sweep-heatmap-6.png",
         render_sweep_heatmap(&sweep(6)).unwrap(),
     );
+    let mut single = comparison(1, true);
+    single.onset = Some(0);
+    single.lr_b = None;
+    put(
+        "comparison-single-step.png",
+        render_comparison(&single).unwrap(),
+    );
+    let mut gaps = comparison(60, false);
+    gaps.arm_b.mean[10..20]
+        .iter_mut()
+        .for_each(|v| *v = f64::NAN);
+    gaps.arm_b.band = Some((Vec::new(), Vec::new()));
+    gaps.lr_a = None;
+    gaps.lr_b = None;
+    put("comparison-gaps.png", render_comparison(&gaps).unwrap());
     let mut two = sweep_2d();
     two.cells[4].effect_size = None;
     put("sweep-heatmap-2d.png", render_sweep_heatmap(&two).unwrap());
