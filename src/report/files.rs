@@ -359,6 +359,7 @@ mod tests {
             html.contains("class=\"alarm\""),
             "undeclared differences are boxed"
         );
+        assert!(html.contains("<td class=\"warn\">⚠️ inconclusive</td>"));
     }
 
     #[test]

@@ -156,7 +156,11 @@ pub(super) fn index_html(report: &ReportInput, figs: &Figures) -> String {
     s.push_str("<table><tr><th>Verdict</th><th>Comparison</th><th>Onset step</th><th>Effect</th><th>p</th><th>Margin</th></tr>\n");
     for &i in &failures_first(&report.entries) {
         let e = &report.entries[i];
-        let cls = if e.passed { "pass" } else { "fail" };
+        let cls = match (e.passed, marked(e).starts_with('⚠')) {
+            (false, _) => "fail",
+            (true, true) => "warn",
+            (true, false) => "pass",
+        };
         let _ = write!(
             s,
             "<tr><td class=\"{cls}\">{}</td><td>{}</td>",
@@ -208,7 +212,7 @@ pub(super) fn index_html(report: &ReportInput, figs: &Figures) -> String {
 /// Inline style sheet of `index.html` (no external assets).
 const CSS: &str = "body{font-family:sans-serif;max-width:1700px;margin:2em auto;padding:0 1em}\
 table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 10px;text-align:left}\
-.fail{color:#c81e1e;font-weight:bold}.pass{color:#1e8c3c}.gate{font-size:1.3em}\
+.fail{color:#c81e1e;font-weight:bold}.pass{color:#1e8c3c}.warn{color:#d79100}.gate{font-size:1.3em}\
 .alarm{border:3px solid #c81e1e;background:#ffebeb;padding:.5em 1em}img{max-width:100%}";
 
 /// Appends a heading and a list, boxed in red when `alarm` and the list is not empty.

@@ -49,6 +49,8 @@ use serde::{Deserialize, Serialize};
 /// The headline numbers of one comparison, shown in figure titles and report tables.
 ///
 /// All are optional: a bitwise comparison has an onset but no p-value, a TOST has a margin.
+/// JSON has no NaN: a non-finite number is written as `null` in `summary.json` and reads back
+/// as `None`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct KeyNumbers {
     /// First step at which the arms are judged to differ.

@@ -545,6 +545,9 @@ mod tests {
         );
         let mut two = sweep_2d();
         two.cells[4].effect_size = None;
+        two.cells[5].effect_size = Some(f64::NAN);
+        two.cells[1].arm_b.mean[5] = f64::NAN;
+        two.cells[1].diff.values[5] = f64::NAN;
         let info = png_info(&render_sweep_heatmap(&two).unwrap());
         assert_eq!(info.height, 150 + HEAT_CELL.1 * 2 + 30);
         assert!(render_sweep_grid(&two).is_ok());
