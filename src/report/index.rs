@@ -126,20 +126,6 @@ fn md_list(s: &mut String, heading: &str, items: &[String]) {
 
 /// Renders the standalone `index.html`, with every figure as a base64 data URI.
 pub(super) fn index_html(report: &ReportInput, figs: &Figures) -> String {
-    let bytes_of = |rel: &str| {
-        figs.files
-            .iter()
-            .find(|(r, _)| r == rel)
-            .map(|(_, b)| base64(b))
-            .unwrap_or_default()
-    };
-    let img = |rel: &str, alt: &str| {
-        format!(
-            "<img alt=\"{}\" src=\"data:image/png;base64,{}\">",
-            html(alt),
-            bytes_of(rel)
-        )
-    };
     let mut s = String::new();
     let title = html(&format!("lossdiff report: {}", report.name));
     let _ = write!(
@@ -147,66 +133,80 @@ pub(super) fn index_html(report: &ReportInput, figs: &Figures) -> String {
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{title}</title>\n<style>{CSS}</style></head><body>\n<h1>{title}</h1>\n"
     );
     let class = if report.gate.passed { "pass" } else { "fail" };
-    let _ = writeln!(
-        s,
-        "<p class=\"gate {class}\">{}</p>",
-        html(&gate_line(&report.gate))
-    );
+    let gate = html(&gate_line(&report.gate));
+    let _ = writeln!(s, "<p class=\"gate {class}\">{gate}</p>");
     let _ = writeln!(s, "<p>{}</p>", html(&report.timestamp));
-    s.push_str("<table><tr><th>Verdict</th><th>Comparison</th><th>Onset step</th><th>Effect</th><th>p</th><th>Margin</th></tr>\n");
+    html_table(&mut s, &report.entries);
     for &i in &failures_first(&report.entries) {
-        let e = &report.entries[i];
+        html_section(&mut s, &report.entries[i], figs.entry[i].as_deref(), figs);
+    }
+    for (f, rel) in report.sweep_figures.iter().zip(&figs.sweep) {
+        let _ = writeln!(
+            s,
+            "<h2>{}</h2>\n{}",
+            html(&f.caption),
+            img(figs, rel, &f.caption)
+        );
+    }
+    s.push_str("</body></html>\n");
+    s
+}
+
+/// Returns an `<img>` embedding the figure at `rel` as a base64 data URI.
+fn img(figs: &Figures, rel: &str, alt: &str) -> String {
+    let data = figs
+        .files
+        .iter()
+        .find(|(r, _)| r == rel)
+        .map(|(_, b)| base64(b))
+        .unwrap_or_default();
+    format!(
+        "<img alt=\"{}\" src=\"data:image/png;base64,{data}\">",
+        html(alt)
+    )
+}
+
+/// Appends the summary table: verdict first, failures first.
+fn html_table(s: &mut String, entries: &[ReportEntry]) {
+    s.push_str("<table><tr><th>Verdict</th><th>Comparison</th><th>Onset step</th><th>Effect</th><th>p</th><th>Margin</th></tr>\n");
+    for &i in &failures_first(entries) {
+        let e = &entries[i];
         let cls = match (e.passed, marked(e).starts_with('⚠')) {
             (false, _) => "fail",
             (true, true) => "warn",
             (true, false) => "pass",
         };
-        let _ = write!(
-            s,
-            "<tr><td class=\"{cls}\">{}</td><td>{}</td>",
-            html(&marked(e)),
-            html(&e.name)
-        );
+        let (verdict, name) = (html(&marked(e)), html(&e.name));
+        let _ = write!(s, "<tr><td class=\"{cls}\">{verdict}</td><td>{name}</td>");
         for c in number_cells(&e.numbers) {
             let _ = write!(s, "<td>{}</td>", html(&c));
         }
         s.push_str("</tr>\n");
     }
     s.push_str("</table>\n");
-    for &i in &failures_first(&report.entries) {
-        let e = &report.entries[i];
-        let _ = writeln!(
-            s,
-            "<h2>{}</h2>",
-            html(&format!("{}: {}", e.name, marked(e)))
-        );
-        let _ = writeln!(
-            s,
-            "<p><b>{}</b></p>",
-            html(&numbers_line(&e.numbers, e.passed))
-        );
-        let _ = writeln!(s, "<p>{}</p>", html(&e.summary));
-        html_list(
-            &mut s,
-            "Undeclared config differences",
-            &e.undeclared_differences,
-            true,
-        );
-        html_list(
-            &mut s,
-            "Environment differences",
-            &e.environment_differences,
-            false,
-        );
-        if let Some(rel) = &figs.entry[i] {
-            let _ = writeln!(s, "{}", img(rel, &e.name));
-        }
+}
+
+/// Appends one entry's section: heading, numbers, summary, differences, figure.
+fn html_section(s: &mut String, e: &ReportEntry, figure: Option<&str>, figs: &Figures) {
+    let _ = writeln!(
+        s,
+        "<h2>{}</h2>",
+        html(&format!("{}: {}", e.name, marked(e)))
+    );
+    let numbers = html(&numbers_line(&e.numbers, e.passed));
+    let _ = writeln!(s, "<p><b>{numbers}</b></p>");
+    let _ = writeln!(s, "<p>{}</p>", html(&e.summary));
+    let undeclared = &e.undeclared_differences;
+    html_list(s, "Undeclared config differences", undeclared, true);
+    html_list(
+        s,
+        "Environment differences",
+        &e.environment_differences,
+        false,
+    );
+    if let Some(rel) = figure {
+        let _ = writeln!(s, "{}", img(figs, rel, &e.name));
     }
-    for (f, rel) in report.sweep_figures.iter().zip(&figs.sweep) {
-        let _ = writeln!(s, "<h2>{}</h2>\n{}", html(&f.caption), img(rel, &f.caption));
-    }
-    s.push_str("</body></html>\n");
-    s
 }
 
 /// Inline style sheet of `index.html` (no external assets).
