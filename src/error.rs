@@ -275,6 +275,34 @@ pub enum Error {
         /// What was wrong with the inputs.
         reason: String,
     },
+
+    // === Reports ===
+    /// Figure input that cannot be drawn as given (mismatched lengths, unknown sweep value).
+    #[error("figure '{figure}': {reason}")]
+    InvalidFigure {
+        /// The figure's title.
+        figure: String,
+        /// What is inconsistent.
+        reason: String,
+    },
+    /// The plotting backend failed while drawing or encoding a figure.
+    #[error("figure '{figure}': rendering failed: {message}")]
+    Render {
+        /// The figure's title.
+        figure: String,
+        /// The backend's message.
+        message: String,
+    },
+    /// A report file could not be written into its directory.
+    #[error("cannot write report into {}: {}: {source}; check that the directory is writable", dir.display(), file.display())]
+    ReportWrite {
+        /// The report directory.
+        dir: PathBuf,
+        /// The file being written (or read, for a figure given by path).
+        file: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
 }
 
 /// Shorthand for results with [`Error`].

@@ -19,6 +19,7 @@ pub mod import;
 pub mod model;
 pub mod optim;
 pub mod params;
+pub mod report;
 pub mod rng;
 pub mod runner;
 pub mod schedule;
