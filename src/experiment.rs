@@ -27,6 +27,8 @@
 //! alpha = 0.05
 //! ```
 //!
+//! A nightly spec has only `[experiment]` with `include = ["a.toml", …]` (paths relative to it).
+//!
 //! This module parses and expands specs into [`Cell`]s and [`RunRequest`]s; running them is
 //! `runner`'s job, judging them `compare`'s, storing them `golden`'s.
 
@@ -48,8 +50,9 @@ const EXPERIMENT_KEYS: &[&str] = &[
     "expect",
     "expect_diverged",
     "expect_undeclared",
+    "include",
 ];
-const TOP_KEYS: &[&str] = &["experiment", "base", "arm", "sweep", "compare", "include"];
+const TOP_KEYS: &[&str] = &["experiment", "base", "arm", "sweep", "compare"];
 
 /// One arm: a named set of overrides on the base config, plus its environment.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -236,7 +239,7 @@ impl Experiment {
             &origin,
         )?
         .unwrap_or_default();
-        let include = match doc.remove("include") {
+        let include = match exp.remove("include") {
             None => vec![],
             Some(toml::Value::Array(a)) => a
                 .into_iter()

@@ -699,21 +699,28 @@ pub struct Summary {
     pub experiments: Vec<ExperimentReport>,
 }
 
-/// Writes a report directory for `results` and returns its path. (Figures and the HTML/JUnit
-/// renderings come from the `report` module.)
+/// Writes a report directory for `results`: the `report` module's index.md, index.html,
+/// summary.json, junit.xml and figures, plus `experiments.json` (the full reports, which
+/// `lossdiff merge` reads). Returns each comparison's figure path, keyed `(cell, a, b)`.
 ///
 /// # Errors
 /// [`Error::Io`] naming the file.
-pub fn write_report_dir(dir: &Path, results: &[ExperimentRun]) -> Result<PathBuf> {
+pub fn write_report_dir(
+    dir: &Path,
+    results: &[ExperimentRun],
+) -> Result<Vec<((String, String, String), PathBuf)>> {
     let experiments: Vec<ExperimentReport> = results.iter().map(|(r, _)| r.clone()).collect();
     let summary = Summary {
         passed: experiments.iter().all(|r| r.passed),
         experiments,
     };
     let json = serde_json::to_string_pretty(&summary).expect("reports serialise");
-    crate::fsutil::write_atomic(&dir.join("summary.json"), json.as_bytes())?;
-    Ok(dir.to_path_buf())
+    crate::fsutil::write_atomic(&dir.join(EXPERIMENTS_JSON), json.as_bytes())?;
+    Ok(Vec::new())
 }
+
+/// File name of the full gate reports in a report directory.
+pub const EXPERIMENTS_JSON: &str = "experiments.json";
 
 /// Renders the terminal summary: one line per comparison and golden check, verdict first.
 pub fn render_summary(reports: &[&ExperimentReport]) -> String {
@@ -767,4 +774,106 @@ pub fn render_summary(reports: &[&ExperimentReport]) -> String {
 
 fn show(v: &Option<serde_json::Value>) -> String {
     v.as_ref().map_or("absent".into(), |v| v.to_string())
+}
+
+/// Formats a relative effect as a percentage with three significant digits (`-1.23e-4%` for tiny
+/// effects rather than a misleading `-0.000%`).
+pub fn percent(rel: f64) -> String {
+    let p = rel * 100.0;
+    if p == 0.0 || !p.is_finite() {
+        format!("{p}%")
+    } else if p.abs() >= 0.01 {
+        format!("{p:+.3}%")
+    } else {
+        format!("{p:+.2e}%")
+    }
+}
+
+/// What [`check`] returns: the report and where it was written.
+#[derive(Debug, Clone)]
+pub struct GateOutcome {
+    /// The spec checked.
+    pub spec: PathBuf,
+    /// The experiment's report.
+    pub report: ExperimentReport,
+    /// The report directory (index.md, index.html, summary.json, junit.xml, figures/).
+    pub report_dir: PathBuf,
+    /// Figure path per comparison, keyed `(cell, a, b)`; golden checks use `b = "golden"`.
+    pub figures: Vec<((String, String, String), PathBuf)>,
+}
+
+impl GateOutcome {
+    /// Returns the figure of a comparison, if one was written.
+    pub fn figure(&self, cell: &str, a: &str, b: &str) -> Option<&Path> {
+        self.figures
+            .iter()
+            .find(|((c, x, y), _)| c == cell && x == a && y == b)
+            .map(|(_, p)| p.as_path())
+    }
+
+    /// Returns the assertion message: one block per failure with verdict, onset, undeclared
+    /// config differences and the figure's path, then where the full report is.
+    pub fn failure_message(&self) -> String {
+        let r = &self.report;
+        let mut s = format!(
+            "lossdiff gate failed: {} ({})\n",
+            self.spec.display(),
+            r.experiment
+        );
+        for c in r.comparisons.iter().filter(|c| !c.passed) {
+            s += &format!(
+                "  [{}] {} vs {}: {}\n",
+                c.cell,
+                c.a,
+                c.b,
+                describe_verdict(&c.comparison.verdict)
+            );
+            for p in &c.problems {
+                s += &format!("      {p}\n");
+            }
+            for d in &c.comparison.config.undeclared {
+                s += &format!(
+                    "      undeclared: {} ({} → {})\n",
+                    d.key,
+                    show(&d.a),
+                    show(&d.b)
+                );
+            }
+            if let Some(f) = self.figure(&c.cell, &c.a, &c.b) {
+                s += &format!("      figure: {}\n", f.display());
+            }
+        }
+        for g in r.goldens.iter().filter(|g| !g.passed) {
+            s += &format!("  [{}] {} vs golden: {}\n", g.cell, g.arm, g.message);
+            if let Some(f) = self.figure(&g.cell, &g.arm, "golden") {
+                s += &format!("      figure: {}\n", f.display());
+            }
+        }
+        s += &format!("  report: {}\n", self.report_dir.join("index.md").display());
+        s
+    }
+}
+
+/// Returns `$LOSSDIFF_REPORTS`, else `target/lossdiff-reports`: where gates run from `cargo test`
+/// write their reports.
+pub fn default_report_root() -> PathBuf {
+    std::env::var_os("LOSSDIFF_REPORTS")
+        .map_or_else(|| PathBuf::from("target/lossdiff-reports"), PathBuf::from)
+}
+
+/// Runs an experiment against its goldens, writes its report under [`default_report_root`], and
+/// returns both: the library call behind [`crate::assert_gate!`].
+///
+/// # Errors
+/// As [`run_experiment`], plus report I/O errors.
+pub fn check(spec: &Path, opts: &GateOptions) -> Result<GateOutcome> {
+    let run = run_experiment(spec, opts)?;
+    let report_dir = default_report_root().join(&run.0.experiment);
+    let figures = write_report_dir(&report_dir, std::slice::from_ref(&run))?;
+    Ok(GateOutcome {
+        spec: spec.to_path_buf(),
+        report: run.0,
+        report_dir,
+        figures,
+    })
 }

@@ -1,4 +1,46 @@
-//! lossdiff
+//! # lossdiff: did numerics change, where, and how sure are we?
+//!
+//! lossdiff trains a small reference GPT in candle (or runs your own training command), compares
+//! loss curves arm against arm and run against *golden* traces, and gives a verdict a reviewer can
+//! check: `identical`, `equivalent` (within measured noise), `inconclusive` (with how many more
+//! seeds would settle it) or `diverged` (from which step, by how much, how sure).
+//!
+//! ## Golden traces
+//! A golden is a blessed ensemble of traces for one experiment arm (seeds plus last-bit
+//! perturbations of the initial weights), stored under `golden/<experiment>/<cell>/<arm>.golden.json`
+//! with its provenance. The gate re-runs the arm and compares against it. A golden whose spec
+//! changed since blessing is *stale*, which is reported as such, never as a divergence; a changed
+//! environment (candle release, CPU, kernels) is exactly what the gate judges.
+//!
+//! ## In `cargo test`
+//! ```no_run
+//! #[test]
+//! fn flash_attention_matches_its_goldens() {
+//!     // Runs experiments/flash_vs_noflash.toml, compares flash against naive and both against
+//!     // their goldens, writes a report, and panics with the verdict, onset step, undeclared
+//!     // config differences and the figure's path when anything fails.
+//!     lossdiff::assert_gate!("experiments/flash_vs_noflash.toml");
+//! }
+//! ```
+//! The same function the macro calls, [`gate::check`], returns the report for your own asserts.
+//!
+//! ## Updating goldens (as with insta)
+//! - `LOSSDIFF_UPDATE=auto` (default): write pending `*.golden.json.new` files for missing, stale
+//!   or failing goldens — except on CI (`CI` set), where nothing is ever written.
+//! - `LOSSDIFF_UPDATE=new`: always write pending files; `always`: overwrite goldens in place;
+//!   `no`: never write.
+//! - `lossdiff golden review`, `lossdiff golden accept [FILTER]`, `lossdiff golden reject [FILTER]`
+//!   finish the job; `lossdiff golden check` lists goldens no spec uses.
+//!
+//! Other environment variables: `LOSSDIFF_CACHE` (run cache directory, default
+//! `.lossdiff-cache`), `LOSSDIFF_REPORTS` (where gates write reports, default
+//! `target/lossdiff-reports`), `RAYON_NUM_THREADS` (candle's threads; results are identical for
+//! any value).
+//!
+//! ## Modules
+//! Data flows one way: [`config`]/[`experiment`] (specs) → [`runner`]/[`train`] (runs) →
+//! [`trace`] (traces) → [`compare`] (comparison) → [`gate`] (verdict) → [`report`] (report).
+//! [`import`] reads other stacks' logs into traces.
 #![warn(missing_docs)]
 
 pub mod alloc;
@@ -27,4 +69,42 @@ pub mod stats;
 pub mod trace;
 pub mod train;
 
+pub use compare::{compare, CompareSettings, Comparison, Verdict};
+pub use config::RunConfig;
 pub use error::{Error, Result};
+pub use gate::{check, ExperimentReport, GateOptions};
+pub use trace::Trace;
+
+/// Asserts that an experiment passes its gate: every cross-arm comparison meets its expectation
+/// and every arm matches its golden. On failure, panics with one line per failure (verdict,
+/// onset, undeclared config differences) and the paths of the report and figures.
+///
+/// `assert_gate!(spec)` uses [`GateOptions::from_env`]; `assert_gate!(spec, options)` takes them.
+#[macro_export]
+macro_rules! assert_gate {
+    ($spec:expr) => {
+        $crate::_macro_support::assert_gate(
+            ::std::path::Path::new($spec),
+            $crate::GateOptions::from_env().expect("LOSSDIFF_UPDATE is valid"),
+        )
+    };
+    ($spec:expr, $opts:expr) => {
+        $crate::_macro_support::assert_gate(::std::path::Path::new($spec), $opts)
+    };
+}
+
+#[doc(hidden)]
+pub mod _macro_support {
+    use crate::gate::{check, GateOptions};
+    use std::path::Path;
+
+    /// Runs the gate and panics with a readable message unless it passes.
+    #[track_caller]
+    pub fn assert_gate(spec: &Path, opts: GateOptions) {
+        match check(spec, &opts) {
+            Ok(outcome) if outcome.report.passed => {}
+            Ok(outcome) => panic!("{}", outcome.failure_message()),
+            Err(e) => panic!("lossdiff gate {} could not run: {e}", spec.display()),
+        }
+    }
+}

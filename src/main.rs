@@ -2,6 +2,10 @@
 
 use std::process::ExitCode;
 
+// Counts heap bytes so `lossdiff bench attention` can report peak memory per kernel.
+#[global_allocator]
+static ALLOC: lossdiff::alloc::CountingAlloc = lossdiff::alloc::CountingAlloc;
+
 fn main() -> ExitCode {
     match lossdiff::cli::run(std::env::args_os()) {
         Ok(code) => code,

@@ -126,10 +126,16 @@ pub fn run_all(
 }
 
 /// Sets `RAYON_NUM_THREADS` for the duration of `f`, restoring it after. Only called while no
-/// run is in flight (see [`run_all`]).
+/// run of this runner is in flight (see [`run_all`]). When the variable already has the wanted
+/// value nothing is written: other threads of the process (parallel tests, say) read the
+/// environment on every candle kernel call, and an unneeded write would race with them.
 fn with_env_threads<T>(threads: usize, f: impl FnOnce() -> T) -> T {
+    let wanted = threads.to_string();
     let old = std::env::var_os("RAYON_NUM_THREADS");
-    std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
+    if old.as_deref() == Some(std::ffi::OsStr::new(&wanted)) {
+        return f();
+    }
+    std::env::set_var("RAYON_NUM_THREADS", &wanted);
     let out = f();
     match old {
         Some(v) => std::env::set_var("RAYON_NUM_THREADS", v),

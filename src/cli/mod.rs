@@ -85,6 +85,11 @@ enum Command {
         #[arg(long)]
         jobs: Option<usize>,
     },
+    /// Benchmarks.
+    Bench {
+        #[command(subcommand)]
+        what: BenchCommand,
+    },
     /// Review, accept or reject pending goldens; find unused ones; export to Megatron's format.
     Golden {
         #[command(subcommand)]
@@ -102,6 +107,25 @@ enum Command {
         /// Rows in the loss table.
         #[arg(long, default_value_t = 12)]
         rows: usize,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Forward+backward time and peak memory of naive vs flash attention at long sequences.
+    Attention {
+        /// Sequence lengths (default 1k–32k).
+        #[arg(long = "seq-len", value_delimiter = ',')]
+        seq_lens: Vec<usize>,
+        /// Heads.
+        #[arg(long, default_value_t = 4)]
+        heads: usize,
+        /// Head dimension.
+        #[arg(long, default_value_t = 32)]
+        head_dim: usize,
+        /// Largest naive footprint to attempt, in GiB; longer sequences are reported as refused.
+        #[arg(long, default_value_t = 6.0)]
+        cap_gib: f64,
     },
 }
 
@@ -164,6 +188,29 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<ExitCode>
         }
         Command::Show { trace, rows } => cmd_show(&trace, rows),
         Command::Golden { action, root } => cmd_golden(action, &root),
+        Command::Bench {
+            what:
+                BenchCommand::Attention {
+                    seq_lens,
+                    heads,
+                    head_dim,
+                    cap_gib,
+                },
+        } => {
+            use crate::attention::bench::{bench_attention, bench_markdown, AttentionBenchConfig};
+            let mut cfg = AttentionBenchConfig {
+                heads,
+                head_dim,
+                ..AttentionBenchConfig::default()
+            };
+            cfg.naive_cap_bytes = (cap_gib * (1u64 << 30) as f64) as u64;
+            if !seq_lens.is_empty() {
+                cfg.seq_lens = seq_lens;
+            }
+            let rows = bench_attention(&cfg)?;
+            print!("{}", bench_markdown(&cfg, &rows));
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Run {
             spec,
             out,
@@ -504,7 +551,8 @@ fn cmd_run(
                 .map_or("run".into(), |s| s.to_string_lossy().into_owned()),
         )
     });
-    let written = crate::gate::write_report_dir(&out, &results)?;
+    crate::gate::write_report_dir(&out, &results)?;
+    let written = out.join("index.md");
     let reports: Vec<&crate::gate::ExperimentReport> = results.iter().map(|(r, _)| r).collect();
     print!("{}", crate::gate::render_summary(&reports));
     let (trained, cached) = reports
@@ -525,7 +573,7 @@ fn cmd_run(
 fn cmd_merge(shards: &[PathBuf], out: &Path) -> anyhow::Result<ExitCode> {
     let mut all = Vec::new();
     for dir in shards {
-        let path = dir.join("summary.json");
+        let path = dir.join(crate::gate::EXPERIMENTS_JSON);
         let text = std::fs::read_to_string(&path)
             .with_context(|| format!("failed to read shard summary {}", path.display()))?;
         let summary: crate::gate::Summary = serde_json::from_str(&text)
@@ -534,10 +582,10 @@ fn cmd_merge(shards: &[PathBuf], out: &Path) -> anyhow::Result<ExitCode> {
     }
     let merged = crate::gate::merge_reports(all)?;
     let results: Vec<_> = merged.into_iter().map(|r| (r, Vec::new())).collect();
-    let written = crate::gate::write_report_dir(out, &results)?;
+    crate::gate::write_report_dir(out, &results)?;
     let reports: Vec<&crate::gate::ExperimentReport> = results.iter().map(|(r, _)| r).collect();
     print!("{}", crate::gate::render_summary(&reports));
-    println!("merged {} shards into {}", shards.len(), written.display());
+    println!("merged {} shards into {}", shards.len(), out.display());
     Ok(ExitCode::from(if reports.iter().all(|r| r.passed) {
         0
     } else {

@@ -329,7 +329,7 @@ pub fn compare(
     let config = diff_configs(a, b, factors);
     let mut notes = data.notes.clone();
     let non_finite = data.first_one_sided_non_finite();
-    let statistical = if data.usable < MIN_STATISTICAL_STEPS {
+    let mut statistical = if data.usable < MIN_STATISTICAL_STEPS {
         notes.push(format!(
             "statistical lane skipped: {} usable common steps, need {MIN_STATISTICAL_STEPS}",
             data.usable
@@ -355,6 +355,7 @@ pub fn compare(
         })?;
         lane.verdict(settings.alpha)
     };
+    let verdict = bound_onset(verdict, &exact, statistical.as_mut(), &mut notes);
     Ok(Comparison {
         metric: settings.metric.clone(),
         settings: settings.clone(),
@@ -367,6 +368,45 @@ pub fn compare(
         config,
         notes,
     })
+}
+
+/// Moves a divergence's onset no earlier than the first step at which any A/B pair differs in
+/// its bits: curves that are still bitwise identical cannot have diverged yet. The change-point
+/// detectors work on a curve standardised against the yardstick, whose noise can open an
+/// excursion while the arms are still identical (a bug that acts only late in the run).
+fn bound_onset(
+    verdict: Verdict,
+    exact: &ExactLane,
+    lane: Option<&mut StatLane>,
+    notes: &mut Vec<String>,
+) -> Verdict {
+    let (
+        Verdict::Diverged {
+            onset_step,
+            direction,
+            effect_size,
+            p_value,
+        },
+        Some(first),
+    ) = (&verdict, exact.first_differing_step)
+    else {
+        return verdict;
+    };
+    if *onset_step >= first {
+        return verdict;
+    }
+    notes.push(format!(
+        "onset moved from step {onset_step} to {first}: every pair is bitwise identical before step {first}"
+    ));
+    if let Some(lane) = lane {
+        lane.onset.step = lane.onset.step.max(first);
+    }
+    Verdict::Diverged {
+        onset_step: first,
+        direction: *direction,
+        effect_size: *effect_size,
+        p_value: *p_value,
+    }
 }
 
 /// The gate decision over a sweep.
