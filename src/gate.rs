@@ -708,7 +708,7 @@ pub struct Summary {
 pub fn write_report_dir(
     dir: &Path,
     results: &[ExperimentRun],
-) -> Result<Vec<((String, String, String), PathBuf)>> {
+) -> Result<Figures> {
     let experiments: Vec<ExperimentReport> = results.iter().map(|(r, _)| r.clone()).collect();
     let summary = Summary {
         passed: experiments.iter().all(|r| r.passed),
@@ -718,6 +718,12 @@ pub fn write_report_dir(
     crate::fsutil::write_atomic(&dir.join(EXPERIMENTS_JSON), json.as_bytes())?;
     Ok(Vec::new())
 }
+
+/// Identifies a comparison's figure: `(cell, a, b)`; golden checks use `b = "golden"`.
+pub type FigureKey = (String, String, String);
+
+/// Figure paths by comparison.
+pub type Figures = Vec<(FigureKey, PathBuf)>;
 
 /// File name of the full gate reports in a report directory.
 pub const EXPERIMENTS_JSON: &str = "experiments.json";
@@ -799,7 +805,7 @@ pub struct GateOutcome {
     /// The report directory (index.md, index.html, summary.json, junit.xml, figures/).
     pub report_dir: PathBuf,
     /// Figure path per comparison, keyed `(cell, a, b)`; golden checks use `b = "golden"`.
-    pub figures: Vec<((String, String, String), PathBuf)>,
+    pub figures: Figures,
 }
 
 impl GateOutcome {
