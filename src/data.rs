@@ -228,6 +228,30 @@ mod tests {
     }
 
     #[test]
+    fn file_corpus_windows_are_slices_of_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("corpus.txt");
+        let text: Vec<u8> = (0..5000u32)
+            .map(|i| b"the quick brown fox "[i as usize % 20])
+            .collect();
+        std::fs::write(&path, &text).unwrap();
+        let cfg = DataConfig {
+            source: DataSource::File,
+            path: Some(path.clone()),
+            ..DataConfig::default()
+        };
+        let c = Corpus::from_config(&cfg, 256, 32).unwrap();
+        assert_eq!(c.loss_floor(32), None, "a file's entropy is not known");
+        let (x, y) = c.batch(3, 0, 0, 2, 32);
+        let row: Vec<u8> = x[..32].iter().map(|&t| t as u8).collect();
+        assert!(text.windows(32).any(|w| w == row.as_slice()));
+        assert_eq!(&x[1..32], &y[..31]);
+        std::fs::write(&path, b"short").unwrap();
+        let err = Corpus::from_config(&cfg, 256, 32).unwrap_err().to_string();
+        assert!(err.contains("at least 34 bytes"), "{err}");
+    }
+
+    #[test]
     fn targets_are_inputs_shifted_by_one() {
         let c = Corpus::Synthetic(Synthetic::new(64, 8, 0));
         let (x, y) = c.batch(1, 0, 0, 1, 16);

@@ -50,9 +50,12 @@ fn lr_decay_sweep_short_decay_cell_diverges_after_the_decay_ends() {
 #[test]
 fn an_injected_fault_fails_the_gate_with_a_clear_message() {
     let mut opts = options();
-    opts.inject = Some(Fault::SoftmaxScale1pct);
+    opts.inject = Some(Fault::WarmupOffByOne);
     let out = check(Path::new("experiments/flash_vs_noflash.toml"), &opts).unwrap();
-    assert!(!out.report.passed, "a 1% softmax-scale bug passed the gate");
+    assert!(
+        !out.report.passed,
+        "a warmup off-by-one bug passed the gate"
+    );
     let failed: Vec<_> = out.report.goldens.iter().filter(|g| !g.passed).collect();
     assert!(!failed.is_empty());
     assert!(failed

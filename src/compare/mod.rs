@@ -392,15 +392,22 @@ fn bound_onset(
     else {
         return verdict;
     };
+    if let Some(lane) = lane {
+        if lane.onset.cusum_alarm_step.is_some_and(|a| a < first) {
+            notes.push(format!(
+                "CUSUM alarm at step {} discarded: it precedes the first differing step {first}",
+                lane.onset.cusum_alarm_step.unwrap_or_default()
+            ));
+            lane.onset.cusum_alarm_step = None;
+        }
+        lane.onset.step = lane.onset.step.max(first);
+    }
     if *onset_step >= first {
         return verdict;
     }
     notes.push(format!(
         "onset moved from step {onset_step} to {first}: every pair is bitwise identical before step {first}"
     ));
-    if let Some(lane) = lane {
-        lane.onset.step = lane.onset.step.max(first);
-    }
     Verdict::Diverged {
         onset_step: first,
         direction: *direction,

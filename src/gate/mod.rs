@@ -18,14 +18,19 @@ use crate::config;
 use crate::error::{Error, Result};
 use crate::experiment::{Cell, Experiment, Role, RunRequest};
 use crate::faults::Fault;
-use crate::fingerprint::Fingerprint;
-use crate::golden::{
-    is_ci, update_action, Golden, GoldenOutcome, GoldenStore, Provenance, UpdateAction, UpdateMode,
-};
+use crate::golden::{is_ci, GoldenOutcome, GoldenStore, UpdateMode};
 use crate::runner::{run_all, RunStats, RunnerOptions};
 use crate::trace::Trace;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
+
+mod goldens;
+mod render;
+use render::show;
+mod scale;
+
+pub use render::{render_summary, write_report_dir, FigureKey, Figures, Summary, EXPERIMENTS_JSON};
+pub use scale::{expand_specs, merge_reports, parse_shard, run_all_experiments};
 
 /// How to run a gate.
 #[derive(Debug, Clone)]
@@ -187,6 +192,15 @@ impl ExperimentReport {
     }
 }
 
+/// What every golden check of one cell shares.
+#[derive(Clone, Copy)]
+struct GateCheckInput<'a> {
+    store: &'a GoldenStore,
+    exp: &'a Experiment,
+    cell: &'a Cell,
+    settings: &'a CompareSettings,
+}
+
 /// The traces of one arm in one cell.
 #[derive(Debug, Clone, Default)]
 pub struct ArmTraces {
@@ -250,9 +264,13 @@ pub fn run_experiment(spec: &Path, opts: &GateOptions) -> Result<ExperimentRun> 
                 .find(|a| &a.name == arm_name)
                 .expect("arm exists");
             let hash = exp.spec_hash(cell, arm)?;
-            goldens.push(check_golden(
-                &store, &exp, cell, arm_name, fresh, &hash, &settings, opts,
-            )?);
+            let input = GateCheckInput {
+                store: &store,
+                exp: &exp,
+                cell,
+                settings: &settings,
+            };
+            goldens.push(goldens::check_golden(&input, arm_name, fresh, &hash, opts)?);
         }
     }
     let RunStats { trained, cached } = stats;
@@ -430,103 +448,6 @@ pub fn describe_verdict(v: &Verdict) -> String {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn check_golden(
-    store: &GoldenStore,
-    exp: &Experiment,
-    cell: &Cell,
-    arm: &str,
-    fresh: &ArmTraces,
-    spec_hash: &str,
-    settings: &CompareSettings,
-    opts: &GateOptions,
-) -> Result<GoldenCheck> {
-    let path = store.path(&exp.name, &cell.id, arm);
-    let golden = store.load(&exp.name, &cell.id, arm)?;
-    let (outcome, comparison) = match &golden {
-        None => (GoldenOutcome::Missing, None),
-        Some(g) if g.provenance.spec_hash != spec_hash => (GoldenOutcome::Stale, None),
-        Some(g) => {
-            let c = compare(
-                &g.seed_traces,
-                &fresh.seeds,
-                &g.perturbation_traces,
-                &[],
-                settings,
-            )?;
-            let outcome = match c.verdict {
-                Verdict::Identical => GoldenOutcome::Identical,
-                Verdict::Diverged { .. } => GoldenOutcome::Failed,
-                _ => GoldenOutcome::Passed,
-            };
-            (outcome, Some(c))
-        }
-    };
-    // The test-only fault switch must never bless what it breaks.
-    let action = match opts.inject {
-        Some(_) => UpdateAction::NoUpdate,
-        None => update_action(opts.update, opts.ci, outcome),
-    };
-    let written = match action {
-        UpdateAction::NoUpdate => None,
-        _ => {
-            let prov = Provenance {
-                spec_hash: spec_hash.to_string(),
-                spec_path: exp.path.display().to_string(),
-                lossdiff_version: env!("CARGO_PKG_VERSION").to_string(),
-                fingerprint: Fingerprint::current().to_json(),
-                blessed_at_unix: std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_secs()),
-            };
-            let g = Golden::new(
-                &exp.name,
-                &cell.id,
-                arm,
-                prov,
-                fresh.seeds.clone(),
-                fresh.perturbations.clone(),
-            );
-            store.write(&g, action)?
-        }
-    };
-    let blessed = action == UpdateAction::InPlace;
-    let shown = path.display();
-    let pending = written
-        .as_ref()
-        .filter(|_| !blessed)
-        .map(|p| format!("; wrote {}", p.display()))
-        .unwrap_or_default();
-    let message = match (outcome, blessed) {
-        (_, true) => format!("blessed {shown} ({outcome:?} before)"),
-        (GoldenOutcome::Missing, _) => format!(
-            "no golden at {shown}{pending}; bless it with `LOSSDIFF_UPDATE=always cargo test` or `lossdiff golden accept`"
-        ),
-        (GoldenOutcome::Stale, _) => format!(
-            "golden {shown} is stale: the spec changed since it was blessed (not a divergence){pending}; re-bless with `LOSSDIFF_UPDATE=always` or `lossdiff golden accept`"
-        ),
-        (GoldenOutcome::Failed, _) => format!(
-            "{} against golden {shown}{pending}",
-            comparison.as_ref().map_or("diverged".into(), |c| describe_verdict(&c.verdict))
-        ),
-        (GoldenOutcome::Identical, _) => "bitwise identical to the golden".to_string(),
-        (GoldenOutcome::Passed, _) => format!(
-            "{} to the golden (numerics changed within noise)",
-            comparison.as_ref().map_or("equivalent", |c| verdict_label(&c.verdict))
-        ),
-    };
-    let passed = blessed || matches!(outcome, GoldenOutcome::Identical | GoldenOutcome::Passed);
-    Ok(GoldenCheck {
-        cell: cell.id.clone(),
-        arm: arm.to_string(),
-        outcome,
-        comparison,
-        written,
-        passed,
-        message,
-    })
-}
-
 /// Builds comparison settings from an experiment's `[compare]` table.
 ///
 /// Keys: `alpha`, `margin` (relative), `margin_abs`, `window_fraction`, `rtol`, `atol`, `metric`.
@@ -584,202 +505,6 @@ pub fn settings_from_table(t: &toml::Table, origin: &str) -> Result<CompareSetti
         }
     }
     Ok(s)
-}
-
-/// Expands a nightly spec (one with `include = [...]`) into its experiments' spec paths; a plain
-/// experiment spec expands to itself.
-///
-/// # Errors
-/// As [`Experiment::load`], for the nightly spec and every included spec.
-pub fn expand_specs(spec: &Path) -> Result<Vec<PathBuf>> {
-    let exp = Experiment::load(spec)?;
-    if exp.include.is_empty() {
-        return Ok(vec![spec.to_path_buf()]);
-    }
-    let mut out = Vec::new();
-    for p in &exp.include {
-        out.extend(expand_specs(p)?);
-    }
-    Ok(out)
-}
-
-/// Runs every experiment of `spec` (a nightly or a single experiment). With a shard, cells are
-/// numbered across all experiments in spec order and task `index` of `count` takes every
-/// `count`-th, so single-cell experiments spread over the array too.
-///
-/// # Errors
-/// As [`run_experiment`].
-pub fn run_all_experiments(spec: &Path, opts: &GateOptions) -> Result<Vec<ExperimentRun>> {
-    let specs = expand_specs(spec)?;
-    let mut global = 0usize;
-    let mut out = Vec::new();
-    for path in specs {
-        let exp = Experiment::load(&path)?;
-        let mut local = opts.clone();
-        if let Some((k, n)) = opts.shard {
-            let ids: Vec<String> = exp
-                .cells()
-                .into_iter()
-                .filter(|_| {
-                    let mine = global % n == k;
-                    global += 1;
-                    mine
-                })
-                .map(|c| c.id)
-                .collect();
-            if ids.is_empty() {
-                continue;
-            }
-            local.shard = None;
-            local.cells = Some(ids);
-        }
-        out.push(run_experiment(&path, &local)?);
-    }
-    Ok(out)
-}
-
-/// Joins the reports of several shards: reports of the same experiment are concatenated and
-/// re-finalised, so Holm's correction sees every cell of a sweep.
-///
-/// # Errors
-/// [`Error::InvalidParameter`] from [`ExperimentReport::finalize`].
-pub fn merge_reports(shards: Vec<Vec<ExperimentReport>>) -> Result<Vec<ExperimentReport>> {
-    let mut merged: Vec<ExperimentReport> = Vec::new();
-    for report in shards.into_iter().flatten() {
-        match merged
-            .iter_mut()
-            .find(|m| m.experiment == report.experiment)
-        {
-            Some(m) => {
-                m.cells.extend(report.cells);
-                m.comparisons.extend(report.comparisons);
-                m.goldens.extend(report.goldens);
-                m.trained += report.trained;
-                m.cached += report.cached;
-            }
-            None => merged.push(report),
-        }
-    }
-    for m in &mut merged {
-        m.finalize()?;
-    }
-    Ok(merged)
-}
-
-/// Parses `i/N` (0-based task index of N).
-///
-/// # Errors
-/// [`Error::InvalidValue`] naming `--shard` unless `0 <= i < N`.
-pub fn parse_shard(s: &str) -> Result<(usize, usize)> {
-    let bad = || Error::InvalidValue {
-        origin: "--shard".into(),
-        key: "shard".into(),
-        expected:
-            "i/N with 0 <= i < N, e.g. 0/4 (Slurm: $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT)"
-                .into(),
-        got: s.into(),
-    };
-    let (i, n) = s.split_once('/').ok_or_else(bad)?;
-    let (i, n): (usize, usize) = (
-        i.trim().parse().map_err(|_| bad())?,
-        n.trim().parse().map_err(|_| bad())?,
-    );
-    if n == 0 || i >= n {
-        return Err(bad());
-    }
-    Ok((i, n))
-}
-
-/// The machine-readable summary of a report directory (`summary.json`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Summary {
-    /// Whether every experiment passed.
-    pub passed: bool,
-    /// Every experiment's report.
-    pub experiments: Vec<ExperimentReport>,
-}
-
-/// Writes a report directory for `results`: the `report` module's index.md, index.html,
-/// summary.json, junit.xml and figures, plus `experiments.json` (the full reports, which
-/// `lossdiff merge` reads). Returns each comparison's figure path, keyed `(cell, a, b)`.
-///
-/// # Errors
-/// [`Error::Io`] naming the file.
-pub fn write_report_dir(
-    dir: &Path,
-    results: &[ExperimentRun],
-) -> Result<Figures> {
-    let experiments: Vec<ExperimentReport> = results.iter().map(|(r, _)| r.clone()).collect();
-    let summary = Summary {
-        passed: experiments.iter().all(|r| r.passed),
-        experiments,
-    };
-    let json = serde_json::to_string_pretty(&summary).expect("reports serialise");
-    crate::fsutil::write_atomic(&dir.join(EXPERIMENTS_JSON), json.as_bytes())?;
-    Ok(Vec::new())
-}
-
-/// Identifies a comparison's figure: `(cell, a, b)`; golden checks use `b = "golden"`.
-pub type FigureKey = (String, String, String);
-
-/// Figure paths by comparison.
-pub type Figures = Vec<(FigureKey, PathBuf)>;
-
-/// File name of the full gate reports in a report directory.
-pub const EXPERIMENTS_JSON: &str = "experiments.json";
-
-/// Renders the terminal summary: one line per comparison and golden check, verdict first.
-pub fn render_summary(reports: &[&ExperimentReport]) -> String {
-    let mut s = String::new();
-    for r in reports {
-        s += &format!(
-            "{} {}\n",
-            if r.passed { "PASS" } else { "FAIL" },
-            r.experiment
-        );
-        for c in &r.comparisons {
-            s += &format!(
-                "  {} [{}] {} vs {}: {}{}\n",
-                if c.passed { "ok  " } else { "FAIL" },
-                c.cell,
-                c.a,
-                c.b,
-                describe_verdict(&c.comparison.verdict),
-                if c.expected_diverged {
-                    " (expected to diverge)"
-                } else {
-                    ""
-                }
-            );
-            let und: Vec<String> = c
-                .comparison
-                .config
-                .undeclared
-                .iter()
-                .map(|d| format!("{} ({} → {})", d.key, show(&d.a), show(&d.b)))
-                .collect();
-            if !und.is_empty() {
-                s += &format!("       undeclared: {}\n", und.join(", "));
-            }
-            for p in &c.problems {
-                s += &format!("       problem: {p}\n");
-            }
-        }
-        for g in &r.goldens {
-            s += &format!(
-                "  {} [{}] {} vs golden: {}\n",
-                if g.passed { "ok  " } else { "FAIL" },
-                g.cell,
-                g.arm,
-                g.message
-            );
-        }
-    }
-    s
-}
-
-fn show(v: &Option<serde_json::Value>) -> String {
-    v.as_ref().map_or("absent".into(), |v| v.to_string())
 }
 
 /// Formats a relative effect as a percentage with three significant digits (`-1.23e-4%` for tiny

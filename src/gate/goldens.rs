@@ -1,0 +1,107 @@
+//! Checking an arm's fresh runs against its golden, and blessing per the update policy.
+
+use super::{describe_verdict, verdict_label, ArmTraces, GateCheckInput, GateOptions, GoldenCheck};
+use crate::compare::{compare, Verdict};
+use crate::error::Result;
+use crate::fingerprint::Fingerprint;
+use crate::golden::{update_action, Golden, GoldenOutcome, Provenance, UpdateAction};
+
+/// Compares an arm's fresh traces with its golden and writes what the update policy says.
+pub(super) fn check_golden(
+    input: &GateCheckInput<'_>,
+    arm: &str,
+    fresh: &ArmTraces,
+    spec_hash: &str,
+    opts: &GateOptions,
+) -> Result<GoldenCheck> {
+    let GateCheckInput {
+        store,
+        exp,
+        cell,
+        settings,
+    } = *input;
+    let path = store.path(&exp.name, &cell.id, arm);
+    let golden = store.load(&exp.name, &cell.id, arm)?;
+    let (outcome, comparison) = match &golden {
+        None => (GoldenOutcome::Missing, None),
+        Some(g) if g.provenance.spec_hash != spec_hash => (GoldenOutcome::Stale, None),
+        Some(g) => {
+            let c = compare(
+                &g.seed_traces,
+                &fresh.seeds,
+                &g.perturbation_traces,
+                &[],
+                settings,
+            )?;
+            let outcome = match c.verdict {
+                Verdict::Identical => GoldenOutcome::Identical,
+                Verdict::Diverged { .. } => GoldenOutcome::Failed,
+                _ => GoldenOutcome::Passed,
+            };
+            (outcome, Some(c))
+        }
+    };
+    // The test-only fault switch must never bless what it breaks.
+    let action = match opts.inject {
+        Some(_) => UpdateAction::NoUpdate,
+        None => update_action(opts.update, opts.ci, outcome),
+    };
+    let written = match action {
+        UpdateAction::NoUpdate => None,
+        _ => {
+            let prov = Provenance {
+                spec_hash: spec_hash.to_string(),
+                spec_path: exp.path.display().to_string(),
+                lossdiff_version: env!("CARGO_PKG_VERSION").to_string(),
+                fingerprint: Fingerprint::current().to_json(),
+                blessed_at_unix: std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs()),
+            };
+            let g = Golden::new(
+                &exp.name,
+                &cell.id,
+                arm,
+                prov,
+                fresh.seeds.clone(),
+                fresh.perturbations.clone(),
+            );
+            store.write(&g, action)?
+        }
+    };
+    let blessed = action == UpdateAction::InPlace;
+    let shown = path.display();
+    let pending = written
+        .as_ref()
+        .filter(|_| !blessed)
+        .map(|p| format!("; wrote {}", p.display()))
+        .unwrap_or_default();
+    let message = match (outcome, blessed) {
+        (_, true) => format!("blessed {shown} ({outcome:?} before)"),
+        (GoldenOutcome::Missing, _) => format!(
+            "no golden at {shown}{pending}; bless it with `LOSSDIFF_UPDATE=always cargo test` or `lossdiff golden accept`"
+        ),
+        (GoldenOutcome::Stale, _) => format!(
+            "golden {shown} is stale: the spec changed since it was blessed (not a divergence){pending}; re-bless with `LOSSDIFF_UPDATE=always` or `lossdiff golden accept`"
+        ),
+        (GoldenOutcome::Failed, _) => format!(
+            "{} against golden {shown}{pending}",
+            comparison.as_ref().map_or("diverged".into(), |c| describe_verdict(&c.verdict))
+        ),
+        (GoldenOutcome::Identical, _) => "bitwise identical to the golden".to_string(),
+        (GoldenOutcome::Passed, _) => format!(
+            "{} to the golden (numerics changed within noise)",
+            comparison.as_ref().map_or("equivalent", |c| verdict_label(&c.verdict))
+        ),
+    };
+    let passed = blessed || matches!(outcome, GoldenOutcome::Identical | GoldenOutcome::Passed);
+    Ok(GoldenCheck {
+        cell: cell.id.clone(),
+        arm: arm.to_string(),
+        outcome,
+        comparison,
+        written,
+        passed,
+        message,
+    })
+}
