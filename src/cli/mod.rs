@@ -582,7 +582,7 @@ fn cmd_merge(shards: &[PathBuf], out: &Path) -> anyhow::Result<ExitCode> {
     }
     let merged = crate::gate::merge_reports(all)?;
     let results: Vec<_> = merged.into_iter().map(|r| (r, Vec::new())).collect();
-    crate::gate::write_report_dir(out, &results)?;
+    crate::gate::write_report_dir_reusing(out, &results, shards)?;
     let reports: Vec<&crate::gate::ExperimentReport> = results.iter().map(|(r, _)| r).collect();
     print!("{}", crate::gate::render_summary(&reports));
     println!("merged {} shards into {}", shards.len(), out.display());

@@ -97,6 +97,7 @@ pub(super) fn check_golden(
     let passed = blessed || matches!(outcome, GoldenOutcome::Identical | GoldenOutcome::Passed);
     Ok(GoldenCheck {
         cell: cell.id.clone(),
+        golden_path: path.clone(),
         arm: arm.to_string(),
         outcome,
         comparison,

@@ -29,7 +29,10 @@ mod render;
 use render::show;
 mod scale;
 
-pub use render::{render_summary, write_report_dir, FigureKey, Figures, Summary, EXPERIMENTS_JSON};
+pub use render::{
+    render_summary, write_report_dir, write_report_dir_reusing, FigureKey, Figures, Summary,
+    EXPERIMENTS_JSON,
+};
 pub use scale::{expand_specs, merge_reports, parse_shard, run_all_experiments};
 
 /// How to run a gate.
@@ -101,6 +104,8 @@ pub struct GoldenCheck {
     pub outcome: GoldenOutcome,
     /// The comparison against the golden, when one was made.
     pub comparison: Option<Comparison>,
+    /// The golden's path (which may not exist).
+    pub golden_path: PathBuf,
     /// A golden or pending golden written by this run.
     pub written: Option<PathBuf>,
     /// Whether the check passes.

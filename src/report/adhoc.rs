@@ -215,10 +215,20 @@ fn lr_curve(traces: &[Trace]) -> Option<Curve> {
 
 /// Formats a config value for display: strings without quotes, a missing value as "(missing)".
 fn show(v: &Option<serde_json::Value>) -> String {
+    v.as_ref().map_or("(missing)".into(), value_text)
+}
+
+/// Formats a JSON value for people: strings without quotes, and a number that is exactly an
+/// `f32` (dropout, say, stored widened to f64 in a trace's config) in its shortest `f32` form —
+/// `0.1`, not `0.10000000149011612`.
+pub fn value_text(v: &serde_json::Value) -> String {
     match v {
-        None => "(missing)".into(),
-        Some(serde_json::Value::String(s)) => s.clone(),
-        Some(other) => other.to_string(),
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Number(n) => match n.as_f64() {
+            Some(f) if n.is_f64() && f64::from(f as f32) == f => format!("{}", f as f32),
+            _ => n.to_string(),
+        },
+        other => other.to_string(),
     }
 }
 

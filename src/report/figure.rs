@@ -64,14 +64,15 @@ fn validate(fig: &ComparisonFigure) -> Result<()> {
     Ok(())
 }
 
-/// Returns the header's numbers line, e.g. "onset step 420 · effect +0.08 · p = 1.2e-4".
+/// Returns the header's numbers line, e.g. "onset step 420 · late Δ +0.08 · p = 1.2e-4"; the
+/// late-window difference and the margin are in the metric's units.
 pub(super) fn numbers_line(n: &KeyNumbers, passed: bool) -> String {
     let mut parts = Vec::new();
     if let Some(s) = n.onset_step {
         parts.push(format!("onset step {s}"));
     }
     if let Some(e) = n.effect_size {
-        parts.push(format!("effect {}", draw::fmt_signed(e)));
+        parts.push(format!("late Δ {}", draw::fmt_signed(e)));
     }
     if let Some(p) = n.p_value {
         parts.push(format!("p = {}", draw::fmt_p(p)));
@@ -565,7 +566,7 @@ mod tests {
         let s = numbers_line(&n, false);
         assert_eq!(
             s,
-            "onset step 420   ·   effect +0.083   ·   p = 1.2e-4   ·   margin ±0.02   ·   gate: FAIL"
+            "onset step 420   ·   late Δ +0.083   ·   p = 1.2e-4   ·   margin ±0.02   ·   gate: FAIL"
         );
     }
 }

@@ -37,7 +37,7 @@ mod sweep;
 #[cfg(test)]
 mod testdata;
 
-pub use adhoc::comparison_figure;
+pub use adhoc::{comparison_figure, value_text};
 pub use figure::render_comparison;
 pub use files::{
     write_report, EntrySummary, FigureSource, GateDecision, NamedFigure, ReportEntry, ReportInput,
