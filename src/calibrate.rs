@@ -407,7 +407,7 @@ mod tests {
         approx::assert_abs_diff_eq!(hi, 0.36041, epsilon = 1e-4);
         // R: prop.test(0, 24, correct = FALSE)$conf.int → 0.0000 0.1380
         let (lo, hi) = wilson(0, 24);
-        assert_eq!(lo, 0.0);
+        approx::assert_abs_diff_eq!(lo, 0.0, epsilon = 1e-12);
         approx::assert_abs_diff_eq!(hi, 0.13799, epsilon = 1e-4);
     }
 }
