@@ -141,9 +141,17 @@ fn split(template: &str) -> std::result::Result<Vec<Vec<Piece>>, String> {
                 push_char(&mut word, '}');
             }
             '{' => {
-                let name: String = chars.by_ref().take_while(|&c| c != '}').collect();
+                let mut name = String::new();
+                let mut closed = false;
+                for c in chars.by_ref() {
+                    if c == '}' {
+                        closed = true;
+                        break;
+                    }
+                    name.push(c);
+                }
                 let name = name.trim();
-                if name.is_empty() || name.contains('{') {
+                if !closed || name.is_empty() || name.contains('{') {
                     return Err(format!(
                         "bad placeholder `{{{name}`: write `{{{{` for a literal brace"
                     ));
