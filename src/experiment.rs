@@ -27,6 +27,11 @@
 //! alpha = 0.05
 //! ```
 //!
+//! An arm may instead run another stack's command and import its trace (`external`):
+//! `command = "python3 train.py --seed {seed} --out {out}"`, with optional `trace` (`"file"` or
+//! `"stdout"`), `format`, `timeout_s`, `env = { KEY = "value" }` and `workdir` (relative to the
+//! spec). Its placeholders are checked here, at load; `docs/external.md` has the details.
+//!
 //! This module parses and expands specs into [`Cell`]s and [`RunRequest`]s; running them is
 //! `runner`'s job, judging them `compare`'s, storing them `golden`'s.
 
@@ -499,9 +504,19 @@ impl Experiment {
         for &s in &self.seeds {
             h.update(self.config_for(cell, arm, s)?.to_json().to_string());
         }
+        // The workdir as the spec relates it to itself, so the hash does not depend on how the
+        // spec's path was spelled (`experiments/x.toml` from the CLI, absolute from a test).
+        let command = arm.command.as_ref().map(|c| {
+            let dir = self.path.parent().unwrap_or(Path::new(""));
+            let workdir = c.workdir.strip_prefix(dir).unwrap_or(&c.workdir);
+            ExternalSpec {
+                workdir: workdir.to_path_buf(),
+                ..c.clone()
+            }
+        });
         h.update(format!(
             "perturbations={:?};threads={:?};command={:?}",
-            self.perturbations, arm.threads, arm.command
+            self.perturbations, arm.threads, command
         ));
         Ok(hex(&h.finalize()))
     }

@@ -357,3 +357,59 @@ fn external_toy_experiment_runs_end_to_end() {
     assert_eq!(arms[0].1.seeds.len(), 3);
     assert_eq!(arms[0].1.seeds[2].seeds.get("seed"), Some(&3));
 }
+
+#[test]
+fn spec_hash_does_not_depend_on_how_the_spec_path_is_spelled() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let abs = Experiment::load(&root.join("experiments/external_toy.toml")).unwrap();
+    let rel = Experiment::load(&root.join("experiments/../experiments/external_toy.toml")).unwrap();
+    let cell = &abs.cells()[0];
+    assert_eq!(
+        abs.spec_hash(cell, &abs.arms[1]).unwrap(),
+        rel.spec_hash(cell, &rel.arms[1]).unwrap()
+    );
+    assert_ne!(
+        abs.spec_hash(cell, &abs.arms[0]).unwrap(),
+        abs.spec_hash(cell, &abs.arms[1]).unwrap()
+    );
+}
+
+#[test]
+fn external_runs_are_cached_by_command_and_seed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("e.toml");
+    std::fs::write(
+        &path,
+        r#"
+        [experiment]
+        name = "cached"
+        seeds = 2
+        [[arm]]
+        name = "a"
+        command = "sh -c 'echo \"{\\\"step\\\": 1, \\\"loss\\\": $0}\"; echo \"{\\\"step\\\": 2, \\\"loss\\\": 1}\"' {seed}"
+        trace = "stdout"
+        [[arm]]
+        name = "b"
+        command = "sh -c 'echo \"{\\\"step\\\": 1, \\\"loss\\\": $0}\"; echo \"{\\\"step\\\": 2, \\\"loss\\\": 2}\"' {seed}"
+        trace = "stdout"
+        "#,
+    )
+    .unwrap();
+    let e = Experiment::load(&path).unwrap();
+    let reqs = e.runs(None).unwrap();
+    let opts = RunnerOptions {
+        jobs: 2,
+        cache: Some(dir.path().join("cache")),
+        progress: false,
+    };
+    let (first, s1) = crate::runner::run_all(&e.name, &reqs, &opts).unwrap();
+    let (second, s2) = crate::runner::run_all(&e.name, &reqs, &opts).unwrap();
+    assert_eq!((s1.trained, s1.cached, s2.trained, s2.cached), (4, 0, 0, 4));
+    assert_eq!(first, second);
+    // Each run got its own seed and arm: four distinct (first, last) losses.
+    let ends: Vec<(f64, f64)> = first
+        .iter()
+        .map(|t| (t.lm_loss().unwrap()[0], t.lm_loss().unwrap()[1]))
+        .collect();
+    assert_eq!(ends, [(1.0, 1.0), (2.0, 1.0), (1.0, 2.0), (2.0, 2.0)]);
+}
