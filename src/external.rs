@@ -363,9 +363,9 @@ impl Output {
             }
         }
         if s.is_empty() {
-            s = "(no output)\n".into();
+            s = "(no output)".into();
         }
-        s
+        s.trim_end().to_string()
     }
 }
 
