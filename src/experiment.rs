@@ -632,6 +632,22 @@ fn parse_external(
         Some(toml::Value::String(s)) => s,
         Some(other) => return Err(bad("command", "a command string", other.to_string())),
     };
+    let spec = external_keys(t, command, &bad, spec_dir)?;
+    spec.check(
+        &format!("{origin} [[arm]] {name}"),
+        |n| qualify(n, origin).is_ok(),
+        &key_candidates(),
+    )?;
+    Ok(Some(spec))
+}
+
+/// Parses the optional keys of an external arm around its `command`.
+fn external_keys(
+    t: &mut toml::Table,
+    command: String,
+    bad: &dyn Fn(&str, &str, String) -> Error,
+    spec_dir: &Path,
+) -> Result<ExternalSpec> {
     let trace = match t.remove("trace") {
         None => TraceSource::File,
         Some(toml::Value::String(s)) if s == "file" => TraceSource::File,
@@ -677,20 +693,14 @@ fn parse_external(
         Some(toml::Value::String(s)) => spec_dir.join(s),
         Some(other) => return Err(bad("workdir", "a directory path", other.to_string())),
     };
-    let spec = ExternalSpec {
+    Ok(ExternalSpec {
         command,
         trace,
         format,
         timeout_s,
         env,
         workdir,
-    };
-    spec.check(
-        &format!("{origin} [[arm]] {name}"),
-        |n| qualify(n, origin).is_ok(),
-        &key_candidates(),
-    )?;
-    Ok(Some(spec))
+    })
 }
 
 fn seed_list(v: Option<toml::Value>, key: &str, origin: &str) -> Result<Option<Vec<u64>>> {

@@ -141,23 +141,9 @@ fn split(template: &str) -> std::result::Result<Vec<Vec<Piece>>, String> {
                 push_char(&mut word, '}');
             }
             '{' => {
-                let mut name = String::new();
-                let mut closed = false;
-                for c in chars.by_ref() {
-                    if c == '}' {
-                        closed = true;
-                        break;
-                    }
-                    name.push(c);
-                }
-                let name = name.trim();
-                if !closed || name.is_empty() || name.contains('{') {
-                    return Err(format!(
-                        "bad placeholder `{{{name}`: write `{{{{` for a literal brace"
-                    ));
-                }
+                let name = placeholder_name(&mut chars)?;
                 word.get_or_insert_with(Vec::new)
-                    .push(Piece::Placeholder(name.to_string()));
+                    .push(Piece::Placeholder(name));
             }
             '}' => return Err("unmatched `}`: write `}}` for a literal brace".into()),
             c => push_char(&mut word, c),
@@ -168,6 +154,26 @@ fn split(template: &str) -> std::result::Result<Vec<Vec<Piece>>, String> {
     }
     words.extend(word);
     Ok(words)
+}
+
+/// Reads a placeholder's name after its `{`, through the closing `}`.
+fn placeholder_name(chars: &mut impl Iterator<Item = char>) -> std::result::Result<String, String> {
+    let mut name = String::new();
+    let mut closed = false;
+    for c in chars.by_ref() {
+        if c == '}' {
+            closed = true;
+            break;
+        }
+        name.push(c);
+    }
+    let name = name.trim();
+    if !closed || name.is_empty() || name.contains('{') {
+        return Err(format!(
+            "bad placeholder `{{{name}`: write `{{{{` for a literal brace"
+        ));
+    }
+    Ok(name.to_string())
 }
 
 /// Splits `text` as one word (an `env` value): placeholders and `{{`/`}}`, no quoting.
