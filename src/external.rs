@@ -384,22 +384,22 @@ impl Output {
 /// [`Error::CommandSpawn`] when it cannot start; [`Error::CommandFailed`] with the exit status,
 /// signal or timeout and the output's tail.
 fn execute(run: &str, cmd: &Resolved, workdir: &Path, timeout: Duration) -> Result<Output> {
-    use std::os::unix::process::{CommandExt, ExitStatusExt};
-    let mut child = Command::new(&cmd.argv[0])
+    let mut command = Command::new(&cmd.argv[0]);
+    command
         .args(&cmd.argv[1..])
         .envs(cmd.env.iter().map(|(k, v)| (k, v)))
         .current_dir(workdir)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .spawn()
-        .map_err(|source| Error::CommandSpawn {
-            run: run.to_string(),
-            command: cmd.display(),
-            workdir: workdir.to_path_buf(),
-            source,
-        })?;
+        .stderr(Stdio::piped());
+    #[cfg(unix)]
+    std::os::unix::process::CommandExt::process_group(&mut command, 0);
+    let mut child = command.spawn().map_err(|source| Error::CommandSpawn {
+        run: run.to_string(),
+        command: cmd.display(),
+        workdir: workdir.to_path_buf(),
+        source,
+    })?;
     let stdout = reader(child.stdout.take());
     let stderr = reader(child.stderr.take());
     let start = Instant::now();
@@ -424,7 +424,7 @@ fn execute(run: &str, cmd: &Resolved, workdir: &Path, timeout: Duration) -> Resu
     let reason = match status {
         None => ExitReason::TimedOut(timeout),
         Some(s) if s.success() => return Ok(output),
-        Some(s) => match (s.code(), s.signal()) {
+        Some(s) => match (s.code(), signal(&s)) {
             (Some(c), _) => ExitReason::Code(c),
             (None, Some(sig)) => ExitReason::Signal(sig),
             (None, None) => ExitReason::Code(-1),
@@ -436,6 +436,14 @@ fn execute(run: &str, cmd: &Resolved, workdir: &Path, timeout: Duration) -> Resu
         reason,
         tail: output.tail(),
     })
+}
+
+/// Returns the signal that ended a process (Unix only).
+fn signal(status: &std::process::ExitStatus) -> Option<i32> {
+    #[cfg(unix)]
+    return std::os::unix::process::ExitStatusExt::signal(status);
+    #[cfg(not(unix))]
+    return None;
 }
 
 /// Reads a pipe to its end on a thread; the bytes arrive on the returned channel.
@@ -454,7 +462,9 @@ fn reader(pipe: Option<impl Read + Send + 'static>) -> mpsc::Receiver<Vec<u8>> {
 
 /// Kills the child's process group (it leads its own, see [`execute`]), then the child itself.
 fn kill_group(child: &mut std::process::Child) {
-    // std has no killpg; `kill` is POSIX and avoids a libc dependency for one call.
+    // std has no killpg; `kill` is POSIX and avoids a libc dependency for one call. Elsewhere
+    // only the child itself is killed.
+    #[cfg(unix)]
     let _ = Command::new("kill")
         .args(["-KILL", "--", &format!("-{}", child.id())])
         .stdout(Stdio::null())
@@ -603,5 +613,6 @@ pub fn run(spec: &ExternalSpec, ctx: &RunContext) -> Result<Trace> {
     Ok(trace)
 }
 
-#[cfg(test)]
+// The tests run `sh`, `sleep` and read `/proc`.
+#[cfg(all(test, target_os = "linux"))]
 mod tests;
