@@ -303,6 +303,62 @@ pub enum Error {
         /// The OS error.
         source: std::io::Error,
     },
+
+    // === External commands ===
+    /// A `{placeholder}` in an external arm's command that names no run value or config key.
+    #[error("{origin}: unknown placeholder `{{{placeholder}}}` in the command{}; valid: {{seed}}, {{out}}, {{cell}}, {{arm}} and any config or sweep key", suggestion.as_ref().map(|s| format!(" (did you mean `{{{s}}}`?)")).unwrap_or_default())]
+    UnknownPlaceholder {
+        /// The spec and arm (or the run) the command belongs to.
+        origin: String,
+        /// The placeholder's name, without braces.
+        placeholder: String,
+        /// The closest valid name, when one is close.
+        suggestion: Option<String>,
+    },
+    /// An external command template that cannot be split into words.
+    #[error("{origin}: bad command: {reason}")]
+    CommandSyntax {
+        /// The spec and arm (or the run) the command belongs to.
+        origin: String,
+        /// What is wrong (unclosed quote, stray brace, …).
+        reason: String,
+    },
+    /// An external command that could not be started.
+    #[error("{run}: cannot start `{command}` in {}: {source}; check the program exists and `workdir` is right", workdir.display())]
+    CommandSpawn {
+        /// The run id.
+        run: String,
+        /// The resolved command line.
+        command: String,
+        /// The directory it was started in.
+        workdir: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// An external command that failed, was killed or timed out.
+    #[error("{run}: `{command}` {reason}\n{tail}")]
+    CommandFailed {
+        /// The run id.
+        run: String,
+        /// The resolved command line.
+        command: String,
+        /// Exit status, signal or timeout.
+        reason: crate::external::ExitReason,
+        /// The last lines of its stderr and stdout.
+        tail: String,
+    },
+    /// An external command that succeeded but whose trace could not be imported.
+    #[error("{run}: `{command}` succeeded but its trace is unreadable: {source}\n{tail}")]
+    ExternalTrace {
+        /// The run id.
+        run: String,
+        /// The resolved command line.
+        command: String,
+        /// The importer's error.
+        source: Box<Error>,
+        /// The last lines of its stderr and stdout.
+        tail: String,
+    },
 }
 
 /// Shorthand for results with [`Error`].

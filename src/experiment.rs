@@ -29,18 +29,35 @@
 //!
 //! A nightly spec has only `[experiment]` with `include = ["a.toml", …]` (paths relative to it).
 //!
+//! An arm may instead run another stack's command and import its trace (`external`):
+//! `command = "python3 train.py --seed {seed} --out {out}"`, with optional `trace` (`"file"` or
+//! `"stdout"`), `format`, `timeout_s`, `env = { KEY = "value" }` and `workdir` (relative to the
+//! spec). Its placeholders are checked here, at load; `docs/external.md` has the details.
+//!
 //! This module parses and expands specs into [`Cell`]s and [`RunRequest`]s; running them is
 //! `runner`'s job, judging them `compare`'s, storing them `golden`'s.
 
 use crate::config::{self, RunConfig};
 use crate::error::{Error, Result};
+use crate::external::{ExternalSpec, TraceSource, DEFAULT_TIMEOUT_S};
 use crate::faults::Fault;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 
 /// Keys of an `[[arm]]` table that are not config overrides.
-const ARM_ENV_KEYS: &[&str] = &["name", "threads", "command"];
+const ARM_ENV_KEYS: &[&str] = &[
+    "name",
+    "threads",
+    "command",
+    "trace",
+    "format",
+    "timeout_s",
+    "env",
+    "workdir",
+];
+/// Arm keys that only make sense with `command`.
+const EXTERNAL_KEYS: &[&str] = &["trace", "format", "timeout_s", "env", "workdir"];
 const EXPERIMENT_KEYS: &[&str] = &[
     "name",
     "description",
@@ -64,7 +81,7 @@ pub struct Arm {
     /// Threads for candle's kernels (`None`: the runner's default of 1).
     pub threads: Option<usize>,
     /// An external command producing the arm's trace (not run by the built-in trainer).
-    pub command: Option<String>,
+    pub command: Option<ExternalSpec>,
 }
 
 /// A parsed experiment spec.
@@ -149,8 +166,8 @@ pub struct RunRequest {
     pub config: RunConfig,
     /// Threads for candle's kernels.
     pub threads: usize,
-    /// External command, when the arm has one.
-    pub command: Option<String>,
+    /// External command, when the arm has one (placeholders unresolved).
+    pub command: Option<ExternalSpec>,
 }
 
 impl RunRequest {
@@ -255,7 +272,20 @@ impl Experiment {
             None => RunConfig::default(),
             Some(other) => return Err(bad("base", "a run-spec table", other.to_string())),
         };
-        let arms = parse_arms(doc.remove("arm"), &origin, &base)?;
+        let spec_dir = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        let arms = parse_arms(doc.remove("arm"), &origin, &base, spec_dir)?;
+        if !perturbations.is_empty() {
+            if let Some(a) = arms.iter().find(|a| a.command.is_some()) {
+                return Err(bad(
+                    "experiment.perturbations",
+                    &format!("no perturbations: arm `{}` runs an external command, which has no last-bit perturbation switch; use more seeds", a.name),
+                    format!("{perturbations:?}"),
+                ));
+            }
+        }
         if arms.len() < 2 && include.is_empty() {
             return Err(bad(
                 "arm",
@@ -268,7 +298,7 @@ impl Experiment {
             Some(toml::Value::Array(a)) => a
                 .into_iter()
                 .map(|v| match v {
-                    toml::Value::String(s) => qualify(&s, &origin),
+                    toml::Value::String(s) => qualify_factor(&s, &origin),
                     other => Err(bad(
                         "experiment.declared",
                         "a list of config keys",
@@ -281,6 +311,13 @@ impl Experiment {
                     .iter()
                     .flat_map(|a| a.overrides.iter().map(|(k, _)| k.clone()))
                     .collect();
+                // An external arm's command and env are keys it sets, too.
+                for ext in arms.iter().filter_map(|a| a.command.as_ref()) {
+                    keys.push("external.command".into());
+                    if !ext.env.is_empty() {
+                        keys.push("external.env".into());
+                    }
+                }
                 keys.sort();
                 keys.dedup();
                 keys
@@ -316,7 +353,7 @@ impl Experiment {
                     for v in a {
                         match v {
                             toml::Value::String(s) if key == "expect_undeclared" => {
-                                list.push(qualify(&s, &origin)?)
+                                list.push(qualify_factor(&s, &origin)?)
                             }
                             toml::Value::String(s) => list.push(s),
                             other => {
@@ -470,9 +507,19 @@ impl Experiment {
         for &s in &self.seeds {
             h.update(self.config_for(cell, arm, s)?.to_json().to_string());
         }
+        // The workdir as the spec relates it to itself, so the hash does not depend on how the
+        // spec's path was spelled (`experiments/x.toml` from the CLI, absolute from a test).
+        let command = arm.command.as_ref().map(|c| {
+            let dir = self.path.parent().unwrap_or(Path::new(""));
+            let workdir = c.workdir.strip_prefix(dir).unwrap_or(&c.workdir);
+            ExternalSpec {
+                workdir: workdir.to_path_buf(),
+                ..c.clone()
+            }
+        });
         h.update(format!(
             "perturbations={:?};threads={:?};command={:?}",
-            self.perturbations, arm.threads, arm.command
+            self.perturbations, arm.threads, command
         ));
         Ok(hex(&h.finalize()))
     }
@@ -541,6 +588,124 @@ fn qualify(key: &str, origin: &str) -> Result<String> {
     }
 }
 
+/// Qualifies a declared factor: a config key, or `external` / `external.*` (the recorded command,
+/// env and format of external-command arms).
+fn qualify_factor(key: &str, origin: &str) -> Result<String> {
+    if key == "external" || key.starts_with("external.") {
+        return Ok(key.to_string());
+    }
+    qualify(key, origin)
+}
+
+/// Returns every config key, qualified and bare, for suggestions.
+fn key_candidates() -> Vec<String> {
+    let all = RunConfig::all_keys();
+    let bare: Vec<String> = all
+        .iter()
+        .filter_map(|k| k.rsplit('.').next().map(str::to_string))
+        .collect();
+    all.into_iter().chain(bare).collect()
+}
+
+/// Parses an arm's external-command keys (`command`, `trace`, `format`, `timeout_s`, `env`,
+/// `workdir`) and checks its placeholders; `Ok(None)` for a built-in arm.
+fn parse_external(
+    t: &mut toml::Table,
+    name: &str,
+    origin: &str,
+    spec_dir: &Path,
+) -> Result<Option<ExternalSpec>> {
+    let bad = |key: &str, expected: &str, got: String| Error::InvalidValue {
+        origin: format!("{origin} [[arm]] {name}"),
+        key: key.to_string(),
+        expected: expected.to_string(),
+        got,
+    };
+    let command = match t.remove("command") {
+        None => {
+            if let Some(k) = EXTERNAL_KEYS.iter().find(|k| t.contains_key(**k)) {
+                return Err(bad(
+                    k,
+                    "no value: it only applies to arms with a `command`",
+                    t[*k].to_string(),
+                ));
+            }
+            return Ok(None);
+        }
+        Some(toml::Value::String(s)) => s,
+        Some(other) => return Err(bad("command", "a command string", other.to_string())),
+    };
+    let spec = external_keys(t, command, &bad, spec_dir)?;
+    spec.check(
+        &format!("{origin} [[arm]] {name}"),
+        |n| qualify(n, origin).is_ok(),
+        &key_candidates(),
+    )?;
+    Ok(Some(spec))
+}
+
+/// Parses the optional keys of an external arm around its `command`.
+fn external_keys(
+    t: &mut toml::Table,
+    command: String,
+    bad: &dyn Fn(&str, &str, String) -> Error,
+    spec_dir: &Path,
+) -> Result<ExternalSpec> {
+    let trace = match t.remove("trace") {
+        None => TraceSource::File,
+        Some(toml::Value::String(s)) if s == "file" => TraceSource::File,
+        Some(toml::Value::String(s)) if s == "stdout" => TraceSource::Stdout,
+        Some(other) => return Err(bad("trace", "\"file\" or \"stdout\"", other.to_string())),
+    };
+    let format = match t.remove("format") {
+        None => None,
+        Some(toml::Value::String(s)) => {
+            s.parse::<crate::import::Format>().map_err(|e| match e {
+                Error::InvalidValue { expected, .. } => bad("format", &expected, format!("{s:?}")),
+                other => other,
+            })?;
+            Some(s)
+        }
+        Some(other) => return Err(bad("format", "a format name", other.to_string())),
+    };
+    let timeout_s = match t.remove("timeout_s") {
+        None => DEFAULT_TIMEOUT_S,
+        Some(toml::Value::Integer(n)) if n > 0 => n as f64,
+        Some(toml::Value::Float(x)) if x > 0.0 && x.is_finite() => x,
+        Some(other) => {
+            return Err(bad(
+                "timeout_s",
+                "a positive number of seconds",
+                other.to_string(),
+            ))
+        }
+    };
+    let env = match t.remove("env") {
+        None => vec![],
+        Some(toml::Value::Table(env)) => env
+            .into_iter()
+            .map(|(k, v)| match v {
+                toml::Value::String(s) => Ok((k, s)),
+                other => Err(bad(&format!("env.{k}"), "a string", other.to_string())),
+            })
+            .collect::<Result<_>>()?,
+        Some(other) => return Err(bad("env", "a table of NAME = \"value\"", other.to_string())),
+    };
+    let workdir = match t.remove("workdir") {
+        None => spec_dir.to_path_buf(),
+        Some(toml::Value::String(s)) => spec_dir.join(s),
+        Some(other) => return Err(bad("workdir", "a directory path", other.to_string())),
+    };
+    Ok(ExternalSpec {
+        command,
+        trace,
+        format,
+        timeout_s,
+        env,
+        workdir,
+    })
+}
+
 fn seed_list(v: Option<toml::Value>, key: &str, origin: &str) -> Result<Option<Vec<u64>>> {
     let bad = |got: String| Error::InvalidValue {
         origin: origin.to_string(),
@@ -563,7 +728,12 @@ fn seed_list(v: Option<toml::Value>, key: &str, origin: &str) -> Result<Option<V
     }
 }
 
-fn parse_arms(v: Option<toml::Value>, origin: &str, base: &RunConfig) -> Result<Vec<Arm>> {
+fn parse_arms(
+    v: Option<toml::Value>,
+    origin: &str,
+    base: &RunConfig,
+    spec_dir: &Path,
+) -> Result<Vec<Arm>> {
     let bad = |key: &str, expected: &str, got: String| Error::InvalidValue {
         origin: origin.to_string(),
         key: key.to_string(),
@@ -608,17 +778,7 @@ fn parse_arms(v: Option<toml::Value>, origin: &str, base: &RunConfig) -> Result<
                 ))
             }
         };
-        let command = match t.remove("command") {
-            None => None,
-            Some(toml::Value::String(s)) => Some(s),
-            Some(other) => {
-                return Err(bad(
-                    &format!("arm.{name}.command"),
-                    "a command string",
-                    other.to_string(),
-                ))
-            }
-        };
+        let command = parse_external(&mut t, &name, origin, spec_dir)?;
         let arm_origin = format!("{origin} [[arm]] {name}");
         let mut overrides = Vec::new();
         let mut probe = base.clone();
@@ -654,6 +814,9 @@ fn parse_arms(v: Option<toml::Value>, origin: &str, base: &RunConfig) -> Result<
                 .map_err(|e| relabel(e, Path::new(origin), &name))?;
             overrides.push((key, text));
         }
+        if let Some(ext) = &command {
+            check_overrides_used(ext, &overrides, &arm_origin)?;
+        }
         arms.push(Arm {
             name,
             overrides,
@@ -662,6 +825,32 @@ fn parse_arms(v: Option<toml::Value>, origin: &str, base: &RunConfig) -> Result<
         });
     }
     Ok(arms)
+}
+
+/// Refuses an override an external arm's command never sees: it would be recorded as a
+/// difference the run does not have.
+fn check_overrides_used(
+    ext: &ExternalSpec,
+    overrides: &[(String, String)],
+    arm_origin: &str,
+) -> Result<()> {
+    let used: Vec<String> = ext
+        .placeholders(arm_origin)?
+        .iter()
+        .filter_map(|p| qualify(p, arm_origin).ok())
+        .collect();
+    match overrides.iter().find(|(k, _)| !used.contains(k)) {
+        None => Ok(()),
+        Some((key, v)) => Err(Error::InvalidValue {
+            origin: arm_origin.to_string(),
+            key: key.clone(),
+            expected: format!(
+                "a key the command uses: an external arm's overrides reach its command only through placeholders such as `{{{}}}`",
+                key.rsplit('.').next().unwrap_or(key)
+            ),
+            got: v.clone(),
+        }),
+    }
 }
 
 fn parse_sweep(v: Option<toml::Value>, origin: &str) -> Result<Vec<(String, Vec<String>)>> {

@@ -52,6 +52,7 @@ pub mod config;
 pub mod data;
 pub mod error;
 pub mod experiment;
+pub mod external;
 pub mod faults;
 pub mod fingerprint;
 mod fsutil;

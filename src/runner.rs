@@ -6,9 +6,16 @@
 //! Cache key: SHA-256 of the run's resolved config, the environment fingerprint, and the build id
 //! (a hash of the running executable, so any code change — committed or not — misses the cache).
 //! Entries are written atomically; a corrupt or unreadable entry is a miss, never an error.
+//!
+//! External-command runs (see `external`) are cached too. Their key is the arm's command spec
+//! (template, env, trace source, format, workdir, timeout), the run's resolved config, seed, cell
+//! and arm, and the build id (the importer is part of the build). Nothing the command reads is
+//! hashed: a changed script, checkpoint or Python package is invisible to the key, so change the
+//! command (e.g. a `--version` flag) or run with `--no-cache` after editing the external code.
 
 use crate::error::{Error, Result};
 use crate::experiment::{hex, RunRequest};
+use crate::external::{self, RunContext};
 use crate::fingerprint::Fingerprint;
 use crate::trace::Trace;
 use crate::train::train;
@@ -60,23 +67,16 @@ pub struct RunStats {
 /// at a time afterwards, with `RAYON_NUM_THREADS` set for them (candle reads only that variable),
 /// so the process must not train anything else meanwhile.
 ///
+/// External-command runs go through the same pool: `jobs` bounds how many commands run at once.
+///
 /// # Errors
-/// The first failing run's error, with its run id; arms with an external command are refused
-/// with a clear message until the external-command runner exists.
+/// The first failing run's error, with its run id (for an external command: its exit status or
+/// timeout and the tail of its output).
 pub fn run_all(
     experiment: &str,
     requests: &[RunRequest],
     opts: &RunnerOptions,
 ) -> Result<(Vec<Trace>, RunStats)> {
-    if let Some(r) = requests.iter().find(|r| r.command.is_some()) {
-        return Err(Error::InvalidValue {
-            origin: r.id(experiment),
-            key: "command".into(),
-            expected: "a built-in arm (external-command arms are not supported by this build yet)"
-                .into(),
-            got: r.command.clone().unwrap_or_default(),
-        });
-    }
     let bar = progress(requests.len() as u64, opts.progress);
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(opts.jobs.max(1))
@@ -157,17 +157,19 @@ fn run_one(
         bar.inc(1);
         return Ok((Trace { name: id, ..t }, true));
     }
-    let trace = train(&req.config, &id, &mut |_| {}).map_err(|e| match e {
-        Error::InvalidValue {
-            key, expected, got, ..
-        } => Error::InvalidValue {
-            origin: id.clone(),
-            key,
-            expected,
-            got,
-        },
-        other => other,
-    })?;
+    let trace = match &req.command {
+        Some(spec) => external::run(
+            spec,
+            &RunContext {
+                id: &id,
+                cell: &req.cell,
+                arm: &req.arm,
+                seed: req.seed,
+                config: &req.config.to_json(),
+            },
+        )?,
+        None => train_builtin(req, &id)?,
+    };
     if let Some(p) = &path {
         // A failed cache write costs a re-run later, nothing more.
         let _ = trace.save(p);
@@ -177,11 +179,32 @@ fn run_one(
     Ok((trace, false))
 }
 
-/// Returns the cache key of a run: config + fingerprint (with the run's thread count) + build.
+fn train_builtin(req: &RunRequest, id: &str) -> Result<Trace> {
+    train(&req.config, id, &mut |_| {}).map_err(|e| match e {
+        Error::InvalidValue {
+            key, expected, got, ..
+        } => Error::InvalidValue {
+            origin: id.to_string(),
+            key,
+            expected,
+            got,
+        },
+        other => other,
+    })
+}
+
+/// Returns the cache key of a run: config + fingerprint (with the run's thread count) + build;
+/// for an external run also its command spec, seed, cell and arm (see the module docs).
 pub fn cache_key(req: &RunRequest) -> String {
     let mut fp = Fingerprint::current();
     fp.threads = req.threads;
     let mut h = Sha256::new();
+    if let Some(spec) = &req.command {
+        h.update(format!(
+            "external:{spec:?};seed={};cell={};arm={};",
+            req.seed, req.cell, req.arm
+        ));
+    }
     h.update(req.config.to_json().to_string());
     h.update(fp.to_json().to_string());
     h.update(build_id());

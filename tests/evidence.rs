@@ -58,3 +58,39 @@ fn the_dropout_confound_names_dropout_before_any_statistics() {
         "dropout > 0 must raise a stochastic warning"
     );
 }
+
+/// Every committed golden belongs to a shipped experiment and was blessed under its current spec;
+/// a spec edited without re-blessing fails here, before any training.
+#[test]
+fn committed_goldens_are_fresh_and_all_used() {
+    use lossdiff::experiment::Experiment;
+    use lossdiff::golden::GoldenStore;
+    let store = GoldenStore::new("golden");
+    let mut used = Vec::new();
+    for spec in [
+        "flash_vs_noflash",
+        "env_f32_vs_bf16",
+        "lr_decay_sweep",
+        "dropout_confound",
+        "canary",
+    ] {
+        let exp = Experiment::load(Path::new(&format!("experiments/{spec}.toml"))).unwrap();
+        for cell in exp.cells() {
+            for arm in &exp.arms {
+                let g = store
+                    .load(&exp.name, &cell.id, &arm.name)
+                    .unwrap()
+                    .unwrap_or_else(|| panic!("no golden for {spec} {} {}", cell.id, arm.name));
+                assert_eq!(
+                    g.provenance.spec_hash,
+                    exp.spec_hash(&cell, arm).unwrap(),
+                    "{spec} [{}] {} is stale",
+                    cell.id,
+                    arm.name
+                );
+                used.push((exp.name.clone(), cell.id.clone(), arm.name.clone()));
+            }
+        }
+    }
+    assert_eq!(store.unused(&used), Vec::<std::path::PathBuf>::new());
+}
