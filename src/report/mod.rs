@@ -25,6 +25,7 @@
 //! # Ok::<(), lossdiff::Error>(())
 //! ```
 
+mod adhoc;
 mod draw;
 mod escape;
 mod figure;
@@ -36,6 +37,7 @@ mod sweep;
 #[cfg(test)]
 mod testdata;
 
+pub use adhoc::comparison_figure;
 pub use figure::render_comparison;
 pub use files::{
     write_report, EntrySummary, FigureSource, GateDecision, NamedFigure, ReportEntry, ReportInput,

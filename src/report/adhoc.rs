@@ -1,0 +1,335 @@
+//! The bridge from the comparison engine to the comparison figure: turns the traces of a
+//! comparison and its [`Comparison`] into a [`ComparisonFigure`]. It summarises curves (means and
+//! min/max envelopes over seeds, the difference of the means) and copies the engine's numbers;
+//! it decides nothing — verdict, onset, noise band and p-values all come from the `Comparison`.
+
+use super::{ArmCurves, ComparisonFigure, Curve, DiffCurve, KeyNumbers};
+use crate::compare::{BandSource, Comparison, FieldDiff, Verdict};
+use crate::gate::verdict_label;
+use crate::trace::{Trace, LR};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Builds the comparison figure of arm A (reference) against arm B from the traces that went into
+/// `c` and the comparison itself.
+///
+/// - **Arms**: the mean over an arm's traces on the steps all of them share; with ≥ 2 traces, the
+///   min/max envelope as the band and every trace as a thin member line.
+/// - **Difference**: mean B − mean A on the comparison's common steps (those of every A, B and
+///   perturbation trace). The noise band is the statistical lane's band, on its usable steps (the
+///   leading finite common steps), NaN (not drawn) after them: with a perturbation ensemble it is
+///   the band of the null differences `p − a`; with seeds it is A's seed prediction band moved to
+///   difference units (`band centre − mean A ± half width`). Single curves have no band.
+/// - **Numbers**: onset from a `Diverged` verdict; effect = the late-window mean difference
+///   B − A in the metric's units; p = the divergence p-value (TOST's for `Equivalent`); margin in
+///   the metric's units. `passed` is "not diverged"; a gate with other rules may overwrite it.
+/// - **Context**: each arm's first trace's `lr` series when it has one; config differences as
+///   `key: a → b` (undeclared, then environment prefixed `env`); declared factors (those equal in
+///   both arms marked so); A's loss floor (else B's).
+///
+/// Traces lacking the compared metric are skipped (the comparison would have failed on them).
+///
+/// Time: `O(K·n log n)` for `K` traces of `n` steps.
+///
+/// # Examples
+/// ```
+/// use lossdiff::compare::{compare, CompareSettings};
+/// use lossdiff::report::{comparison_figure, render_comparison};
+/// use lossdiff::trace::{Origin, Series, Trace, LM_LOSS};
+/// let mk = |shift: f64| Trace {
+///     schema_version: 1,
+///     name: "run".into(),
+///     origin: Origin { format: "jsonl".into(), path: None },
+///     config: serde_json::json!({}),
+///     fingerprint: serde_json::json!({}),
+///     seeds: Default::default(),
+///     loss_floor: None,
+///     steps: (1..=40).collect(),
+///     series: [(LM_LOSS.to_string(),
+///         Series::from_f64((0..40).map(|t| 3.0 - 0.01 * t as f64 + shift * t as f64).collect()))]
+///         .into(),
+/// };
+/// let (a, b) = (vec![mk(0.0)], vec![mk(1e-3)]);
+/// let c = compare(&a, &b, &[], &[], &CompareSettings::default())?;
+/// let fig = comparison_figure("a vs b", &a, &b, &[], &c);
+/// assert_eq!(fig.verdict, "diverged");
+/// assert_eq!(fig.diff.steps.len(), 40);
+/// let png = render_comparison(&fig)?;
+/// # Ok::<(), lossdiff::Error>(())
+/// ```
+pub fn comparison_figure(
+    title: &str,
+    a: &[Trace],
+    b: &[Trace],
+    perturbation: &[Trace],
+    c: &Comparison,
+) -> ComparisonFigure {
+    let metric = c.metric.as_str();
+    let arm_a = arm_curves("A", a, metric);
+    let arm_b = arm_curves("B", b, metric);
+    let diff = diff_curve(a, b, perturbation, c);
+    let onset = match c.verdict {
+        Verdict::Diverged { onset_step, .. } => Some(onset_step),
+        _ => None,
+    };
+    ComparisonFigure {
+        title: title.to_string(),
+        verdict: verdict_label(&c.verdict).to_string(),
+        passed: !matches!(c.verdict, Verdict::Diverged { .. }),
+        numbers: key_numbers(c, onset),
+        arm_a,
+        arm_b,
+        diff,
+        onset,
+        lr_a: lr_curve(a),
+        lr_b: lr_curve(b),
+        undeclared_differences: undeclared(c),
+        declared_factors: declared(c),
+        loss_floor: a.iter().chain(b).find_map(|t| t.loss_floor),
+    }
+}
+
+/// Returns `metric` of every trace that has it, indexed by step.
+fn by_step(traces: &[Trace], metric: &str) -> Vec<BTreeMap<u64, f64>> {
+    traces
+        .iter()
+        .filter_map(|t| {
+            let v = t.metric(metric)?;
+            Some(t.steps.iter().copied().zip(v.iter().copied()).collect())
+        })
+        .collect()
+}
+
+/// Returns the steps every map has, increasing.
+fn shared_steps<'a>(maps: impl IntoIterator<Item = &'a BTreeMap<u64, f64>>) -> Vec<u64> {
+    let mut it = maps.into_iter();
+    let Some(first) = it.next() else {
+        return Vec::new();
+    };
+    let mut set: BTreeSet<u64> = first.keys().copied().collect();
+    for m in it {
+        set.retain(|s| m.contains_key(s));
+    }
+    set.into_iter().collect()
+}
+
+/// Returns the per-step mean of the maps at `steps` (every map has every step).
+fn mean_at(maps: &[BTreeMap<u64, f64>], steps: &[u64]) -> Vec<f64> {
+    steps
+        .iter()
+        .map(|s| maps.iter().map(|m| m[s]).sum::<f64>() / maps.len() as f64)
+        .collect()
+}
+
+/// Builds one arm's mean, min/max envelope and members; `who` is "A" or "B".
+fn arm_curves(who: &str, traces: &[Trace], metric: &str) -> ArmCurves {
+    let maps = by_step(traces, metric);
+    let steps = shared_steps(&maps);
+    let mean = mean_at(&maps, &steps);
+    let name = traces.first().map_or("", |t| t.name.as_str());
+    if maps.len() < 2 {
+        return ArmCurves::single(format!("{who}: {name}"), steps, mean);
+    }
+    let members: Vec<Vec<f64>> = maps
+        .iter()
+        .map(|m| steps.iter().map(|s| m[s]).collect())
+        .collect();
+    let fold = |f: fn(f64, f64) -> f64| -> Vec<f64> {
+        (0..steps.len())
+            .map(|i| members.iter().map(|m| m[i]).reduce(f).unwrap_or(f64::NAN))
+            .collect()
+    };
+    ArmCurves {
+        label: format!("{who}: {name} ({} traces, band = min/max)", maps.len()),
+        band: Some((fold(f64::min), fold(f64::max))),
+        steps,
+        mean,
+        members,
+    }
+}
+
+/// Builds mean B − mean A on the comparison's common steps, with the lane's noise band.
+fn diff_curve(a: &[Trace], b: &[Trace], perturbation: &[Trace], c: &Comparison) -> DiffCurve {
+    let (ma, mb, mp) = (
+        by_step(a, &c.metric),
+        by_step(b, &c.metric),
+        by_step(perturbation, &c.metric),
+    );
+    let steps = shared_steps(ma.iter().chain(&mb).chain(&mp));
+    let (mean_a, mean_b) = (mean_at(&ma, &steps), mean_at(&mb, &steps));
+    let values: Vec<f64> = mean_b.iter().zip(&mean_a).map(|(b, a)| b - a).collect();
+    let noise_band = c
+        .statistical
+        .as_ref()
+        .and_then(|s| s.band.as_ref())
+        .filter(|band| band.center.len() <= steps.len())
+        .map(|band| {
+            let mut lo = vec![f64::NAN; steps.len()];
+            let mut hi = vec![f64::NAN; steps.len()];
+            for (i, (cen, h)) in band.center.iter().zip(&band.half_width).enumerate() {
+                // Seed bands are in loss units around A's mean; move them to difference units.
+                let mid = match band.source {
+                    BandSource::PerturbationDifferences => *cen,
+                    BandSource::SeedsOfA => cen - mean_a[i],
+                };
+                (lo[i], hi[i]) = (mid - h, mid + h);
+            }
+            (lo, hi)
+        });
+    DiffCurve {
+        steps,
+        values,
+        noise_band,
+    }
+}
+
+/// Returns the header numbers of a comparison.
+fn key_numbers(c: &Comparison, onset: Option<u64>) -> KeyNumbers {
+    let Some(s) = &c.statistical else {
+        return KeyNumbers {
+            onset_step: onset,
+            ..KeyNumbers::default()
+        };
+    };
+    let p_value = match c.verdict {
+        Verdict::Identical => None,
+        Verdict::Diverged { p_value, .. } => p_value,
+        Verdict::Equivalent => Some(s.tost_p_value),
+        Verdict::Inconclusive { .. } => Some(s.divergence_p_value),
+    };
+    KeyNumbers {
+        onset_step: onset,
+        effect_size: (!matches!(c.verdict, Verdict::Identical)).then_some(s.late_difference),
+        p_value,
+        margin: Some(s.margin),
+    }
+}
+
+/// Returns the `lr` curve of an arm's first trace, if it has one.
+fn lr_curve(traces: &[Trace]) -> Option<Curve> {
+    let t = traces.first()?;
+    Some(Curve {
+        steps: t.steps.clone(),
+        values: t.metric(LR)?.to_vec(),
+    })
+}
+
+/// Formats a config value for display: strings without quotes, a missing value as "(missing)".
+fn show(v: &Option<serde_json::Value>) -> String {
+    match v {
+        None => "(missing)".into(),
+        Some(serde_json::Value::String(s)) => s.clone(),
+        Some(other) => other.to_string(),
+    }
+}
+
+/// Formats a field difference as `key: a → b`.
+pub(crate) fn format_field(prefix: &str, f: &FieldDiff) -> String {
+    format!("{prefix}{}: {} → {}", f.key, show(&f.a), show(&f.b))
+}
+
+/// Returns the undeclared config differences, then the environment differences.
+fn undeclared(c: &Comparison) -> Vec<String> {
+    let cfg = c.config.undeclared.iter().map(|f| format_field("", f));
+    let env = c.config.environment.iter().map(|f| format_field("env ", f));
+    cfg.chain(env).collect()
+}
+
+/// Returns the declared factors: those that differ as `key: a → b`, the others marked equal.
+fn declared(c: &Comparison) -> Vec<String> {
+    let differ = c.config.declared.iter().map(|f| format_field("", f));
+    let equal = (c.config.declared_but_equal.iter()).map(|k| format!("{k}: equal in both arms"));
+    differ.chain(equal).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compare::{compare, CompareSettings};
+    use crate::trace::{Origin, Series, LM_LOSS};
+
+    fn trace(name: &str, seed: u64, steps: Vec<u64>, loss: Vec<f64>) -> Trace {
+        Trace {
+            schema_version: 1,
+            name: name.into(),
+            origin: Origin {
+                format: "jsonl".into(),
+                path: None,
+            },
+            config: serde_json::json!({"model": {"attention": name}}),
+            fingerprint: serde_json::json!({}),
+            seeds: [("init".to_string(), seed)].into(),
+            loss_floor: None,
+            series: [
+                (LM_LOSS.to_string(), Series::from_f64(loss)),
+                (LR.to_string(), Series::from_f64(vec![1e-3; steps.len()])),
+            ]
+            .into(),
+            steps,
+        }
+    }
+
+    /// A decaying curve with a small deterministic wiggle per seed.
+    fn curve(seed: u64, n: u64, shift: f64) -> Vec<f64> {
+        (0..n)
+            .map(|t| {
+                let x = t as f64;
+                3.0 * (-x / 30.0).exp() + 0.01 * ((x * 0.7 + seed as f64).sin()) + shift
+            })
+            .collect()
+    }
+
+    #[test]
+    fn seed_arms_get_mean_envelope_members_and_a_difference_band() {
+        let steps: Vec<u64> = (1..=60).collect();
+        let a: Vec<Trace> = (0..3)
+            .map(|s| trace("naive", s, steps.clone(), curve(s, 60, 0.0)))
+            .collect();
+        let b: Vec<Trace> = (0..3)
+            .map(|s| trace("flash", s, steps.clone(), curve(s, 60, 0.0)))
+            .collect();
+        let factors = ["model.attention".to_string()];
+        let c = compare(&a, &b, &[], &factors, &CompareSettings::default()).unwrap();
+        let fig = comparison_figure("t", &a, &b, &[], &c);
+        assert_eq!(fig.arm_a.members.len(), 3);
+        let (lo, hi) = fig.arm_a.band.as_ref().unwrap();
+        for i in 0..60 {
+            assert!(lo[i] <= fig.arm_a.mean[i] && fig.arm_a.mean[i] <= hi[i]);
+        }
+        // Same curves in both arms: the difference is exactly zero and inside a centred band.
+        assert!(fig.diff.values.iter().all(|v| *v == 0.0));
+        let (blo, bhi) = fig.diff.noise_band.as_ref().unwrap();
+        assert!(blo[10] < 0.0 && bhi[10] > 0.0);
+        approx::assert_abs_diff_eq!(blo[10] + bhi[10], 0.0, epsilon = 1e-12);
+        assert_eq!(fig.declared_factors, ["model.attention: naive → flash"]);
+        assert!(fig.lr_a.is_some() && fig.lr_b.is_some());
+        assert_eq!(fig.verdict, "identical");
+        assert!(fig.passed);
+    }
+
+    #[test]
+    fn single_curves_on_different_grids_use_common_steps_and_the_verdict_onset() {
+        let a = vec![trace("x", 1, (1..=80).collect(), curve(1, 80, 0.0))];
+        let mut drift = curve(1, 80, 0.0);
+        // An offset of 5e-3 on top of independent-looking noise of sd ~7e-4. (A level shift
+        // half-way would be judged inconclusive: single-curve HAC reads it as near-unit-root.)
+        for (t, v) in drift.iter_mut().enumerate() {
+            *v += 1e-3 * (t as f64 * 12.9898).sin() + 5e-3;
+        }
+        let b_steps: Vec<u64> = (1..=80).filter(|s| s % 2 == 0).collect();
+        let b_loss: Vec<f64> = b_steps.iter().map(|&s| drift[s as usize - 1]).collect();
+        let b = vec![trace("x", 1, b_steps.clone(), b_loss)];
+        let c = compare(&a, &b, &[], &[], &CompareSettings::default()).unwrap();
+        let fig = comparison_figure("t", &a, &b, &[], &c);
+        assert_eq!(fig.diff.steps, b_steps);
+        assert_eq!(fig.arm_a.steps.len(), 80);
+        assert!(fig.diff.noise_band.is_none());
+        assert_eq!(fig.verdict, "diverged");
+        assert!(!fig.passed);
+        let Verdict::Diverged { onset_step, .. } = c.verdict else {
+            unreachable!("checked above")
+        };
+        assert_eq!(fig.onset, Some(onset_step));
+        assert_eq!(fig.numbers.onset_step, Some(onset_step));
+        approx::assert_abs_diff_eq!(fig.numbers.effect_size.unwrap(), 5e-3, epsilon = 1e-3);
+    }
+}
