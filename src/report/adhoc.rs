@@ -223,7 +223,7 @@ fn show(v: &Option<serde_json::Value>) -> String {
 }
 
 /// Formats a field difference as `key: a → b`.
-pub(crate) fn format_field(prefix: &str, f: &FieldDiff) -> String {
+fn format_field(prefix: &str, f: &FieldDiff) -> String {
     format!("{prefix}{}: {} → {}", f.key, show(&f.a), show(&f.b))
 }
 
