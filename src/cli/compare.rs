@@ -2,7 +2,9 @@
 //! the first against the first, prints the verdict with its three lanes, alignment and config
 //! differences, and optionally writes the figure(s) and JSON. Exit 1 if any comparison diverged.
 
-use crate::compare::{compare, CompareSettings, Comparison, Margin, Verdict, Yardstick};
+use crate::compare::{
+    compare, CompareSettings, Comparison, Margin, OnsetMethod, Verdict, Yardstick,
+};
 use crate::gate::describe_verdict;
 use crate::import::{import, Format};
 use crate::report::{comparison_figure, render_comparison};
@@ -275,11 +277,18 @@ fn statistical_lines(c: &Comparison) -> String {
         .cusum_alarm_step
         .map(|a| format!(", CUSUM alarm at step {a}"))
         .unwrap_or_default();
-    let _ = writeln!(
-        s,
-        "               onset estimate step {} ({:?}{alarm})",
-        st.onset.step, st.onset.method
-    );
+    let _ = match st.onset.method {
+        OnsetMethod::WindowStart => writeln!(
+            s,
+            "               onset: no change point located (reported as the window start, step {})",
+            st.onset.step
+        ),
+        m => writeln!(
+            s,
+            "               onset: step {} ({m:?}{alarm})",
+            st.onset.step
+        ),
+    };
     for n in &st.notes {
         let _ = writeln!(s, "               note: {n}");
     }

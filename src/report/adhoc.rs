@@ -4,7 +4,7 @@
 //! it decides nothing — verdict, onset, noise band and p-values all come from the `Comparison`.
 
 use super::{ArmCurves, ComparisonFigure, Curve, DiffCurve, KeyNumbers};
-use crate::compare::{BandSource, Comparison, FieldDiff, Verdict};
+use crate::compare::{BandSource, Comparison, FieldDiff, OnsetMethod, Verdict};
 use crate::gate::verdict_label;
 use crate::trace::{Trace, LR};
 use std::collections::{BTreeMap, BTreeSet};
@@ -19,7 +19,9 @@ use std::collections::{BTreeMap, BTreeSet};
 ///   leading finite common steps), NaN (not drawn) after them: with a perturbation ensemble it is
 ///   the band of the null differences `p − a`; with seeds it is A's seed prediction band moved to
 ///   difference units (`band centre − mean A ± half width`). Single curves have no band.
-/// - **Numbers**: onset from a `Diverged` verdict; effect = the late-window mean difference
+/// - **Numbers**: onset from a `Diverged` verdict, unless the lane's onset method is
+///   `WindowStart` (no detector located a change; the step is only the window's start, so no
+///   onset is drawn or shown); effect = the late-window mean difference
 ///   B − A in the metric's units; p = the divergence p-value (TOST's for `Equivalent`); margin in
 ///   the metric's units. `passed` is "not diverged"; a gate with other rules may overwrite it.
 /// - **Context**: each arm's first trace's `lr` series when it has one; config differences as
@@ -64,11 +66,15 @@ pub fn comparison_figure(
     c: &Comparison,
 ) -> ComparisonFigure {
     let metric = c.metric.as_str();
-    let arm_a = arm_curves("A", a, metric);
-    let arm_b = arm_curves("B", b, metric);
+    let arm_a = arm_curves(a, metric);
+    let arm_b = arm_curves(b, metric);
     let diff = diff_curve(a, b, perturbation, c);
+    // A `WindowStart` onset is the late window's first step, not a located change: drawing it as
+    // "onset of divergence" would date the divergence where nothing happened.
+    let located =
+        (c.statistical.as_ref()).is_none_or(|s| s.onset.method != OnsetMethod::WindowStart);
     let onset = match c.verdict {
-        Verdict::Diverged { onset_step, .. } => Some(onset_step),
+        Verdict::Diverged { onset_step, .. } if located => Some(onset_step),
         _ => None,
     };
     ComparisonFigure {
@@ -120,14 +126,14 @@ fn mean_at(maps: &[BTreeMap<u64, f64>], steps: &[u64]) -> Vec<f64> {
         .collect()
 }
 
-/// Builds one arm's mean, min/max envelope and members; `who` is "A" or "B".
-fn arm_curves(who: &str, traces: &[Trace], metric: &str) -> ArmCurves {
+/// Builds one arm's mean, min/max envelope and members, labelled by its first trace's name.
+fn arm_curves(traces: &[Trace], metric: &str) -> ArmCurves {
     let maps = by_step(traces, metric);
     let steps = shared_steps(&maps);
     let mean = mean_at(&maps, &steps);
     let name = traces.first().map_or("", |t| t.name.as_str());
     if maps.len() < 2 {
-        return ArmCurves::single(format!("{who}: {name}"), steps, mean);
+        return ArmCurves::single(name, steps, mean);
     }
     let members: Vec<Vec<f64>> = maps
         .iter()
@@ -139,7 +145,7 @@ fn arm_curves(who: &str, traces: &[Trace], metric: &str) -> ArmCurves {
             .collect()
     };
     ArmCurves {
-        label: format!("{who}: {name} ({} traces, band = min/max)", maps.len()),
+        label: format!("{name} ({} traces, band = min/max)", maps.len()),
         band: Some((fold(f64::min), fold(f64::max))),
         steps,
         mean,
