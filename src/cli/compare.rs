@@ -152,7 +152,11 @@ fn indexed_path(path: &Path, index: usize, of: usize) -> PathBuf {
     path.with_file_name(name)
 }
 
-/// Formats a list of steps compactly as ranges: `1..50, 52, 60..64`.
+/// Most runs of steps listed before the list is elided.
+const MAX_STEP_RUNS: usize = 8;
+
+/// Formats a list of steps compactly as ranges (`1..50, 52, 60..64`), eliding the middle of long
+/// lists (`1, 3, 5, 7, 9, 11, …, 59, 61..100`).
 fn step_ranges(steps: &[u64]) -> String {
     let mut parts: Vec<String> = Vec::new();
     let mut i = 0;
@@ -166,6 +170,12 @@ fn step_ranges(steps: &[u64]) -> String {
             false => steps[i].to_string(),
         });
         i = j + 1;
+    }
+    if parts.len() > MAX_STEP_RUNS {
+        let tail = parts.split_off(parts.len() - 2);
+        parts.truncate(MAX_STEP_RUNS - 2);
+        parts.push("…".into());
+        parts.extend(tail);
     }
     parts.join(", ")
 }
@@ -341,6 +351,8 @@ mod tests {
     fn step_ranges_merge_runs() {
         assert_eq!(step_ranges(&[1, 2, 3, 5, 7, 8]), "1..3, 5, 7..8");
         assert_eq!(step_ranges(&[]), "");
+        let odd: Vec<u64> = (1..60).step_by(2).chain(61..=100).collect();
+        assert_eq!(step_ranges(&odd), "1, 3, 5, 7, 9, 11, …, 59, 61..100");
     }
 
     #[test]
