@@ -37,6 +37,7 @@ use std::collections::{BTreeMap, BTreeSet};
 /// use lossdiff::compare::{compare, CompareSettings};
 /// use lossdiff::report::{comparison_figure, render_comparison};
 /// use lossdiff::trace::{Origin, Series, Trace, LM_LOSS};
+/// // B = A + 0.01 + noise-like wiggle: a constant offset the single-curve test detects.
 /// let mk = |shift: f64| Trace {
 ///     schema_version: 1,
 ///     name: "run".into(),
@@ -47,10 +48,13 @@ use std::collections::{BTreeMap, BTreeSet};
 ///     loss_floor: None,
 ///     steps: (1..=40).collect(),
 ///     series: [(LM_LOSS.to_string(),
-///         Series::from_f64((0..40).map(|t| 3.0 - 0.01 * t as f64 + shift * t as f64).collect()))]
+///         Series::from_f64((0..40).map(|t| {
+///             let x = t as f64;
+///             3.0 - 0.01 * x + shift * (1.0 + 0.1 * (x * 12.9898).sin())
+///         }).collect()))]
 ///         .into(),
 /// };
-/// let (a, b) = (vec![mk(0.0)], vec![mk(1e-3)]);
+/// let (a, b) = (vec![mk(0.0)], vec![mk(0.01)]);
 /// let c = compare(&a, &b, &[], &[], &CompareSettings::default())?;
 /// let fig = comparison_figure("a vs b", &a, &b, &[], &c);
 /// assert_eq!(fig.verdict, "diverged");
