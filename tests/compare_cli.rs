@@ -182,3 +182,31 @@ fn a_bad_format_name_exits_2_listing_the_valid_ones() {
     let err = stderr(&o);
     assert!(err.contains("parquet") && err.contains("jsonl"), "{err}");
 }
+
+#[test]
+fn perturbation_ensemble_is_the_yardstick_and_declared_keys_are_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let nudge = |k: f64| move |s: u64| loss(s) + 1e-6 * (s as f64 * k).sin();
+    let a = write_jsonl(dir.path(), "a.jsonl", 1..=60, loss);
+    let b = write_jsonl(dir.path(), "b.jsonl", 1..=60, nudge(3.1));
+    let p1 = write_jsonl(dir.path(), "p1.jsonl", 1..=60, nudge(5.3));
+    let p2 = write_jsonl(dir.path(), "p2.jsonl", 1..=60, nudge(7.7));
+    let p3 = write_jsonl(dir.path(), "p3.jsonl", 1..=60, nudge(11.3));
+    let perturb = format!("{},{},{}", s(&p1), s(&p2), s(&p3));
+    let o = lossdiff(&[
+        s(&a),
+        s(&b),
+        "--perturb",
+        &perturb,
+        "--declared",
+        "model.attention",
+    ]);
+    let out = stdout(&o);
+    assert!(out.contains("perturbation ensemble of 3"), "{out}");
+    assert!(out.contains("noise band (3 members)"), "{out}");
+    assert!(
+        out.contains("model.attention is equal in both arms"),
+        "{out}"
+    );
+    assert!(!out.contains(": diverged"), "{out}");
+}

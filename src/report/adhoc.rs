@@ -342,4 +342,35 @@ mod tests {
         assert_eq!(fig.numbers.onset_step, Some(onset_step));
         approx::assert_abs_diff_eq!(fig.numbers.effect_size.unwrap(), 5e-3, epsilon = 1e-3);
     }
+
+    #[test]
+    fn perturbation_band_is_the_lanes_band_on_the_usable_steps() {
+        let steps: Vec<u64> = (1..=50).collect();
+        let nudged = |k: f64| {
+            let mut c = curve(1, 50, 0.0);
+            c.iter_mut()
+                .enumerate()
+                .for_each(|(t, v)| *v += 1e-6 * (t as f64 * k).sin());
+            c
+        };
+        let a = vec![trace("x", 1, steps.clone(), curve(1, 50, 0.0))];
+        let b = vec![trace("x", 1, steps.clone(), nudged(3.1))];
+        let p: Vec<Trace> = [5.3, 7.7, 11.3]
+            .iter()
+            .map(|&k| trace("x", 1, steps.clone(), nudged(k)))
+            .collect();
+        let c = compare(&a, &b, &p, &[], &CompareSettings::default()).unwrap();
+        let fig = comparison_figure("t", &a, &b, &p, &c);
+        let band = c.statistical.as_ref().unwrap().band.as_ref().unwrap();
+        let (lo, hi) = fig.diff.noise_band.as_ref().unwrap();
+        for i in 0..50 {
+            approx::assert_abs_diff_eq!(lo[i], band.center[i] - band.half_width[i], epsilon = 0.0);
+            approx::assert_abs_diff_eq!(hi[i], band.center[i] + band.half_width[i], epsilon = 0.0);
+        }
+        approx::assert_abs_diff_eq!(
+            fig.diff.values[7],
+            b[0].lm_loss().unwrap()[7] - a[0].lm_loss().unwrap()[7],
+            epsilon = 1e-15
+        );
+    }
 }
