@@ -182,11 +182,14 @@ fn step_ranges(steps: &[u64]) -> String {
 
 /// Renders the readable summary of one comparison of `b` against `a`.
 pub(super) fn render_comparison_text(a: &str, b: &str, c: &Comparison) -> String {
-    let mut s = format!(
-        "{b} vs {a} ({}): {}\n",
-        c.metric,
-        describe_verdict(&c.verdict)
-    );
+    let unlocated = matches!(c.verdict, Verdict::Diverged { .. })
+        && (c.statistical.as_ref()).is_some_and(|s| s.onset.method == OnsetMethod::WindowStart);
+    let caveat = match unlocated {
+        true => " — no change point located; that step is the late window's start",
+        false => "",
+    };
+    let verdict = describe_verdict(&c.verdict);
+    let mut s = format!("{b} vs {a} ({}): {verdict}{caveat}\n", c.metric);
     let al = &c.alignment;
     let mut align = format!("  alignment:   {} common steps", al.common);
     for (what, steps) in [("only in A", &al.only_a), ("only in B", &al.only_b)] {
