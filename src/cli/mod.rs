@@ -2,6 +2,8 @@
 //! library functions a `cargo test` user would. Exit codes: 0 = match (or success), 1 =
 //! divergence, 2 = error.
 
+mod compare;
+
 use crate::config::RunConfig;
 use crate::trace::{Trace, GRAD_NORM, LR, STEP_TIME};
 use crate::train::{train, StepRecord};
@@ -100,6 +102,8 @@ enum Command {
     },
     /// List the injectable faults (`inject = "<name>"` in a spec, or `--set inject=<name>`).
     Faults,
+    /// Compare loss curves of any training stack: arm A (first) against each other arm.
+    Compare(compare::CompareArgs),
     /// Print a trace's config, fingerprint and a short loss table.
     Show {
         /// Trace file.
@@ -187,6 +191,7 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<ExitCode>
             cmd_train(&spec, &out, &overrides, name)
         }
         Command::Show { trace, rows } => cmd_show(&trace, rows),
+        Command::Compare(args) => compare::run(args),
         Command::Golden { action, root } => cmd_golden(action, &root),
         Command::Bench {
             what:

@@ -4,7 +4,7 @@
 //! it decides nothing — verdict, onset, noise band and p-values all come from the `Comparison`.
 
 use super::{ArmCurves, ComparisonFigure, Curve, DiffCurve, KeyNumbers};
-use crate::compare::{BandSource, Comparison, FieldDiff, Verdict};
+use crate::compare::{BandSource, Comparison, FieldDiff, OnsetMethod, Verdict};
 use crate::gate::verdict_label;
 use crate::trace::{Trace, LR};
 use std::collections::{BTreeMap, BTreeSet};
@@ -19,7 +19,9 @@ use std::collections::{BTreeMap, BTreeSet};
 ///   leading finite common steps), NaN (not drawn) after them: with a perturbation ensemble it is
 ///   the band of the null differences `p − a`; with seeds it is A's seed prediction band moved to
 ///   difference units (`band centre − mean A ± half width`). Single curves have no band.
-/// - **Numbers**: onset from a `Diverged` verdict; effect = the late-window mean difference
+/// - **Numbers**: onset from a `Diverged` verdict, unless the lane's onset method is
+///   `WindowStart` (no detector located a change; the step is only the window's start, so no
+///   onset is drawn or shown); effect = the late-window mean difference
 ///   B − A in the metric's units; p = the divergence p-value (TOST's for `Equivalent`); margin in
 ///   the metric's units. `passed` is "not diverged"; a gate with other rules may overwrite it.
 /// - **Context**: each arm's first trace's `lr` series when it has one; config differences as
@@ -35,6 +37,7 @@ use std::collections::{BTreeMap, BTreeSet};
 /// use lossdiff::compare::{compare, CompareSettings};
 /// use lossdiff::report::{comparison_figure, render_comparison};
 /// use lossdiff::trace::{Origin, Series, Trace, LM_LOSS};
+/// // B = A + 0.01 + noise-like wiggle: a constant offset the single-curve test detects.
 /// let mk = |shift: f64| Trace {
 ///     schema_version: 1,
 ///     name: "run".into(),
@@ -45,10 +48,13 @@ use std::collections::{BTreeMap, BTreeSet};
 ///     loss_floor: None,
 ///     steps: (1..=40).collect(),
 ///     series: [(LM_LOSS.to_string(),
-///         Series::from_f64((0..40).map(|t| 3.0 - 0.01 * t as f64 + shift * t as f64).collect()))]
+///         Series::from_f64((0..40).map(|t| {
+///             let x = t as f64;
+///             3.0 - 0.01 * x + shift * (1.0 + 0.1 * (x * 12.9898).sin())
+///         }).collect()))]
 ///         .into(),
 /// };
-/// let (a, b) = (vec![mk(0.0)], vec![mk(1e-3)]);
+/// let (a, b) = (vec![mk(0.0)], vec![mk(0.01)]);
 /// let c = compare(&a, &b, &[], &[], &CompareSettings::default())?;
 /// let fig = comparison_figure("a vs b", &a, &b, &[], &c);
 /// assert_eq!(fig.verdict, "diverged");
@@ -64,11 +70,15 @@ pub fn comparison_figure(
     c: &Comparison,
 ) -> ComparisonFigure {
     let metric = c.metric.as_str();
-    let arm_a = arm_curves("A", a, metric);
-    let arm_b = arm_curves("B", b, metric);
+    let arm_a = arm_curves(a, metric);
+    let arm_b = arm_curves(b, metric);
     let diff = diff_curve(a, b, perturbation, c);
+    // A `WindowStart` onset is the late window's first step, not a located change: drawing it as
+    // "onset of divergence" would date the divergence where nothing happened.
+    let located =
+        (c.statistical.as_ref()).is_none_or(|s| s.onset.method != OnsetMethod::WindowStart);
     let onset = match c.verdict {
-        Verdict::Diverged { onset_step, .. } => Some(onset_step),
+        Verdict::Diverged { onset_step, .. } if located => Some(onset_step),
         _ => None,
     };
     ComparisonFigure {
@@ -120,14 +130,14 @@ fn mean_at(maps: &[BTreeMap<u64, f64>], steps: &[u64]) -> Vec<f64> {
         .collect()
 }
 
-/// Builds one arm's mean, min/max envelope and members; `who` is "A" or "B".
-fn arm_curves(who: &str, traces: &[Trace], metric: &str) -> ArmCurves {
+/// Builds one arm's mean, min/max envelope and members, labelled by its first trace's name.
+fn arm_curves(traces: &[Trace], metric: &str) -> ArmCurves {
     let maps = by_step(traces, metric);
     let steps = shared_steps(&maps);
     let mean = mean_at(&maps, &steps);
     let name = traces.first().map_or("", |t| t.name.as_str());
     if maps.len() < 2 {
-        return ArmCurves::single(format!("{who}: {name}"), steps, mean);
+        return ArmCurves::single(name, steps, mean);
     }
     let members: Vec<Vec<f64>> = maps
         .iter()
@@ -139,7 +149,7 @@ fn arm_curves(who: &str, traces: &[Trace], metric: &str) -> ArmCurves {
             .collect()
     };
     ArmCurves {
-        label: format!("{who}: {name} ({} traces, band = min/max)", maps.len()),
+        label: format!("{name} ({} traces, band = min/max)", maps.len()),
         band: Some((fold(f64::min), fold(f64::max))),
         steps,
         mean,
@@ -233,7 +243,7 @@ pub fn value_text(v: &serde_json::Value) -> String {
 }
 
 /// Formats a field difference as `key: a → b`.
-pub(crate) fn format_field(prefix: &str, f: &FieldDiff) -> String {
+fn format_field(prefix: &str, f: &FieldDiff) -> String {
     format!("{prefix}{}: {} → {}", f.key, show(&f.a), show(&f.b))
 }
 
@@ -341,5 +351,36 @@ mod tests {
         assert_eq!(fig.onset, Some(onset_step));
         assert_eq!(fig.numbers.onset_step, Some(onset_step));
         approx::assert_abs_diff_eq!(fig.numbers.effect_size.unwrap(), 5e-3, epsilon = 1e-3);
+    }
+
+    #[test]
+    fn perturbation_band_is_the_lanes_band_on_the_usable_steps() {
+        let steps: Vec<u64> = (1..=50).collect();
+        let nudged = |k: f64| {
+            let mut c = curve(1, 50, 0.0);
+            c.iter_mut()
+                .enumerate()
+                .for_each(|(t, v)| *v += 1e-6 * (t as f64 * k).sin());
+            c
+        };
+        let a = vec![trace("x", 1, steps.clone(), curve(1, 50, 0.0))];
+        let b = vec![trace("x", 1, steps.clone(), nudged(3.1))];
+        let p: Vec<Trace> = [5.3, 7.7, 11.3]
+            .iter()
+            .map(|&k| trace("x", 1, steps.clone(), nudged(k)))
+            .collect();
+        let c = compare(&a, &b, &p, &[], &CompareSettings::default()).unwrap();
+        let fig = comparison_figure("t", &a, &b, &p, &c);
+        let band = c.statistical.as_ref().unwrap().band.as_ref().unwrap();
+        let (lo, hi) = fig.diff.noise_band.as_ref().unwrap();
+        for i in 0..50 {
+            approx::assert_abs_diff_eq!(lo[i], band.center[i] - band.half_width[i], epsilon = 0.0);
+            approx::assert_abs_diff_eq!(hi[i], band.center[i] + band.half_width[i], epsilon = 0.0);
+        }
+        approx::assert_abs_diff_eq!(
+            fig.diff.values[7],
+            b[0].lm_loss().unwrap()[7] - a[0].lm_loss().unwrap()[7],
+            epsilon = 1e-15
+        );
     }
 }
