@@ -96,10 +96,14 @@ fn tiny_zero_mean_noise_within_margin_is_equivalent() {
 fn drift_from_step_150_diverges_with_onset_near_150() {
     let n = 300;
     let k = 150;
+    // Ends at 6e-3 (0.24 % of the loss): outside the 0.1 % margin.
     let drift: Vec<f64> = (0..n)
-        .map(|t| 2e-6 * (t as f64 - k as f64).max(0.0))
+        .map(|t| 4e-5 * (t as f64 - k as f64).max(0.0))
         .collect();
-    let b_loss = add(&add(&curve(n), &noise(3, n, 1e-5)), &drift);
+    // Per-step noise 5e-4, as real losses have: on near-noiseless ramps the AR(1) prewhitening
+    // reads the ramp as persistence and the single-curve test goes blind (a known limit; an
+    // ensemble is the remedy).
+    let b_loss = add(&add(&curve(n), &noise(3, n, 5e-4)), &drift);
     let a = trace("a", 1, curve(n), cfg("naive", 0.0));
     let b = trace("b", 1, b_loss, cfg("naive", 0.0));
     let c = run(&[a], &[b], &[], &[]);
@@ -117,8 +121,36 @@ fn drift_from_step_150_diverges_with_onset_near_150() {
         }
         v => panic!("expected divergence, got {v:?}"),
     }
-    // Megatron's gate passes it: 3e-4 absolute is far inside rtol 5 %.
+    // Megatron's gate passes it: 6e-3 absolute is far inside rtol 5 %.
     assert!(c.tolerance.pass);
+}
+
+/// Single-curve mode has no yardstick, so the margin is the only measure of relevance: a drift
+/// that is real but TOST-inside the margin is equivalent, and the note says a drift was seen.
+#[test]
+fn single_curve_drift_inside_the_margin_is_equivalent_with_a_note() {
+    let n = 300;
+    // Ends at 3e-4 (0.012 % of the loss): significant, but 8× inside the 0.1 % margin.
+    let drift: Vec<f64> = (0..n).map(|t| 2e-6 * (t as f64 - 150.0).max(0.0)).collect();
+    let a = trace("a", 1, curve(n), cfg("naive", 0.0));
+    let b = trace(
+        "b",
+        1,
+        add(&add(&curve(n), &noise(3, n, 1e-5)), &drift),
+        cfg("naive", 0.0),
+    );
+    let c = run(&[a], &[b], &[], &[]);
+    assert_eq!(c.verdict, Verdict::Equivalent);
+    let lane = c.statistical.as_ref().unwrap();
+    assert!(
+        lane.divergence_p_value < 0.05,
+        "the drift itself is detected"
+    );
+    assert!(
+        c.notes.iter().any(|n| n.contains("systematic difference")),
+        "{:?}",
+        c.notes
+    );
 }
 
 #[test]
