@@ -72,6 +72,7 @@ fn committed_goldens_are_fresh_and_all_used() {
         "env_f32_vs_bf16",
         "lr_decay_sweep",
         "dropout_confound",
+        "external_toy",
         "canary",
     ] {
         let exp = Experiment::load(Path::new(&format!("experiments/{spec}.toml"))).unwrap();

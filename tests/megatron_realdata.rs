@@ -131,7 +131,10 @@ fn dev_vs_lts_container_differ_by_a_rounding_quantum_and_are_equivalent_by_tost(
     assert!(s.tost_p_value < 1e-10, "TOST p = {}", s.tost_p_value);
     assert!(s.late_difference.abs() < 3e-5 && s.margin > 5e-3);
     assert_eq!(c.verdict, Verdict::Equivalent);
-    assert!(s.divergence_p_value < 0.05, "the bias is detected, not ignored");
+    assert!(
+        s.divergence_p_value < 0.05,
+        "the bias is detected, not ignored"
+    );
     assert!(c.notes.iter().any(|n| n.contains("systematic difference")));
     assert!(c.tolerance.pass && c.tolerance.failing_steps == 0);
 }
