@@ -332,13 +332,8 @@ fn sweep_figure(report: &ExperimentReport, cells: &[(Cell, CellTraces)]) -> Opti
         });
     }
     Some(SweepFigure {
-        title: format!(
-            "{}: {} vs {} across {}",
-            report.experiment,
-            out.first().map_or("", |c| c.arm_a.label.as_str()),
-            out.first().map_or("", |c| c.arm_b.label.as_str()),
-            keys.join(" × ")
-        ),
+        // Short: the legend shares the header line (it names the arms) and each panel its cell.
+        title: report.experiment.clone(),
         axes,
         cells: out,
     })

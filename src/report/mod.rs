@@ -173,7 +173,8 @@ pub struct SweepCell {
     pub diff: DiffCurve,
     /// Verdict label.
     pub verdict: String,
-    /// Whether the gate passes this cell.
+    /// Whether the cell is free of divergence (false: drawn red). Whether a divergence was
+    /// *expected* (a planted bug) is the report's business, not the grid's.
     pub passed: bool,
     /// Step where the arms start to differ.
     pub onset: Option<u64>,

@@ -200,14 +200,14 @@ fn grid_header(area: &Area<'_>, fig: &SweepFigure) -> Result<()> {
     let (text, color) = if failed == 0 {
         let n = fig.cells.len();
         let text = if n == 1 {
-            "the cell passes".to_string()
+            "the cell did not diverge".to_string()
         } else {
-            format!("all {n} cells pass")
+            format!("no cell of {n} diverged")
         };
         (text, draw::GREEN)
     } else {
         (
-            format!("{failed} of {} cells FAIL (red panels)", fig.cells.len()),
+            format!("{failed} of {} cells diverged (red panels)", fig.cells.len()),
             RED,
         )
     };
