@@ -178,7 +178,7 @@ pub struct SweepCell {
     pub passed: bool,
     /// Step where the arms start to differ.
     pub onset: Option<u64>,
-    /// Effect size shown in the heat map.
+    /// Relative late-window effect `(B − A) / |A|`, the heat map's colour.
     pub effect_size: Option<f64>,
 }
 

@@ -207,7 +207,10 @@ fn grid_header(area: &Area<'_>, fig: &SweepFigure) -> Result<()> {
         (text, draw::GREEN)
     } else {
         (
-            format!("{failed} of {} cells diverged (red panels)", fig.cells.len()),
+            format!(
+                "{failed} of {} cells diverged (red panels)",
+                fig.cells.len()
+            ),
             RED,
         )
     };
@@ -364,8 +367,12 @@ pub fn render_sweep_heatmap(fig: &SweepFigure) -> Result<Vec<u8>> {
     draw::render_png(&fig.title, (w, h), |root| {
         let err = draw::render_err(&fig.title);
         let title = (FONT, 26, FontStyle::Bold).into_font().color(&BLACK);
-        root.draw_text(&format!("{}: effect size", fig.title), &title, (20, 14))
-            .map_err(&err)?;
+        root.draw_text(
+            &format!("{}: relative late-window effect (B − A) / |A|", fig.title),
+            &title,
+            (20, 14),
+        )
+        .map_err(&err)?;
         heat_labels(root, &fig.title, &lay, left as i32)?;
         for (cell, &(c, r)) in fig.cells.iter().zip(&lay.at) {
             let x0 = left as i32 + (c as u32 * cw) as i32;
