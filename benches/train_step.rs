@@ -1,10 +1,16 @@
 //! One optimiser step of the `small` config (842,496 parameters, d_model 128, 4 layers, seq 128,
 //! batch 8, f32), the model PyTorch's CPU reference numbers were measured on.
 //!
-//! Where we stand: PyTorch 2.x CPU eager trains this model at about 84 ms/step on one core of this
-//! kind of machine (48 ms on two). candle 0.11 with lossdiff's composed ops measured ~250-300 ms
-//! per step on one thread when this bench was written — roughly 3-3.5x slower; the fused-kernel
-//! work (issue "Training speed") is measured against this bench.
+//! Where we stand (measured 2026-11-22 on this 2-core machine, release build, criterion median):
+//!
+//! | config | 1 thread | 2 threads | PyTorch 2.x CPU eager (1 / 2 threads) |
+//! |---|---|---|---|
+//! | `gate`  | 12.5 ms | 15.8 ms | — |
+//! | `small` | 251 ms  | 239 ms  | 84 ms / 48 ms |
+//!
+//! lossdiff's composed candle ops are ~3.0× slower than PyTorch on one thread and ~5× on two (a
+//! second thread barely helps: small per-op work, allocation churn). The fused-kernel work
+//! (issue "Training speed") is measured against this bench.
 //!
 //! Run: `RAYON_NUM_THREADS=1 cargo bench --bench train_step` (and `=2` for two threads). The
 //! `gate` step runs in the same session as a baseline, so ratios survive a noisy machine.
@@ -33,5 +39,11 @@ fn bench_step(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_step);
+criterion_group! {
+    name = benches;
+    // Criterion's plots need system fonts (plotters' default font stack); the numbers are what
+    // matter here, so plots are off and the bench runs on a bare machine.
+    config = Criterion::default().without_plots();
+    targets = bench_step
+}
 criterion_main!(benches);

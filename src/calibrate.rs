@@ -387,7 +387,7 @@ pub fn to_markdown(c: &Calibration) -> String {
             r.true_onset.map_or("–".into(), |t| t.to_string()),
             opt(r.onset_error, &|x| format!("{x:+.0}")),
             opt(r.steps_to_detect, &|x| format!("{x:.0}")),
-            opt(r.effect, &|x| format!("{:+.3}%", x * 100.0)),
+            opt(r.effect, &crate::gate::percent),
             r.megatron_detected,
             r.replicates
         );

@@ -210,3 +210,48 @@ fn perturbation_ensemble_is_the_yardstick_and_declared_keys_are_reported() {
     );
     assert!(!out.contains(": diverged"), "{out}");
 }
+
+/// `lossdiff report DIR` on a directory of traces: each compared against the first, a report in
+/// `DIR/report/`, exit 1 when one diverges.
+#[test]
+fn report_on_a_directory_of_traces_writes_a_ticket_ready_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let curve = |shift: f64| -> String {
+        (1..=60)
+            .map(|s| {
+                let x = s as f64;
+                let wiggle = 2e-3 * (x * 12.9898).sin();
+                format!(
+                    "{{\"step\": {s}, \"loss\": {}}}\n",
+                    4.0 - 0.02 * x + wiggle + shift
+                )
+            })
+            .collect()
+    };
+    std::fs::write(dir.path().join("a_ref.jsonl"), curve(0.0)).unwrap();
+    std::fs::write(dir.path().join("b_same.jsonl"), curve(0.0)).unwrap();
+    std::fs::write(dir.path().join("c_shift.jsonl"), curve(0.05)).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_lossdiff"))
+        .args(["report", dir.path().to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Markdown escapes `_` in names.
+    let md = std::fs::read_to_string(dir.path().join("report/index.md"))
+        .unwrap()
+        .replace('\\', "");
+    assert!(
+        md.contains("b_same.jsonl vs a_ref.jsonl") && md.contains("identical"),
+        "{md}"
+    );
+    assert!(
+        md.contains("c_shift.jsonl vs a_ref.jsonl") && md.contains("diverged"),
+        "{md}"
+    );
+    assert!(dir.path().join("report/junit.xml").exists());
+}

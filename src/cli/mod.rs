@@ -3,6 +3,7 @@
 //! divergence, 2 = error.
 
 mod compare;
+mod report;
 
 use crate::config::RunConfig;
 use crate::trace::{Trace, GRAD_NORM, LR, STEP_TIME};
@@ -104,6 +105,12 @@ enum Command {
     Faults,
     /// Compare loss curves of any training stack: arm A (first) against each other arm.
     Compare(compare::CompareArgs),
+    /// Write a report for a directory: re-render a `lossdiff run` report, or compare every trace
+    /// file in it against the first (name order) and write `<dir>/report/`.
+    Report {
+        /// The directory.
+        dir: PathBuf,
+    },
     /// Print a trace's config, fingerprint and a short loss table.
     Show {
         /// Trace file.
@@ -192,6 +199,7 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<ExitCode>
         }
         Command::Show { trace, rows } => cmd_show(&trace, rows),
         Command::Compare(args) => compare::run(args),
+        Command::Report { dir } => report::run(&dir),
         Command::Golden { action, root } => cmd_golden(action, &root),
         Command::Bench {
             what:

@@ -403,6 +403,25 @@ fn bound_onset(
     else {
         return verdict;
     };
+    // No detector located a change: the difference was there all along (a constant offset, as
+    // between two GPU platforms), so it starts where the bits first differ, not at the late window.
+    if lane
+        .as_ref()
+        .is_some_and(|l| l.onset.method == OnsetMethod::WindowStart)
+    {
+        notes.push(format!(
+            "no change point located: the onset is the first differing step, {first}"
+        ));
+        if let Some(l) = lane {
+            l.onset.step = first;
+        }
+        return Verdict::Diverged {
+            onset_step: first,
+            direction: *direction,
+            effect_size: *effect_size,
+            p_value: *p_value,
+        };
+    }
     if let Some(lane) = lane {
         if lane.onset.cusum_alarm_step.is_some_and(|a| a < first) {
             notes.push(format!(

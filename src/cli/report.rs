@@ -1,0 +1,131 @@
+//! `lossdiff report <dir>`: a ticket-ready report for a directory, ad hoc.
+//!
+//! - A report directory (it has `experiments.json`, written by `lossdiff run`): re-render
+//!   index.md, index.html, summary.json and junit.xml, reusing its figures.
+//! - Any other directory: every trace file in it (any format `lossdiff compare` reads) is compared
+//!   against the first one in name order, and the report is written to `<dir>/report/`.
+
+use crate::compare::{compare, CompareSettings, Verdict};
+use crate::gate::{write_report_dir_reusing, Summary, EXPERIMENTS_JSON};
+use crate::report::{
+    comparison_figure, render_comparison, write_report, FigureSource, GateDecision, KeyNumbers,
+    ReportEntry, ReportInput,
+};
+use anyhow::Context;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+pub(super) fn run(dir: &Path) -> anyhow::Result<ExitCode> {
+    let summary_path = dir.join(EXPERIMENTS_JSON);
+    if summary_path.exists() {
+        let text = std::fs::read_to_string(&summary_path)
+            .with_context(|| format!("failed to read {}", summary_path.display()))?;
+        let summary: Summary = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not a lossdiff report", summary_path.display()))?;
+        let passed = summary.passed;
+        let results: Vec<_> = summary
+            .experiments
+            .into_iter()
+            .map(|r| (r, Vec::new()))
+            .collect();
+        write_report_dir_reusing(dir, &results, &[dir.to_path_buf()])?;
+        println!("re-rendered {}", dir.join("index.md").display());
+        return Ok(ExitCode::from(if passed { 0 } else { 1 }));
+    }
+    traces_report(dir)
+}
+
+fn traces_report(dir: &Path) -> anyhow::Result<ExitCode> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("failed to list {}", dir.display()))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_file())
+        .collect();
+    files.sort();
+    let traces = files
+        .iter()
+        .map(|p| crate::import::import(p, None).map(|t| (p.clone(), t)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let Some(((a_path, a), rest)) = traces.split_first() else {
+        anyhow::bail!("{} holds no trace files: put the runs to compare there (any format `lossdiff compare` reads), the reference first in name order", dir.display());
+    };
+    if rest.is_empty() {
+        anyhow::bail!(
+            "{} holds one trace ({}); a report needs at least two",
+            dir.display(),
+            a_path.display()
+        );
+    }
+    let settings = CompareSettings::default();
+    let mut entries = Vec::new();
+    for (b_path, b) in rest {
+        let name = format!("{} vs {}", file_name(b_path), file_name(a_path));
+        let c = compare(
+            std::slice::from_ref(a),
+            std::slice::from_ref(b),
+            &[],
+            &[],
+            &settings,
+        )?;
+        let fig = comparison_figure(
+            &name,
+            std::slice::from_ref(a),
+            std::slice::from_ref(b),
+            &[],
+            &c,
+        );
+        let diverged = matches!(c.verdict, Verdict::Diverged { .. });
+        entries.push(ReportEntry {
+            name: name.clone(),
+            verdict: crate::gate::verdict_label(&c.verdict).to_string(),
+            passed: !diverged,
+            summary: super::compare::render_comparison_text(
+                &file_name(a_path),
+                &file_name(b_path),
+                &c,
+            )
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect::<Vec<_>>()
+            .join(" · "),
+            numbers: KeyNumbers {
+                onset_step: match c.verdict {
+                    Verdict::Diverged { onset_step, .. } => Some(onset_step),
+                    _ => None,
+                },
+                effect_size: c.statistical.as_ref().map(|l| l.late_difference),
+                p_value: c.statistical.as_ref().map(|l| l.divergence_p_value),
+                margin: c.statistical.as_ref().map(|l| l.margin),
+            },
+            undeclared_differences: c.config.undeclared.iter().map(|d| d.key.clone()).collect(),
+            environment_differences: c.config.environment.iter().map(|d| d.key.clone()).collect(),
+            figure: Some(FigureSource::Png(render_comparison(&fig)?)),
+        });
+    }
+    let failing = entries.iter().filter(|e| !e.passed).count();
+    let out = dir.join("report");
+    let paths = write_report(
+        &out,
+        &ReportInput {
+            name: dir.display().to_string(),
+            timestamp: String::new(),
+            entries,
+            sweep_figures: vec![],
+            gate: GateDecision {
+                passed: failing == 0,
+                reason: format!("{failing} of {} comparisons diverged", rest.len()),
+            },
+        },
+    )?;
+    println!("wrote {}", paths.index_md.display());
+    Ok(ExitCode::from(if failing == 0 { 0 } else { 1 }))
+}
+
+fn file_name(p: &Path) -> String {
+    p.file_name().map_or_else(
+        || p.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    )
+}
