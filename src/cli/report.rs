@@ -8,8 +8,7 @@
 use crate::compare::{compare, CompareSettings, Verdict};
 use crate::gate::{write_report_dir_reusing, Summary, EXPERIMENTS_JSON};
 use crate::report::{
-    comparison_figure, render_comparison, write_report, FigureSource, GateDecision, KeyNumbers,
-    ReportEntry, ReportInput,
+    comparison_figure, render_comparison, write_report, FigureSource, GateDecision, ReportInput,
 };
 use anyhow::Context;
 use std::path::{Path, PathBuf};
@@ -76,33 +75,17 @@ fn traces_report(dir: &Path) -> anyhow::Result<ExitCode> {
             &c,
         );
         let diverged = matches!(c.verdict, Verdict::Diverged { .. });
-        entries.push(ReportEntry {
-            name: name.clone(),
-            verdict: crate::gate::verdict_label(&c.verdict).to_string(),
-            passed: !diverged,
-            summary: super::compare::render_comparison_text(
-                &file_name(a_path),
-                &file_name(b_path),
-                &c,
-            )
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty())
-            .collect::<Vec<_>>()
-            .join(" · "),
-            numbers: KeyNumbers {
-                onset_step: match c.verdict {
-                    Verdict::Diverged { onset_step, .. } => Some(onset_step),
-                    _ => None,
-                },
-                effect_size: c.statistical.as_ref().map(|l| l.late_difference),
-                p_value: c.statistical.as_ref().map(|l| l.divergence_p_value),
-                margin: c.statistical.as_ref().map(|l| l.margin),
-            },
-            undeclared_differences: c.config.undeclared.iter().map(|d| d.key.clone()).collect(),
-            environment_differences: c.config.environment.iter().map(|d| d.key.clone()).collect(),
-            figure: Some(FigureSource::Png(render_comparison(&fig)?)),
-        });
+        let summary =
+            super::compare::render_comparison_text(&file_name(a_path), &file_name(b_path), &c)
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .collect::<Vec<_>>()
+                .join(" · ");
+        let figure = Some(FigureSource::Png(render_comparison(&fig)?));
+        entries.push(crate::gate::report_entry(
+            &name, &c, !diverged, summary, figure,
+        ));
     }
     let failing = entries.iter().filter(|e| !e.passed).count();
     let out = dir.join("report");

@@ -30,8 +30,8 @@ use render::show;
 mod scale;
 
 pub use render::{
-    render_summary, write_report_dir, write_report_dir_reusing, FigureKey, Figures, Summary,
-    EXPERIMENTS_JSON,
+    entry as report_entry, render_summary, write_report_dir, write_report_dir_reusing, FigureKey,
+    Figures, Summary, EXPERIMENTS_JSON,
 };
 pub use scale::{expand_specs, merge_reports, parse_shard, run_all_experiments};
 

@@ -133,33 +133,34 @@ pub fn write_report_dir_reusing(
             keys.push((g.cell.clone(), g.arm.clone(), "golden".into()));
         }
         if report.cells.len() > 1 {
-            if let Some(sweep) = sweep_figure(report, cells) {
-                let slug = report.experiment.clone();
-                sweep_figures.push(NamedFigure {
-                    name: format!("{slug}-sweep-grid"),
-                    caption: format!(
-                        "{}: one panel per sweep cell (shared axes)",
-                        report.experiment
-                    ),
-                    figure: FigureSource::Png(render_sweep_grid(&sweep)?),
-                });
-                sweep_figures.push(NamedFigure {
-                    name: format!("{slug}-effect-heatmap"),
-                    caption: format!(
-                        "{}: late-window effect size over the sweep",
-                        report.experiment
-                    ),
-                    figure: FigureSource::Png(render_sweep_heatmap(&sweep)?),
-                });
-            } else if let Some(p) = reused.get(&format!("{}-sweep-grid", report.experiment)) {
-                sweep_figures.push(NamedFigure {
-                    name: format!("{}-sweep-grid", report.experiment),
-                    caption: format!(
-                        "{}: one panel per sweep cell (shared axes)",
-                        report.experiment
-                    ),
-                    figure: FigureSource::Path(p.clone()),
-                });
+            let sweep = sweep_figure(report, cells);
+            let kinds: [(&str, &str, SweepRenderer); 2] = [
+                (
+                    "sweep-grid",
+                    "one panel per sweep cell (shared axes)",
+                    render_sweep_grid,
+                ),
+                (
+                    "effect-heatmap",
+                    "relative late-window effect over the sweep",
+                    render_sweep_heatmap,
+                ),
+            ];
+            for (suffix, caption, render) in kinds {
+                let name = format!("{}-{suffix}", report.experiment);
+                // Merged shards have no traces: reuse the shard's rendering of the same figure.
+                let figure = match &sweep {
+                    Some(fig) => Some(FigureSource::Png(render(fig)?)),
+                    None => reused.get(&name).cloned().map(FigureSource::Path),
+                };
+                if let Some(figure) = figure {
+                    let caption = format!("{}: {caption}", report.experiment);
+                    sweep_figures.push(NamedFigure {
+                        name,
+                        caption,
+                        figure,
+                    });
+                }
             }
         }
     }
@@ -197,11 +198,16 @@ pub fn write_report_dir_reusing(
         .collect())
 }
 
+/// Renders a sweep figure to PNG bytes.
+type SweepRenderer = fn(&SweepFigure) -> Result<Vec<u8>>;
+
 fn arm<'a>(arms: &'a CellTraces, name: &str) -> Option<&'a ArmTraces> {
     arms.iter().find(|(n, _)| n == name).map(|(_, t)| t)
 }
 
-fn entry(
+/// Builds a report entry from a comparison: verdict, key numbers (late-window Δ and margin in the
+/// metric's units), undeclared and environment differences.
+pub fn entry(
     name: &str,
     c: &Comparison,
     passed: bool,
