@@ -169,32 +169,6 @@ pub enum Error {
         /// The repeated or earlier step.
         step: u64,
     },
-    /// A trace asked for a metric it does not record.
-    #[error("trace `{trace}` has no series `{metric}` (it has: {available})")]
-    MissingSeries {
-        /// The trace's name.
-        trace: String,
-        /// The metric asked for.
-        metric: String,
-        /// The series it does have, comma-separated.
-        available: String,
-    },
-    /// Two traces that share no step for a metric, so they cannot be compared.
-    #[error(
-        "no common steps for `{metric}`: `{a}` has steps {a_steps}, `{b}` has steps {b_steps}"
-    )]
-    NoCommonSteps {
-        /// The metric.
-        metric: String,
-        /// Name of trace A.
-        a: String,
-        /// Description of A's steps.
-        a_steps: String,
-        /// Name of trace B.
-        b: String,
-        /// Description of B's steps.
-        b_steps: String,
-    },
 
     // === Comparison ===
     /// A statistic was given fewer observations than it needs.

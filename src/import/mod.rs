@@ -3,7 +3,7 @@
 //! a run of any stack against a golden of any other.
 //!
 //! This module owns format detection, the per-format parsers, the mapping of foreign metric names
-//! to lossdiff's series names, the Megatron golden-values export and a small step-grid alignment.
+//! to lossdiff's series names, and the Megatron golden-values export (aligning arms on common steps is the comparison engine's job).
 //! It does not judge the curves: statistics live elsewhere.
 //!
 //! # How a file becomes a trace
@@ -32,7 +32,6 @@
 //! plain columns), `jsonl.rs`, `csv.rs`, `tensorboard.rs`. Each trace's `config.import` records
 //! the format, the grid series, the raw name of every series, and what was dropped and why.
 
-mod align;
 mod collect;
 mod csv;
 mod jsonl;
@@ -44,7 +43,6 @@ mod real_megatron;
 mod tensorboard;
 mod text;
 
-pub use align::{align, Alignment};
 pub use megatron_golden::{megatron_golden_json, to_megatron_golden};
 
 use collect::{sanitize, Collector, ALIASES};

@@ -1,7 +1,7 @@
 //! Tests on the real Megatron-LM golden values in `../shared/realdata/megatron/` (see its
 //! NOTES.md). Skipped, loudly, when that folder is absent (e.g. a checkout without `shared/`).
 
-use super::{align, detect, import, megatron_golden_json, to_megatron_golden, Format};
+use super::{detect, import, megatron_golden_json, to_megatron_golden, Format};
 use crate::trace::{Trace, LM_LOSS, STEP_TIME};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -112,14 +112,15 @@ fn resume_second_half_cuts_not_logged_steps() {
         let cut = &b.config["import"]["not_logged_leading_steps"];
         assert_eq!(cut.as_array().unwrap().len(), 50);
         let (a, _) = load(&dir, RESUME, first);
-        let al = align(&a, &b, LM_LOSS).unwrap();
-        assert_eq!(
-            al.summary,
-            "compared lm_loss on 50 common steps (51..100); A has 50 more steps (1..50) not in B"
-        );
+        // The comparison engine aligns the halves on their 50 common steps.
+        let settings = crate::compare::CompareSettings::default();
+        let c = crate::compare::compare(&[a], &[b], &[], &[], &settings).unwrap();
+        assert_eq!(c.alignment.common, 50);
+        assert_eq!(c.alignment.only_a, (1..=50).collect::<Vec<u64>>());
+        assert!(c.alignment.only_b.is_empty());
         // A finding, not a parser property: the resumed half does not reproduce the first run's
         // steps 51..100 (e.g. dev step 51: 10.43672 before, 10.2013 after resuming).
-        assert!(al.a.iter().zip(&al.b).any(|(x, y)| x != y));
+        assert!(c.exact.first_differing_step.is_some());
     }
 }
 
