@@ -337,7 +337,9 @@ fn config_lines(c: &Comparison) -> String {
         let _ = writeln!(
             s,
             "  warning:     {} = {} in arm {:?}: a stochastic component is on",
-            w.key, w.value, w.arm
+            w.key,
+            crate::report::value_text(&serde_json::json!(w.value)),
+            w.arm
         );
     }
     if cfg.declared.is_empty() && cfg.undeclared.is_empty() && cfg.environment.is_empty() {
