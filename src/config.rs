@@ -402,7 +402,7 @@ impl RunConfig {
 
     /// Sets one field by (bare or qualified) key, type-checked through serde.
     fn set_value(&mut self, key: &str, value: serde_json::Value, origin: &str) -> Result<()> {
-        let qualified = self.qualify(key, origin)?;
+        let qualified = Self::qualify(key, origin)?;
         let (section, field) = qualified
             .split_once('.')
             .expect("qualify returns section.field");
@@ -418,7 +418,11 @@ impl RunConfig {
     }
 
     /// Turns a bare key into `section.field`, or explains why it cannot.
-    fn qualify(&self, key: &str, origin: &str) -> Result<String> {
+    ///
+    /// # Errors
+    /// [`Error::UnknownKey`] with the closest valid key; [`Error::InvalidValue`] listing the
+    /// candidates when a bare key names a field in several sections.
+    pub fn qualify(key: &str, origin: &str) -> Result<String> {
         let all = Self::all_keys();
         if all.iter().any(|k| k == key) {
             return Ok(key.to_string());

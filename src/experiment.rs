@@ -568,33 +568,13 @@ fn cell_id(assignments: &[(String, String)]) -> String {
         .join(",")
 }
 
-fn qualify(key: &str, origin: &str) -> Result<String> {
-    let all = RunConfig::all_keys();
-    if all.iter().any(|k| k == key) {
-        return Ok(key.to_string());
-    }
-    let hits: Vec<&String> = all
-        .iter()
-        .filter(|k| k.rsplit('.').next() == Some(key))
-        .collect();
-    match hits.as_slice() {
-        [one] => Ok((*one).clone()),
-        _ => Err(config::unknown_key(
-            origin,
-            key,
-            all.iter()
-                .flat_map(|k| [k.as_str(), k.rsplit('.').next().unwrap_or(k)]),
-        )),
-    }
-}
-
 /// Qualifies a declared factor: a config key, or `external` / `external.*` (the recorded command,
 /// env and format of external-command arms).
 fn qualify_factor(key: &str, origin: &str) -> Result<String> {
     if key == "external" || key.starts_with("external.") {
         return Ok(key.to_string());
     }
-    qualify(key, origin)
+    RunConfig::qualify(key, origin)
 }
 
 /// Returns every config key, qualified and bare, for suggestions.
@@ -638,7 +618,7 @@ fn parse_external(
     let spec = external_keys(t, command, &bad, spec_dir)?;
     spec.check(
         &format!("{origin} [[arm]] {name}"),
-        |n| qualify(n, origin).is_ok(),
+        |n| RunConfig::qualify(n, origin).is_ok(),
         &key_candidates(),
     )?;
     Ok(Some(spec))
@@ -783,7 +763,7 @@ fn parse_arms(
         let mut overrides = Vec::new();
         let mut probe = base.clone();
         for (k, v) in t {
-            let key = qualify(&k, &arm_origin).map_err(|e| match e {
+            let key = RunConfig::qualify(&k, &arm_origin).map_err(|e| match e {
                 Error::UnknownKey {
                     origin,
                     key,
@@ -837,7 +817,7 @@ fn check_overrides_used(
     let used: Vec<String> = ext
         .placeholders(arm_origin)?
         .iter()
-        .filter_map(|p| qualify(p, arm_origin).ok())
+        .filter_map(|p| RunConfig::qualify(p, arm_origin).ok())
         .collect();
     match overrides.iter().find(|(k, _)| !used.contains(k)) {
         None => Ok(()),
@@ -869,7 +849,7 @@ fn parse_sweep(v: Option<toml::Value>, origin: &str) -> Result<Vec<(String, Vec<
     table
         .into_iter()
         .map(|(k, v)| {
-            let key = qualify(&k, &format!("{origin} [sweep]"))?;
+            let key = RunConfig::qualify(&k, &format!("{origin} [sweep]"))?;
             match v {
                 toml::Value::Array(values) if !values.is_empty() => {
                     Ok((key, values.iter().map(|x| x.to_string()).collect()))

@@ -346,11 +346,11 @@ pub fn render_show(trace: &Trace, rows: usize) -> String {
         trace.name, trace.schema_version, trace.origin.format
     );
     s += "\nconfig\n";
-    for (k, v) in flatten(&trace.config) {
+    for (k, v) in crate::compare::flatten_json(&trace.config) {
         s += &format!("  {k} = {v}\n");
     }
     s += "\nfingerprint\n";
-    for (k, v) in flatten(&trace.fingerprint) {
+    for (k, v) in crate::compare::flatten_json(&trace.fingerprint) {
         s += &format!("  {k} = {v}\n");
     }
     let seeds: Vec<String> = trace
@@ -392,29 +392,6 @@ pub fn render_show(trace: &Trace, rows: usize) -> String {
         );
     }
     s
-}
-
-/// Flattens a JSON object into sorted `(dotted.key, value)` pairs.
-pub fn flatten(v: &serde_json::Value) -> Vec<(String, String)> {
-    fn walk(prefix: &str, v: &serde_json::Value, out: &mut Vec<(String, String)>) {
-        match v {
-            serde_json::Value::Object(map) => {
-                for (k, v) in map {
-                    let key = if prefix.is_empty() {
-                        k.clone()
-                    } else {
-                        format!("{prefix}.{k}")
-                    };
-                    walk(&key, v, out);
-                }
-            }
-            other => out.push((prefix.to_string(), other.to_string())),
-        }
-    }
-    let mut out = Vec::new();
-    walk("", v, &mut out);
-    out.sort();
-    out
 }
 
 fn cmd_golden(action: GoldenCommand, root: &Path) -> anyhow::Result<ExitCode> {
