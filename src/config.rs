@@ -22,6 +22,21 @@ pub enum AttentionBackend {
     Flash,
 }
 
+/// Which implementation runs the non-matmul ops (LayerNorm, GELU, attention softmax,
+/// cross-entropy) and how linear layers are laid out.
+///
+/// Both compute the same mathematics and are bitwise deterministic across thread counts, but
+/// they round differently: "fused kernels vs composed ops" is itself an environment pair, and a
+/// trace records which one ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kernels {
+    /// lossdiff's own CPU kernels with hand-written backward passes (see `kernels`): the fast path.
+    Fused,
+    /// candle's primitive ops and autograd, op for op: the slow, obviously-correct reference.
+    Composed,
+}
+
 /// Floating-point type used for the forward/backward compute. Master weights and optimiser
 /// state stay `f32` either way (pure bf16 training with AdamW underflows on CPU).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -67,6 +82,8 @@ pub struct GptConfig {
     pub add_bias_linear: bool,
     /// Compute dtype.
     pub dtype: ComputeDtype,
+    /// Fused kernels or composed candle ops.
+    pub kernels: Kernels,
     /// Largest score-matrix footprint (bytes) naive attention may allocate before refusing.
     pub max_attention_bytes: u64,
 }
@@ -88,6 +105,7 @@ impl Default for GptConfig {
             layernorm_epsilon: 1e-5,
             add_bias_linear: true,
             dtype: ComputeDtype::F32,
+            kernels: Kernels::Fused,
             // 4 GiB: far past anything the shipped configs need, well under this machine's memory.
             max_attention_bytes: 4 << 30,
         }

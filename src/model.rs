@@ -15,7 +15,7 @@
 //! The configuration is [`crate::config::GptConfig`]; the shipped sizes are presets there.
 
 use crate::attention::{attention, AttentionParams};
-use crate::config::{ComputeDtype, GptConfig};
+use crate::config::{ComputeDtype, GptConfig, Kernels};
 use crate::error::Result;
 use crate::faults::Fault;
 use crate::params::ParamStore;
@@ -62,10 +62,18 @@ impl ForwardCtx {
 struct Linear {
     weight: Tensor,
     bias: Option<Tensor>,
+    kernels: Kernels,
 }
 
 impl Linear {
-    fn new(d_in: usize, d_out: usize, std: f64, bias: bool, vb: VarBuilder) -> Result<Self> {
+    fn new(
+        d_in: usize,
+        d_out: usize,
+        std: f64,
+        bias: bool,
+        cfg: &GptConfig,
+        vb: VarBuilder,
+    ) -> Result<Self> {
         let weight = vb.get_with_hints(
             (d_out, d_in),
             "weight",
@@ -78,17 +86,37 @@ impl Linear {
             true => Some(vb.get_with_hints(d_out, "bias", Init::Const(0.0))?),
             false => None,
         };
-        Ok(Linear { weight, bias })
+        Ok(Linear {
+            weight,
+            bias,
+            kernels: cfg.kernels,
+        })
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let w = self.weight.to_dtype(x.dtype())?;
-        let y = x.broadcast_matmul(&w.t()?)?;
+        let y = matmul_wt(x, &self.weight.to_dtype(x.dtype())?, self.kernels)?;
         Ok(match &self.bias {
             Some(b) => y.broadcast_add(&b.to_dtype(x.dtype())?)?,
             None => y,
         })
     }
+}
+
+/// Returns `x Wᵀ` for `x` (B, T, d_in) and `w` (d_out, d_in).
+fn matmul_wt(x: &Tensor, w: &Tensor, kernels: Kernels) -> Result<Tensor> {
+    Ok(match kernels {
+        // One batched product per sequence: the weight is broadcast over the batch, and its
+        // gradient is a (B, d_out, d_in) tensor summed afterwards.
+        Kernels::Composed => x.broadcast_matmul(&w.t()?)?,
+        // One (B·T, d_in) × (d_in, d_out) product: a single large gemm forward and backward,
+        // no broadcast weight, no batch reduction of its gradient.
+        Kernels::Fused => {
+            let (b, t, c) = x.dims3()?;
+            x.reshape((b * t, c))?
+                .matmul(&w.t()?)?
+                .reshape((b, t, ()))? // (B, T, d_out)
+        }
+    })
 }
 
 /// LayerNorm from primitive ops so that autograd reaches its gain and bias; computed in f32.
@@ -165,9 +193,17 @@ impl CausalSelfAttention {
                 3 * c,
                 cfg.init_method_std,
                 cfg.add_bias_linear,
+                cfg,
                 vb.pp("c_attn"),
             )?,
-            c_proj: Linear::new(c, c, proj_std(cfg), cfg.add_bias_linear, vb.pp("c_proj"))?,
+            c_proj: Linear::new(
+                c,
+                c,
+                proj_std(cfg),
+                cfg.add_bias_linear,
+                cfg,
+                vb.pp("c_proj"),
+            )?,
             n_head: cfg.num_attention_heads,
             layer: layer as u64,
             cfg: cfg.clone(),
@@ -230,9 +266,17 @@ impl Mlp {
                 f,
                 cfg.init_method_std,
                 cfg.add_bias_linear,
+                cfg,
                 vb.pp("c_fc"),
             )?,
-            c_proj: Linear::new(f, c, proj_std(cfg), cfg.add_bias_linear, vb.pp("c_proj"))?,
+            c_proj: Linear::new(
+                f,
+                c,
+                proj_std(cfg),
+                cfg.add_bias_linear,
+                cfg,
+                vb.pp("c_proj"),
+            )?,
             layer: layer as u64,
             dropout: fault.dropout(cfg.hidden_dropout),
         })
@@ -317,6 +361,7 @@ impl Gpt {
                 cfg.vocab_size,
                 cfg.init_method_std,
                 false,
+                cfg,
                 vb.pp("lm_head"),
             )?),
         };
@@ -360,7 +405,7 @@ impl Gpt {
         let x = self.ln_f.forward(&x)?;
         let logits = match &self.lm_head {
             Some(head) => head.forward(&x)?,
-            None => x.broadcast_matmul(&self.wte.to_dtype(dtype)?.t()?)?, // (B, T, vocab)
+            None => matmul_wt(&x, &self.wte.to_dtype(dtype)?, self.cfg.kernels)?, // (B, T, vocab)
         };
         Ok(logits.to_dtype(DType::F32)?)
     }

@@ -84,6 +84,7 @@ impl Trainer {
     pub fn new(cfg: &RunConfig, name: &str) -> Result<Trainer> {
         cfg.validate(name)?;
         let cfg = cfg.resolve();
+        crate::alloc::retain_freed_memory();
         let device = Device::Cpu;
         let corpus = Corpus::from_config(&cfg.data, cfg.model.vocab_size, cfg.model.seq_length)?;
         let store = ParamStore::new(cfg.train.seed, cfg.train.perturb_seed);
