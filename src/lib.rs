@@ -59,6 +59,7 @@ mod fsutil;
 pub mod gate;
 pub mod golden;
 pub mod import;
+pub mod kernels;
 pub mod model;
 pub mod optim;
 pub mod params;

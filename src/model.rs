@@ -18,6 +18,7 @@ use crate::attention::{attention, AttentionParams};
 use crate::config::{ComputeDtype, GptConfig, Kernels};
 use crate::error::Result;
 use crate::faults::Fault;
+use crate::kernels;
 use crate::params::ParamStore;
 use crate::rng::{dropout_row, DropoutSite, DropoutStream};
 use candle_core::{DType, Device, Tensor, D};
@@ -95,9 +96,10 @@ impl Linear {
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let y = matmul_wt(x, &self.weight.to_dtype(x.dtype())?, self.kernels)?;
-        Ok(match &self.bias {
-            Some(b) => y.broadcast_add(&b.to_dtype(x.dtype())?)?,
-            None => y,
+        Ok(match (&self.bias, self.kernels) {
+            (Some(b), Kernels::Composed) => y.broadcast_add(&b.to_dtype(x.dtype())?)?,
+            (Some(b), Kernels::Fused) => kernels::add_bias(&y, &b.to_dtype(x.dtype())?)?,
+            (None, _) => y,
         })
     }
 }
@@ -391,7 +393,13 @@ impl Gpt {
             .embedding(&idx.flatten_all()?)?
             .reshape((b, t, self.cfg.hidden_size))?; // (B, T, C)
         let pos = self.wpe.narrow(0, 0, t)?; // (T, C)
-        let x = tok.broadcast_add(&pos)?.to_dtype(dtype)?;
+        let x = match self.cfg.kernels {
+            Kernels::Composed => tok.broadcast_add(&pos)?,
+            // (B, T·C) + (T·C): the position table is a bias over flattened sequences.
+            Kernels::Fused => kernels::add_bias(&tok.reshape((b, ()))?, &pos.flatten_all()?)?
+                .reshape((b, t, self.cfg.hidden_size))?,
+        }
+        .to_dtype(dtype)?;
         let mut x = hidden_dropout(
             &x,
             self.fault.dropout(self.cfg.hidden_dropout),
