@@ -1,40 +1,41 @@
-//! One optimiser step of the `small` config (842,496 parameters, d_model 128, 4 layers, seq 128,
-//! batch 8, f32), the model PyTorch's CPU reference numbers were measured on.
+//! One optimiser step of the shipped configs, fused kernels against composed candle ops, in the
+//! same process so that their ratio survives a noisy machine.
 //!
-//! Where we stand (measured 2026-11-22 on this 2-core machine, release build, criterion median):
+//! `small` (842,496 parameters, d_model 128, 4 layers, seq 128, batch 8, f32) is the model the
+//! PyTorch CPU reference was measured on (84 ms/step on 1 thread, 48 ms on 2); `gate` is the tiny
+//! model the test gates train; `medium` (d_model 256, 6 layers, seq 256) is the larger config.
+//! The README's speed table comes from this bench.
 //!
-//! | config | 1 thread | 2 threads | PyTorch 2.x CPU eager (1 / 2 threads) |
-//! |---|---|---|---|
-//! | `gate`  | 12.5 ms | 15.8 ms | — |
-//! | `small` | 251 ms  | 239 ms  | 84 ms / 48 ms |
-//!
-//! lossdiff's composed candle ops are ~3.0× slower than PyTorch on one thread and ~5× on two (a
-//! second thread barely helps: small per-op work, allocation churn). The fused-kernel work
-//! (issue "Training speed") is measured against this bench.
-//!
-//! Run: `RAYON_NUM_THREADS=1 cargo bench --bench train_step` (and `=2` for two threads). The
-//! `gate` step runs in the same session as a baseline, so ratios survive a noisy machine.
+//! Run: `RAYON_NUM_THREADS=1 cargo bench --bench train_step` (and `=2` for two threads; candle
+//! reads the variable on every op). Filter with a trailing argument, e.g. `-- small`.
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use lossdiff::config::RunConfig;
+use lossdiff::config::{Kernels, RunConfig};
 use lossdiff::train::Trainer;
+use std::time::Duration;
 
 fn bench_step(c: &mut Criterion) {
     let mut group = c.benchmark_group("train_step");
-    group.sample_size(20);
-    for preset in ["gate", "small"] {
-        let cfg = RunConfig::preset(preset).expect("shipped preset");
-        let mut trainer = Trainer::new(&cfg, preset).expect("preset trains");
-        let mut step = 0u64;
-        group.bench_function(preset, |b| {
-            b.iter(|| {
-                let r = trainer
-                    .step(step % cfg.train.train_iters)
-                    .expect("step runs");
-                step += 1;
-                r.loss
-            })
-        });
+    for preset in ["gate", "small", "medium"] {
+        // Few samples for the big config: a step takes about a second there.
+        group.sample_size(if preset == "medium" { 10 } else { 20 });
+        group.measurement_time(Duration::from_secs(if preset == "gate" { 5 } else { 15 }));
+        for kernels in [Kernels::Composed, Kernels::Fused] {
+            let mut cfg = RunConfig::preset(preset).expect("shipped preset");
+            cfg.model.kernels = kernels;
+            let mut trainer = Trainer::new(&cfg, preset).expect("preset trains");
+            let mut step = 0u64;
+            let id = format!("{preset}/{}", format!("{kernels:?}").to_lowercase());
+            group.bench_function(id, |b| {
+                b.iter(|| {
+                    let r = trainer
+                        .step(step % cfg.train.train_iters)
+                        .expect("step runs");
+                    step += 1;
+                    r.loss
+                })
+            });
+        }
     }
     group.finish();
 }

@@ -46,6 +46,7 @@ fn shards_merge_into_the_single_run_report() {
         cells: None,
         shard: None,
         inject: None,
+        kernels: None,
     };
     let whole = run_all_experiments(&spec, &opts).unwrap();
     let mut shards: Vec<Vec<lossdiff::gate::ExperimentReport>> = Vec::new();

@@ -42,6 +42,7 @@ fn options(dir: &Path, update: UpdateMode, ci: bool) -> GateOptions {
         cells: None,
         shard: None,
         inject: None,
+        kernels: None,
     }
 }
 

@@ -66,6 +66,10 @@ enum Command {
         /// Do not read or write the run cache.
         #[arg(long)]
         no_cache: bool,
+        /// Train every arm with these kernels (`fused` or `composed`), judging that environment
+        /// against goldens blessed with the spec's; goldens do not go stale under it.
+        #[arg(long, value_parser = parse_kernels)]
+        kernels: Option<crate::config::Kernels>,
     },
     /// Join the summary.json files of shard report directories into one report.
     Merge {
@@ -231,9 +235,10 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<ExitCode>
             shard,
             jobs,
             no_cache,
+            kernels,
         } => {
             set_threads(None);
-            cmd_run(&spec, out, cells, shard, jobs, no_cache)
+            cmd_run(&spec, out, cells, shard, jobs, no_cache, kernels)
         }
         Command::Merge { shards, out } => cmd_merge(&shards, &out),
         Command::Calibrate { out, reduced, jobs } => {
@@ -514,6 +519,12 @@ fn used_goldens(dir: &Path) -> anyhow::Result<Vec<(String, String, String)>> {
     Ok(used)
 }
 
+/// Parses `--kernels` through the config's own spelling (`fused`, `composed`).
+fn parse_kernels(s: &str) -> Result<crate::config::Kernels, String> {
+    serde_json::from_value(serde_json::Value::String(s.to_string()))
+        .map_err(|_| format!("expected `fused` or `composed`, got `{s}`"))
+}
+
 fn cmd_run(
     spec: &Path,
     out: Option<PathBuf>,
@@ -521,8 +532,10 @@ fn cmd_run(
     shard: Option<String>,
     jobs: Option<usize>,
     no_cache: bool,
+    kernels: Option<crate::config::Kernels>,
 ) -> anyhow::Result<ExitCode> {
     let mut opts = crate::gate::GateOptions::from_env()?;
+    opts.kernels = kernels;
     if !cells.is_empty() {
         opts.cells = Some(cells);
     }

@@ -322,6 +322,7 @@ fn external_toy_experiment_runs_end_to_end() {
         cells: None,
         shard: None,
         inject: None,
+        kernels: None,
     };
     let (report, by_cell) = run_experiment(&spec, &opts).unwrap();
     assert_eq!(report.trained, 12);

@@ -14,7 +14,7 @@
 use crate::compare::{
     compare, gate_sweep, CompareSettings, Comparison, Margin, SweepGate, Verdict,
 };
-use crate::config;
+use crate::config::{self, Kernels};
 use crate::error::{Error, Result};
 use crate::experiment::{Cell, Experiment, Role, RunRequest};
 use crate::faults::Fault;
@@ -54,6 +54,11 @@ pub struct GateOptions {
     /// Test-only switch: inject this fault into every run, to prove the gate fails when numerics
     /// change. Goldens are never written while it is set.
     pub inject: Option<Fault>,
+    /// Run every trained arm with these kernels instead of the spec's: an environment switch
+    /// (goldens are blessed on the default fused kernels; `Some(Kernels::Composed)` asks whether
+    /// candle's composed ops agree with them). It is not part of the spec, so goldens do not go
+    /// stale under it.
+    pub kernels: Option<Kernels>,
 }
 
 impl GateOptions {
@@ -70,6 +75,7 @@ impl GateOptions {
             cells: None,
             shard: None,
             inject: None,
+            kernels: None,
         })
     }
 }
@@ -233,6 +239,12 @@ pub fn run_experiment(spec: &Path, opts: &GateOptions) -> Result<ExperimentRun> 
         .runs(opts.inject)?
         .into_iter()
         .filter(|r| cells.iter().any(|c| c.id == r.cell))
+        .map(|mut r| {
+            if let Some(k) = opts.kernels {
+                r.config.model.kernels = k;
+            }
+            r
+        })
         .collect();
     let (traces, stats) = run_all(&exp.name, &requests, &opts.runner)?;
     let by_cell = group(&exp, &cells, &requests, traces);
