@@ -403,6 +403,30 @@ impl RunConfig {
     /// [`Error::UnknownKey`] for a key no section has (with a suggestion), [`Error::InvalidValue`]
     /// for a malformed assignment or a value of the wrong kind.
     pub fn apply_override(&mut self, assignment: &str) -> Result<()> {
+        self.apply_overrides(&[assignment])
+    }
+
+    /// Applies several overrides, then checks the result once: the config only has to be
+    /// consistent after all of them, so their order never matters (`train_iters=30` before
+    /// `lr_decay_iters=30` is as good as after).
+    ///
+    /// # Errors
+    /// As [`RunConfig::apply_override`], plus [`RunConfig::validate`]'s errors for the result.
+    pub fn apply_overrides<S: AsRef<str>>(&mut self, assignments: &[S]) -> Result<()> {
+        for a in assignments {
+            self.set_override(a.as_ref())?;
+        }
+        let origin = assignments
+            .iter()
+            .map(|a| format!("--set {}", a.as_ref()))
+            .collect::<Vec<_>>()
+            .join(" ");
+        self.validate(&origin)
+    }
+
+    /// Applies one `key=value` override without checking the whole config (see
+    /// [`RunConfig::apply_overrides`]).
+    pub(crate) fn set_override(&mut self, assignment: &str) -> Result<()> {
         let origin = format!("--set {assignment}");
         let Some((key, raw)) = assignment.split_once('=') else {
             return Err(Error::InvalidValue {
@@ -414,8 +438,7 @@ impl RunConfig {
         };
         let (key, raw) = (key.trim(), raw.trim());
         let value = parse_scalar(raw);
-        self.set_value(key, value, &origin)?;
-        self.validate(&origin)
+        self.set_value(key, value, &origin)
     }
 
     /// Sets one field by (bare or qualified) key, type-checked through serde.
@@ -712,6 +735,25 @@ fn levenshtein(a: &str, b: &str) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn overrides_are_checked_together_so_their_order_does_not_matter() {
+        // Shrinking a run: each assignment alone breaks warmup < decay ≤ iters, together they
+        // do not. Found when `--set train_iters=30 --set lr_decay_iters=30` was refused.
+        let sets = ["train_iters=30", "lr_warmup_iters=5", "lr_decay_iters=30"];
+        let mut a = RunConfig::preset("small").unwrap();
+        a.apply_overrides(&sets).unwrap();
+        let mut b = RunConfig::preset("small").unwrap();
+        b.apply_overrides(&[sets[2], sets[1], sets[0]]).unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a.train.train_iters, 30);
+        // The combined result is still checked.
+        let err = RunConfig::preset("small")
+            .unwrap()
+            .apply_overrides(&["train_iters=30"])
+            .unwrap_err();
+        assert!(err.to_string().contains("--set train_iters=30"), "{err}");
+    }
 
     #[test]
     fn bare_override_reaches_its_section() {

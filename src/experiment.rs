@@ -440,10 +440,14 @@ impl Experiment {
     /// [`Error::InvalidValue`] when an override does not apply (e.g. a value of the wrong type).
     pub fn config_for(&self, cell: &Cell, arm: &Arm, seed: u64) -> Result<RunConfig> {
         let mut cfg = self.base.clone();
-        for (k, v) in cell.assignments.iter().chain(&arm.overrides) {
-            cfg.apply_override(&format!("{k}={v}"))
-                .map_err(|e| relabel(e, &self.path, &arm.name))?;
-        }
+        let assignments: Vec<String> = cell
+            .assignments
+            .iter()
+            .chain(&arm.overrides)
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        cfg.apply_overrides(&assignments)
+            .map_err(|e| relabel(e, &self.path, &arm.name))?;
         cfg.train.seed = seed;
         Ok(cfg)
     }
@@ -790,10 +794,14 @@ fn parse_arms(
             let text = v.to_string();
             // Apply once now so a bad value fails at load, naming the arm.
             probe
-                .apply_override(&format!("{key}={text}"))
+                .set_override(&format!("{key}={text}"))
                 .map_err(|e| relabel(e, Path::new(origin), &name))?;
             overrides.push((key, text));
         }
+        // Consistency is checked once all of the arm's keys are in (their order is free).
+        probe
+            .validate(&arm_origin)
+            .map_err(|e| relabel(e, Path::new(origin), &name))?;
         if let Some(ext) = &command {
             check_overrides_used(ext, &overrides, &arm_origin)?;
         }

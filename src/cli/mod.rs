@@ -290,9 +290,7 @@ fn cmd_train(
     name: Option<String>,
 ) -> anyhow::Result<ExitCode> {
     let mut cfg = RunConfig::load(spec)?;
-    for o in overrides {
-        cfg.apply_override(o)?;
-    }
+    cfg.apply_overrides(overrides)?;
     let name = name.unwrap_or_else(|| {
         spec.file_stem()
             .map_or("run".into(), |s| s.to_string_lossy().into_owned())
