@@ -71,6 +71,13 @@ const EXPERIMENT_KEYS: &[&str] = &[
 ];
 const TOP_KEYS: &[&str] = &["experiment", "base", "arm", "sweep", "compare"];
 
+/// Config keys that say *where* a run executes rather than *what* the experiment is: like the
+/// candle release or the CPU, they are the environment a gate judges. Their resolved defaults
+/// are left out of [`Experiment::spec_hash`], so a new default (fused kernels replacing composed
+/// ops) is judged against the goldens instead of making them stale; a spec that sets one
+/// explicitly (in `[base]`, an arm or the sweep) pins it, and then it is hashed like any key.
+pub const ENVIRONMENT_KEYS: &[&str] = &["model.kernels"];
+
 /// One arm: a named set of overrides on the base config, plus its environment.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Arm {
@@ -102,6 +109,8 @@ pub struct Experiment {
     pub declared: Vec<String>,
     /// The base config all arms start from.
     pub base: RunConfig,
+    /// [`ENVIRONMENT_KEYS`] that `[base]` sets explicitly (pinned, hence part of the spec hash).
+    pub base_pins: Vec<String>,
     /// The arms; `arms[0]` is the baseline every other arm is compared against.
     pub arms: Vec<Arm>,
     /// Sweep axes: `(qualified key, values as TOML text)`.
@@ -267,9 +276,12 @@ impl Experiment {
                 .collect::<Result<_>>()?,
             Some(other) => return Err(bad("include", "a list of spec paths", other.to_string())),
         };
-        let base = match doc.remove("base") {
-            Some(toml::Value::Table(t)) => RunConfig::from_table(t, &format!("{origin} [base]"))?,
-            None => RunConfig::default(),
+        let (base, base_pins) = match doc.remove("base") {
+            Some(toml::Value::Table(t)) => {
+                let pins = pinned_in_table(&t);
+                (RunConfig::from_table(t, &format!("{origin} [base]"))?, pins)
+            }
+            None => (RunConfig::default(), vec![]),
             Some(other) => return Err(bad("base", "a run-spec table", other.to_string())),
         };
         let spec_dir = match path.parent() {
@@ -388,6 +400,7 @@ impl Experiment {
             perturbations,
             declared,
             base,
+            base_pins,
             arms,
             sweep,
             compare,
@@ -508,8 +521,24 @@ impl Experiment {
     /// As [`Experiment::config_for`].
     pub fn spec_hash(&self, cell: &Cell, arm: &Arm) -> Result<String> {
         let mut h = Sha256::new();
+        let pinned = |key: &str| {
+            self.base_pins.iter().any(|k| k == key)
+                || cell
+                    .assignments
+                    .iter()
+                    .chain(&arm.overrides)
+                    .any(|(k, _)| k == key)
+        };
         for &s in &self.seeds {
-            h.update(self.config_for(cell, arm, s)?.to_json().to_string());
+            let mut json = self.config_for(cell, arm, s)?.to_json();
+            for key in ENVIRONMENT_KEYS.iter().filter(|k| !pinned(k)) {
+                if let Some((section, field)) = key.split_once('.') {
+                    if let Some(obj) = json.get_mut(section).and_then(|v| v.as_object_mut()) {
+                        obj.remove(field);
+                    }
+                }
+            }
+            h.update(json.to_string());
         }
         // The workdir as the spec relates it to itself, so the hash does not depend on how the
         // spec's path was spelled (`experiments/x.toml` from the CLI, absolute from a test).
@@ -541,6 +570,21 @@ fn relabel(e: Error, path: &Path, arm: &str) -> Error {
         },
         other => other,
     }
+}
+
+/// Returns the [`ENVIRONMENT_KEYS`] a `[base]` table sets (`[base.model] kernels = …`).
+fn pinned_in_table(base: &toml::Table) -> Vec<String> {
+    ENVIRONMENT_KEYS
+        .iter()
+        .filter(|key| {
+            key.split_once('.').is_some_and(|(section, field)| {
+                base.get(section)
+                    .and_then(|v| v.as_table())
+                    .is_some_and(|t| t.contains_key(field))
+            })
+        })
+        .map(|k| k.to_string())
+        .collect()
 }
 
 /// Returns lowercase hex of bytes.
@@ -933,6 +977,33 @@ mod tests {
         assert_eq!(h, parse(SPEC).unwrap().spec_hash(cell, &e.arms[0]).unwrap());
         let changed = parse(&SPEC.replace("seeds = 2", "seeds = 3")).unwrap();
         assert_ne!(h, changed.spec_hash(cell, &changed.arms[0]).unwrap());
+    }
+
+    /// The environment is what a gate judges: a new kernels default must not make goldens stale.
+    #[test]
+    fn spec_hash_ignores_the_kernels_default_but_not_a_pinned_kernels_value() {
+        use crate::config::Kernels;
+        let e = parse(SPEC).unwrap();
+        let cell = &e.cells()[0];
+        let h = e.spec_hash(cell, &e.arms[0]).unwrap();
+        let mut other_default = e.clone();
+        other_default.base.model.kernels = Kernels::Composed;
+        assert_eq!(h, other_default.spec_hash(cell, &e.arms[0]).unwrap());
+
+        let pin = |text: &str| parse(&SPEC.replace("preset = \"gate\"", text)).unwrap();
+        let fused = pin("preset = \"gate\"\n[base.model]\nkernels = \"fused\"");
+        let composed = pin("preset = \"gate\"\n[base.model]\nkernels = \"composed\"");
+        assert_eq!(fused.base_pins, ["model.kernels"]);
+        let hf = fused.spec_hash(cell, &fused.arms[0]).unwrap();
+        assert_ne!(hf, h, "pinning the default is a spec change");
+        assert_ne!(hf, composed.spec_hash(cell, &composed.arms[0]).unwrap());
+
+        let arm = parse(&SPEC.replace(
+            "name = \"naive\"",
+            "name = \"naive\"\nkernels = \"composed\"",
+        ))
+        .unwrap();
+        assert_ne!(h, arm.spec_hash(cell, &arm.arms[0]).unwrap());
     }
 
     #[test]
