@@ -689,7 +689,21 @@ fn unknown_or_misplaced(origin: &str, key: &str) -> Error {
             ),
             got: "a top-level key".into(),
         },
-        None => unknown_key(origin, key, SECTIONS.iter().copied().chain(["preset"])),
+        None => {
+            // A misspelled field written at the top (`train_iter`) is suggested with its section.
+            let section_or_preset = closest(key, SECTIONS.iter().copied().chain(["preset"]));
+            let field = || {
+                let all = RunConfig::all_keys();
+                let bare = all.iter().filter_map(|k| k.split_once('.').map(|p| p.1));
+                let best = closest(key, bare)?;
+                all.into_iter().find(|k| k.ends_with(&format!(".{best}")))
+            };
+            Error::UnknownKey {
+                origin: origin.to_string(),
+                key: key.to_string(),
+                suggestion: section_or_preset.or_else(field),
+            }
+        }
     }
 }
 

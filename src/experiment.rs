@@ -222,11 +222,12 @@ impl Experiment {
             }
         };
         if let Some(k) = exp.keys().find(|k| !EXPERIMENT_KEYS.contains(&k.as_str())) {
-            return Err(config::unknown_key(
-                &origin,
-                &format!("experiment.{k}"),
-                EXPERIMENT_KEYS.iter().copied(),
-            ));
+            return Err(Error::UnknownKey {
+                origin,
+                key: format!("experiment.{k}"),
+                suggestion: config::closest(k, EXPERIMENT_KEYS.iter().copied())
+                    .map(|s| format!("experiment.{s}")),
+            });
         }
         let name = match exp.remove("name") {
             Some(toml::Value::String(s)) if valid_name(&s) => s,

@@ -268,12 +268,19 @@ impl Trace {
         #[derive(Deserialize)]
         struct Version {
             schema_version: Option<u32>,
+            fingerprint: Option<serde_json::Value>,
         }
         let v: Version = serde_json::from_str(text).map_err(|e| Error::json(path, &e))?;
         match v.schema_version {
             Some(found) if found > TRACE_SCHEMA_VERSION => {
                 return Err(Error::TraceSchema {
                     path: path.to_path_buf(),
+                    written_by: v
+                        .fingerprint
+                        .as_ref()
+                        .and_then(|f| f["lossdiff_version"].as_str())
+                        .unwrap_or("?")
+                        .to_string(),
                     found,
                     supported: TRACE_SCHEMA_VERSION,
                 })

@@ -151,6 +151,13 @@ pub(crate) fn align(a: &[Trace], b: &[Trace], p: &[Trace], metric: &str) -> Resu
             b: other.name.clone(),
         });
     }
+    if let [step] = common[..] {
+        return Err(Error::SingleCommonStep {
+            a: a[0].name.clone(),
+            b: b[0].name.clone(),
+            step,
+        });
+    }
     let (va, vb, vp) = (
         values_at(a, metric, "a", &common)?,
         values_at(b, metric, "b", &common)?,
@@ -198,6 +205,11 @@ pub(crate) fn align(a: &[Trace], b: &[Trace], p: &[Trace], metric: &str) -> Resu
 }
 
 impl Aligned {
+    /// Returns whether some common step has a finite value in every trace of both arms.
+    pub fn any_finite_step(&self) -> bool {
+        (0..self.steps.len()).any(|s| self.a.iter().chain(&self.b).all(|v| v[s].is_finite()))
+    }
+
     /// Returns the first common step at which one arm has a non-finite value and the other none.
     pub fn first_one_sided_non_finite(&self) -> Option<u64> {
         let finite = |arm: &[Vec<f64>], s: usize| arm.iter().all(|v| v[s].is_finite());

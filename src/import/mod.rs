@@ -201,6 +201,7 @@ pub fn import_bytes(bytes: &[u8], path: &Path, format: Option<Format>) -> Result
     }
     let format = match format.or_else(|| detect(bytes)) {
         Some(f) => f,
+        None if looks_like_broken_json(bytes) => return Err(json_error(bytes, path)),
         None => {
             return Err(Error::UnknownFormat {
                 path: path.to_path_buf(),
@@ -217,6 +218,36 @@ pub fn import_bytes(bytes: &[u8], path: &Path, format: Option<Format>) -> Result
         Format::Jsonl => jsonl::parse(&utf8(bytes, path)?, path),
         Format::Csv => csv::parse(bytes, path),
         Format::TensorBoard => tensorboard::parse(bytes, path),
+    }
+}
+
+/// A file that opens like a JSON document but parses neither whole nor as JSON lines: most
+/// likely a truncated or hand-edited trace or golden-values file, whose parse error (line and
+/// column) says more than "unknown format".
+fn looks_like_broken_json(bytes: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(bytes);
+    text.trim_start_matches('\u{feff}')
+        .trim_start()
+        .starts_with('{')
+}
+
+fn json_error(bytes: &[u8], path: &Path) -> Error {
+    let text = String::from_utf8_lossy(bytes);
+    match serde_json::from_str::<Value>(&text) {
+        Err(e) => Error::Json {
+            path: path.to_path_buf(),
+            line: e.line(),
+            column: e.column(),
+            message: format!(
+                "{e}; expected a lossdiff trace, Megatron-LM golden values or one JSON object per line"
+            ),
+        },
+        Ok(_) => Error::UnknownFormat {
+            path: path.to_path_buf(),
+            hint: "a JSON document that is neither a lossdiff trace nor Megatron-LM golden values"
+                .into(),
+            valid: Format::valid_names(),
+        },
     }
 }
 
