@@ -55,7 +55,7 @@ pub mod experiment;
 pub mod external;
 pub mod faults;
 pub mod fingerprint;
-mod fsutil;
+pub mod fsutil;
 pub mod gate;
 pub mod golden;
 pub mod import;
