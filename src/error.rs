@@ -127,6 +127,16 @@ pub enum Error {
         /// What it found (quoted and shortened).
         got: String,
     },
+    /// An input file over the size limit (files are parsed whole; see `import::limits`).
+    #[error("{}: {size} bytes ({:.1} MiB) is over the input limit of {limit} bytes ({:.1} MiB); lossdiff reads input files whole, so raise the limit with LOSSDIFF_MAX_INPUT_BYTES=<bytes> if the machine has about twice the file size in free memory", path.display(), *size as f64 / 1048576.0, *limit as f64 / 1048576.0)]
+    InputTooLarge {
+        /// The file.
+        path: PathBuf,
+        /// Its size in bytes (at least, for a file read until the limit was passed).
+        size: u64,
+        /// The limit in bytes.
+        limit: u64,
+    },
     /// A file whose content matches none of the formats lossdiff imports.
     #[error("{}: cannot tell the format from the content ({hint}); pass the format explicitly, one of: {valid}", path.display())]
     UnknownFormat {

@@ -255,7 +255,7 @@ impl Trace {
     /// I/O and JSON errors name the file; [`Error::TraceSchema`] for a trace from a newer lossdiff;
     /// [`Error::InvalidTrace`] for a broken invariant.
     pub fn load(path: &Path) -> Result<Trace> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let text = crate::import::limits::read_input_to_string(path)?;
         Trace::from_json(&text, path)
     }
 

@@ -296,3 +296,88 @@ fn masked_crc32c(data: &[u8]) -> u32 {
     let crc = !crc;
     crc.rotate_right(15).wrapping_add(0xA282_EAD8)
 }
+
+/// Files are parsed whole, so one over the limit is refused before it is read, naming its size,
+/// the limit and the variable that raises it (the default limit is 512 MiB, docs/limits.md).
+#[test]
+fn input_over_the_size_limit_is_refused_with_size_limit_and_how_to_raise_it() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "good.jsonl", &jsonl(1..=50));
+    let size = std::fs::metadata(dir.path().join("good.jsonl"))
+        .unwrap()
+        .len();
+    let limit = (size - 1).to_string();
+    let o = lossdiff_in(
+        dir.path(),
+        &["compare", "good.jsonl", "good.jsonl"],
+        &[("LOSSDIFF_MAX_INPUT_BYTES", &limit)],
+    );
+    assert_refused(
+        &o,
+        &[
+            &format!("good.jsonl: {size} bytes"),
+            &format!("over the input limit of {limit} bytes"),
+            "LOSSDIFF_MAX_INPUT_BYTES=<bytes>",
+        ],
+    );
+    let o = lossdiff_in(
+        dir.path(),
+        &["compare", "good.jsonl", "good.jsonl"],
+        &[("LOSSDIFF_MAX_INPUT_BYTES", &size.to_string())],
+    );
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "at the limit it is read: {}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn trace_over_the_size_limit_is_refused_by_show() {
+    let dir = tempfile::tempdir().unwrap();
+    common::trace(200, 0.0)
+        .save(&dir.path().join("t.json"))
+        .unwrap();
+    let o = lossdiff_in(
+        dir.path(),
+        &["show", "t.json"],
+        &[("LOSSDIFF_MAX_INPUT_BYTES", "1000")],
+    );
+    assert_refused(&o, &["t.json: ", "over the input limit of 1000 bytes"]);
+}
+
+#[test]
+fn size_limit_that_is_not_a_number_says_what_it_must_be() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "good.jsonl", &jsonl(1..=50));
+    let o = lossdiff_in(
+        dir.path(),
+        &["compare", "good.jsonl", "good.jsonl"],
+        &[("LOSSDIFF_MAX_INPUT_BYTES", "1GB")],
+    );
+    assert_refused(
+        &o,
+        &["`LOSSDIFF_MAX_INPUT_BYTES` = \"1GB\": expected a positive number of bytes"],
+    );
+}
+
+/// A million-step JSONL (36 MB) is read exactly, in about a second (10 million: docs/limits.md).
+#[test]
+fn million_step_jsonl_is_read_whole_and_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("long.jsonl");
+    let mut f = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
+    for s in 1..=1_000_000u64 {
+        std::io::Write::write_all(
+            &mut f,
+            format!("{{\"step\": {s}, \"loss\": {s}.5}}\n").as_bytes(),
+        )
+        .unwrap();
+    }
+    drop(f);
+    let t = lossdiff::import::import(&path, None).unwrap();
+    assert_eq!(t.steps.len(), 1_000_000);
+    assert_eq!(t.steps.last(), Some(&1_000_000));
+    assert_eq!(t.lm_loss().unwrap()[999_999], 1_000_000.5);
+}

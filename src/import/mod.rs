@@ -35,6 +35,7 @@
 mod collect;
 mod csv;
 mod jsonl;
+pub mod limits;
 mod megatron_golden;
 mod megatron_log;
 mod protobuf;
@@ -178,11 +179,12 @@ fn detect_json(body: &str) -> Option<Format> {
 /// Reads a training curve from `path` in `format`, or in the format [`detect`] finds.
 ///
 /// # Errors
-/// [`Error::Io`] if the file cannot be read; [`Error::EmptyInput`] for an empty file or one with no
+/// [`Error::Io`] if the file cannot be read; [`Error::InputTooLarge`] for a file over
+/// [`limits::max_input_bytes`]; [`Error::EmptyInput`] for an empty file or one with no
 /// steps; [`Error::UnknownFormat`] when detection fails; otherwise the format's parse errors
 /// ([`Error::Parse`], [`Error::StepOrder`], [`Error::Crc`], …), each naming the file and place.
 pub fn import(path: &Path, format: Option<Format>) -> Result<Trace> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let bytes = limits::read_input(path)?;
     import_bytes(&bytes, path, format)
 }
 
@@ -211,11 +213,11 @@ pub fn import_bytes(bytes: &[u8], path: &Path, format: Option<Format>) -> Result
         }
     };
     match format {
-        Format::Lossdiff => Trace::from_json(&utf8(bytes, path)?, path),
-        Format::MegatronGolden => megatron_golden::parse(&utf8(bytes, path)?, path),
+        Format::Lossdiff => Trace::from_json(utf8(bytes, path)?, path),
+        Format::MegatronGolden => megatron_golden::parse(utf8(bytes, path)?, path),
         Format::MegatronLog => megatron_log::parse(&String::from_utf8_lossy(bytes), path),
         Format::TorchtitanText => text::parse(&String::from_utf8_lossy(bytes), path),
-        Format::Jsonl => jsonl::parse(&utf8(bytes, path)?, path),
+        Format::Jsonl => jsonl::parse(utf8(bytes, path)?, path),
         Format::Csv => csv::parse(bytes, path),
         Format::TensorBoard => tensorboard::parse(bytes, path),
     }
@@ -251,10 +253,10 @@ fn json_error(bytes: &[u8], path: &Path) -> Error {
     }
 }
 
-fn utf8(bytes: &[u8], path: &Path) -> Result<String> {
-    String::from_utf8(bytes.to_vec()).map_err(|e| Error::Parse {
+fn utf8<'a>(bytes: &'a [u8], path: &Path) -> Result<&'a str> {
+    std::str::from_utf8(bytes).map_err(|e| Error::Parse {
         path: path.to_path_buf(),
-        place: format!("byte {}", e.utf8_error().valid_up_to()),
+        place: format!("byte {}", e.valid_up_to()),
         expected: "UTF-8 text".into(),
         got: "invalid UTF-8".into(),
     })
