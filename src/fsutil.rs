@@ -19,6 +19,22 @@ fn temp_name(file_name: &str) -> String {
     format!(".{file_name}.{}.{seq}{TEMP_SUFFIX}", std::process::id())
 }
 
+/// Turns "File exists", which `create_dir_all` reports when a component of the path is a
+/// regular file, into an error that names that file.
+fn explain_create_dir(dir: &Path, e: std::io::Error) -> std::io::Error {
+    let file = dir.ancestors().find(|a| a.is_file());
+    match file {
+        Some(f) => std::io::Error::new(
+            e.kind(),
+            format!(
+                "cannot create the directory: {} is a regular file",
+                f.display()
+            ),
+        ),
+        None => e,
+    }
+}
+
 /// Returns the writer's pid when `path` is a temp file of [`write_atomic`].
 pub fn temp_file_pid(path: &Path) -> Option<u32> {
     let name = path.file_name()?.to_str()?;
@@ -80,7 +96,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
-    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, explain_create_dir(dir, e)))?;
     let file_name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -114,6 +130,19 @@ mod tests {
         assert_eq!(temp_file_pid(Path::new(&a)), Some(std::process::id()));
         assert_eq!(temp_file_pid(Path::new("g.golden.json")), None);
         assert_eq!(temp_file_pid(Path::new(".x.tmp")), None);
+    }
+
+    #[test]
+    fn a_path_under_a_regular_file_names_that_file() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("taken"), "x").unwrap();
+        let err = write_atomic(&dir.path().join("taken/sub/out.json"), b"{}").unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("taken/sub: cannot create the directory"),
+            "{msg}"
+        );
+        assert!(msg.contains("taken is a regular file"), "{msg}");
     }
 
     #[test]

@@ -206,3 +206,38 @@ fn bad_update_mode_lists_the_modes() {
         &["`LOSSDIFF_UPDATE` = sometimes: expected auto, new, always or no"],
     );
 }
+
+#[test]
+fn nightly_including_a_missing_spec_names_the_nightly_and_the_include() {
+    let o = run("[experiment]\nname = \"nightly\"\ninclude = [\"gone.toml\"]\n");
+    assert_refused(
+        &o,
+        &["exp.toml: `include` = gone.toml (no such file): expected paths of experiment specs"],
+    );
+}
+
+#[test]
+fn trace_output_under_a_regular_file_names_that_file() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "spec.toml", "preset = \"gate\"\n[train]\nlr_warmup_iters = 1\n");
+    write(dir.path(), "taken", "a regular file");
+    let o = lossdiff_in(
+        dir.path(),
+        &[
+            "train",
+            "spec.toml",
+            "--out",
+            "taken/t.json",
+            "--set",
+            "train_iters=2",
+        ],
+        &[],
+    );
+    assert_refused(
+        &o,
+        &[
+            "failed to write trace taken/t.json",
+            "taken is a regular file",
+        ],
+    );
+}
