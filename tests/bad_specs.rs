@@ -219,7 +219,11 @@ fn nightly_including_a_missing_spec_names_the_nightly_and_the_include() {
 #[test]
 fn trace_output_under_a_regular_file_names_that_file() {
     let dir = tempfile::tempdir().unwrap();
-    write(dir.path(), "spec.toml", "preset = \"gate\"\n[train]\nlr_warmup_iters = 1\n");
+    write(
+        dir.path(),
+        "spec.toml",
+        "preset = \"gate\"\n[train]\nlr_warmup_iters = 1\n",
+    );
     write(dir.path(), "taken", "a regular file");
     let o = lossdiff_in(
         dir.path(),

@@ -161,11 +161,13 @@ pub fn detect(bytes: &[u8]) -> Option<Format> {
 }
 
 fn detect_json(body: &str) -> Option<Format> {
-    if let Ok(Value::Object(obj)) = serde_json::from_str::<Value>(body) {
-        if obj.contains_key("schema_version") && obj.contains_key("steps") {
+    // Only the top-level keys and whether each value is an object with `values` matter; a
+    // `serde_json::Value` of a 10-million-step trace would take several times the file's memory.
+    if let Ok(top) = serde_json::from_str::<std::collections::BTreeMap<String, Shape>>(body) {
+        if top.contains_key("schema_version") && top.contains_key("steps") {
             return Some(Format::Lossdiff);
         }
-        if megatron_golden::looks_like(&obj) {
+        if megatron_golden::looks_like(&top.values().map(|s| s.0).collect::<Vec<_>>()) {
             return Some(Format::MegatronGolden);
         }
     }
@@ -173,6 +175,61 @@ fn detect_json(body: &str) -> Option<Format> {
     match serde_json::from_str::<Value>(first) {
         Ok(Value::Object(_)) => Some(Format::Jsonl),
         _ => None,
+    }
+}
+
+/// A JSON value reduced to one bit: is it an object with a `values` key (a Megatron metric)?
+struct Shape(bool);
+
+impl<'de> serde::Deserialize<'de> for Shape {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Shape, D::Error> {
+        d.deserialize_any(ShapeVisitor)
+    }
+}
+
+struct ShapeVisitor;
+
+impl<'de> serde::de::Visitor<'de> for ShapeVisitor {
+    type Value = Shape;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(
+        self,
+        mut m: A,
+    ) -> std::result::Result<Shape, A::Error> {
+        let mut has_values = false;
+        while let Some(k) = m.next_key::<std::borrow::Cow<'de, str>>()? {
+            has_values |= k == "values";
+            m.next_value::<serde::de::IgnoredAny>()?;
+        }
+        Ok(Shape(has_values))
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(
+        self,
+        mut s: A,
+    ) -> std::result::Result<Shape, A::Error> {
+        while s.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+        Ok(Shape(false))
+    }
+    fn visit_bool<E>(self, _: bool) -> std::result::Result<Shape, E> {
+        Ok(Shape(false))
+    }
+    fn visit_i64<E>(self, _: i64) -> std::result::Result<Shape, E> {
+        Ok(Shape(false))
+    }
+    fn visit_u64<E>(self, _: u64) -> std::result::Result<Shape, E> {
+        Ok(Shape(false))
+    }
+    fn visit_f64<E>(self, _: f64) -> std::result::Result<Shape, E> {
+        Ok(Shape(false))
+    }
+    fn visit_str<E>(self, _: &str) -> std::result::Result<Shape, E> {
+        Ok(Shape(false))
+    }
+    fn visit_unit<E>(self) -> std::result::Result<Shape, E> {
+        Ok(Shape(false))
     }
 }
 
