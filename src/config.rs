@@ -721,11 +721,19 @@ pub fn unknown_key<'a>(
 }
 
 /// Returns the candidate with the smallest edit distance, if within a third of the key's length.
+/// A unit suffix is often forgotten, so a candidate is also measured without it (`timout` is one
+/// edit from `timeout_s` without its `_s`).
 pub fn closest<'a>(key: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<String> {
+    const UNIT_SUFFIXES: [&str; 3] = ["_s", "_ms", "_bytes"];
     let limit = (key.len() / 3).max(2);
+    let distance = |c: &str| {
+        let bare = UNIT_SUFFIXES.iter().find_map(|u| c.strip_suffix(u));
+        let d = levenshtein(key, c);
+        bare.map_or(d, |b| d.min(levenshtein(key, b)))
+    };
     candidates
         .into_iter()
-        .map(|c| (levenshtein(key, c), c))
+        .map(|c| (distance(c), c))
         .filter(|(d, _)| *d <= limit)
         .min()
         .map(|(_, c)| c.to_string())

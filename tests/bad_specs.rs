@@ -245,3 +245,15 @@ fn trace_output_under_a_regular_file_names_that_file() {
         ],
     );
 }
+
+#[test]
+fn misspelled_external_arm_key_suggests_the_valid_one() {
+    let o = run(&experiment_with(
+        "name = \"b\"",
+        "name = \"b\"\ncommand = \"python3 t.py --out {out}\"\ntimout = 5",
+    ));
+    assert_refused(
+        &o,
+        &["exp.toml [[arm]] b: unknown key `timout` (did you mean `timeout_s`?)"],
+    );
+}
