@@ -21,7 +21,7 @@ fn temp_name(file_name: &str) -> String {
 
 /// Turns "File exists", which `create_dir_all` reports when a component of the path is a
 /// regular file, into an error that names that file.
-fn explain_create_dir(dir: &Path, e: std::io::Error) -> std::io::Error {
+pub(crate) fn explain_create_dir(dir: &Path, e: std::io::Error) -> std::io::Error {
     let file = dir.ancestors().find(|a| a.is_file());
     match file {
         Some(f) => std::io::Error::new(

@@ -144,13 +144,15 @@ fn report_directory_under_a_regular_file_is_refused_before_training() {
         &["run", "exp.toml", "--out", "taken/report"],
         &[("CI", "true")],
     );
-    assert_refused(
+    let line = assert_refused(
         &o,
         &[
             "cannot write report into taken/report",
+            "taken is a regular file",
             "check that the directory is writable",
         ],
     );
+    assert_eq!(line.matches("regular file").count(), 1, "said once: {line}");
     assert!(!stdout(&o).contains("runs trained"), "{}", stdout(&o));
     assert!(
         !dir.path().join(".cache").exists(),

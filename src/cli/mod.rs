@@ -270,13 +270,13 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<ExitCode>
 }
 
 /// Formats an error and its causes as one line, `context: error: cause`, like anyhow's `{:#}`
-/// but without repeating a cause whose text the message already ends with (the library's I/O
+/// but without repeating a cause whose text the message already holds (the library's I/O
 /// errors print their OS error and also expose it as their source).
 pub fn error_message(err: &anyhow::Error) -> String {
     let mut out = String::new();
     for cause in err.chain() {
         let text = cause.to_string();
-        if out.ends_with(&text) {
+        if out.contains(&text) {
             continue;
         }
         if !out.is_empty() {

@@ -173,10 +173,10 @@ pub fn write_report(dir: &Path, report: &ReportInput) -> Result<ReportPaths> {
 /// # Errors
 /// [`Error::ReportWrite`] naming the directory and the OS error.
 pub fn check_report_dir(dir: &Path) -> Result<()> {
-    std::fs::create_dir_all(dir).map_err(|source| Error::ReportWrite {
+    std::fs::create_dir_all(dir).map_err(|e| Error::ReportWrite {
         dir: dir.to_path_buf(),
         file: dir.to_path_buf(),
-        source,
+        source: crate::fsutil::explain_create_dir(dir, e),
     })?;
     let probe = dir.join(".lossdiff-write-check");
     put(dir, &probe, b"")?;
