@@ -348,7 +348,16 @@ impl RunConfig {
     /// [`Error::InvalidValue`] naming the file and key.
     pub fn load(path: &Path) -> Result<RunConfig> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        let doc: toml::Table = toml::from_str(&text).map_err(|e| Error::Toml {
+        RunConfig::parse(&text, path)
+    }
+
+    /// Parses a run spec already in memory; `path` only names it in errors (the fuzz target and
+    /// tests parse specs without a file).
+    ///
+    /// # Errors
+    /// As [`RunConfig::load`], without the I/O error.
+    pub fn parse(text: &str, path: &Path) -> Result<RunConfig> {
+        let doc: toml::Table = toml::from_str(text).map_err(|e| Error::Toml {
             path: path.to_path_buf(),
             message: e.to_string(),
         })?;

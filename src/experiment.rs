@@ -192,7 +192,17 @@ impl Experiment {
     /// misspelled section, experiment key or config key; [`Error::InvalidValue`] naming the key.
     pub fn load(path: &Path) -> Result<Experiment> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        let doc: toml::Table = toml::from_str(&text).map_err(|e| Error::Toml {
+        Experiment::parse(&text, path)
+    }
+
+    /// Parses a spec already in memory. `path` names it in errors and anchors the relative paths
+    /// it holds (`include`, `workdir`); nothing is read from disk and nothing is run, so any text
+    /// is safe to parse (this is what the fuzz target drives).
+    ///
+    /// # Errors
+    /// As [`Experiment::load`], without the I/O error.
+    pub fn parse(text: &str, path: &Path) -> Result<Experiment> {
+        let doc: toml::Table = toml::from_str(text).map_err(|e| Error::Toml {
             path: path.to_path_buf(),
             message: e.to_string(),
         })?;
