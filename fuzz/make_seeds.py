@@ -29,7 +29,7 @@ def field_bytes(n, data):
 
 def event(step, value):
     ev = b"\x09" + struct.pack("<d", 1.7e9) + varint(2 << 3) + varint(step)
-    return record(ev + field_bytes(5, field_bytes(1, value)))
+    return frame(ev + field_bytes(5, field_bytes(1, value)))
 
 def simple(tag, v):
     return field_bytes(1, tag.encode()) + bytes([2 << 3 | 5]) + struct.pack("<f", v)
@@ -46,6 +46,12 @@ def write(target, name, data):
         f.write(data)
 
 tb = record(field_bytes(3, b"brain.Event:2"))
+framed = b""  # the same events as u16-length-prefixed payloads (see tfrecords in src/lib.rs)
+def frame(payload):
+    global framed
+    framed += struct.pack("<H", len(payload)) + payload
+    return record(payload)
+
 for s in range(1, 4):
     tb += event(s, simple("lm loss", 10.0 - s))
     tb += event(s * 32, simple("lm loss vs samples", 10.0 - s))
@@ -77,7 +83,7 @@ trace = json.dumps({
 })
 run_spec = 'train_iters=30\npreset = "gate"\n[model]\nattention = "flash"\n[train]\ntrain_iters = 50\nlr_decay_style = "WSD"\nlr_wsd_decay_iters = 10\n[data]\nsource = "synthetic"\n'
 for t, items in {
-    "import_tensorboard": {"events": tb},
+    "import_tensorboard": {"events": tb, "framed": framed},
     "import_megatron_golden": {"golden.json": golden},
     "import_megatron_log": {"log.txt": mlog},
     "import_torchtitan": {"titan.log": titan},

@@ -63,3 +63,44 @@ fn canonical_bits(x: f64) -> u64 {
         x.to_bits()
     }
 }
+
+/// Frames `data` as TFRecords with valid checksums: `data` is a sequence of payloads, each
+/// preceded by its length as a little-endian `u16` (the last one cut to what is left).
+///
+/// Random mutations of an event file almost always break a CRC, which the importer rightly
+/// refuses first; framing the fuzzer's bytes lets it reach the `Event`/`Summary`/`TensorProto`
+/// decoding behind the checksums.
+pub fn tfrecords(mut data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while !data.is_empty() {
+        let (len, rest) = match data {
+            [lo, hi, rest @ ..] => (usize::from(u16::from_le_bytes([*lo, *hi])), rest),
+            rest => (rest.len(), &[][..]),
+        };
+        let (payload, tail) = rest.split_at(len.min(rest.len()));
+        let header = (payload.len() as u64).to_le_bytes();
+        out.extend_from_slice(&header);
+        out.extend_from_slice(&masked_crc32c(&header).to_le_bytes());
+        out.extend_from_slice(payload);
+        out.extend_from_slice(&masked_crc32c(payload).to_le_bytes());
+        data = tail;
+    }
+    out
+}
+
+/// TFRecord's masked CRC32C, written out again here so the fuzz crate checks the library's
+/// framing against an independent implementation.
+fn masked_crc32c(data: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in data {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0x82F6_3B78
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    (!crc).rotate_right(15).wrapping_add(0xa282_ead8)
+}
