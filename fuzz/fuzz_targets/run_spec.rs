@@ -14,12 +14,15 @@ fuzz_target!(|data: &[u8]| {
     let first = text.lines().next().unwrap_or_default();
     let mut cfg = RunConfig::default();
     if cfg.apply_override(first).is_ok() {
-        cfg.validate("fuzz --set").expect("an accepted override leaves a valid config");
+        cfg.validate("fuzz --set")
+            .expect("an accepted override leaves a valid config");
     }
     if let Ok(cfg) = RunConfig::parse(text, Path::new(lossdiff_fuzz::PATH)) {
         cfg.validate("fuzz").expect("an accepted spec is valid");
         let resolved = cfg.resolve();
-        resolved.validate("fuzz resolved").expect("a resolved spec is valid");
+        resolved
+            .validate("fuzz resolved")
+            .expect("a resolved spec is valid");
         let _ = resolved.to_json();
     }
 });

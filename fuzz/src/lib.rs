@@ -11,7 +11,11 @@ pub const PATH: &str = "fuzz-input";
 /// Imports `data` as `format` and, when the importer accepts it, checks the trace invariants.
 pub fn import_and_check(data: &[u8], format: Format) {
     if let Ok(trace) = import_bytes(data, Path::new(PATH), Some(format)) {
-        assert_eq!(trace.origin.format, format.name(), "origin names the format");
+        assert_eq!(
+            trace.origin.format,
+            format.name(),
+            "origin names the format"
+        );
         check_trace(&trace);
     }
 }
