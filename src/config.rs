@@ -348,7 +348,16 @@ impl RunConfig {
     /// [`Error::InvalidValue`] naming the file and key.
     pub fn load(path: &Path) -> Result<RunConfig> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        let doc: toml::Table = toml::from_str(&text).map_err(|e| Error::Toml {
+        RunConfig::parse(&text, path)
+    }
+
+    /// Parses a run spec already in memory; `path` only names it in errors (the fuzz target and
+    /// tests parse specs without a file).
+    ///
+    /// # Errors
+    /// As [`RunConfig::load`], without the I/O error.
+    pub fn parse(text: &str, path: &Path) -> Result<RunConfig> {
+        let doc: toml::Table = toml::from_str(text).map_err(|e| Error::Toml {
             path: path.to_path_buf(),
             message: e.to_string(),
         })?;
@@ -689,7 +698,21 @@ fn unknown_or_misplaced(origin: &str, key: &str) -> Error {
             ),
             got: "a top-level key".into(),
         },
-        None => unknown_key(origin, key, SECTIONS.iter().copied().chain(["preset"])),
+        None => {
+            // A misspelled field written at the top (`train_iter`) is suggested with its section.
+            let section_or_preset = closest(key, SECTIONS.iter().copied().chain(["preset"]));
+            let field = || {
+                let all = RunConfig::all_keys();
+                let bare = all.iter().filter_map(|k| k.split_once('.').map(|p| p.1));
+                let best = closest(key, bare)?;
+                all.into_iter().find(|k| k.ends_with(&format!(".{best}")))
+            };
+            Error::UnknownKey {
+                origin: origin.to_string(),
+                key: key.to_string(),
+                suggestion: section_or_preset.or_else(field),
+            }
+        }
     }
 }
 
@@ -707,11 +730,19 @@ pub fn unknown_key<'a>(
 }
 
 /// Returns the candidate with the smallest edit distance, if within a third of the key's length.
+/// A unit suffix is often forgotten, so a candidate is also measured without it (`timout` is one
+/// edit from `timeout_s` without its `_s`).
 pub fn closest<'a>(key: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<String> {
+    const UNIT_SUFFIXES: [&str; 3] = ["_s", "_ms", "_bytes"];
     let limit = (key.len() / 3).max(2);
+    let distance = |c: &str| {
+        let bare = UNIT_SUFFIXES.iter().find_map(|u| c.strip_suffix(u));
+        let d = levenshtein(key, c);
+        bare.map_or(d, |b| d.min(levenshtein(key, b)))
+    };
     candidates
         .into_iter()
-        .map(|c| (levenshtein(key, c), c))
+        .map(|c| (distance(c), c))
         .filter(|(d, _)| *d <= limit)
         .min()
         .map(|(_, c)| c.to_string())

@@ -68,10 +68,12 @@ pub enum Error {
 
     // === Traces ===
     /// A trace written with a schema this build does not read.
-    #[error("{}: trace schema version {found} is newer than this lossdiff reads ({supported}); upgrade lossdiff", path.display())]
+    #[error("{}: trace schema version {found} was written by a newer lossdiff (v{written_by}), this is v{} reading schema {supported}; upgrade lossdiff", path.display(), env!("CARGO_PKG_VERSION"))]
     TraceSchema {
         /// The trace file.
         path: PathBuf,
+        /// The lossdiff version recorded in the trace's fingerprint (`?` when absent).
+        written_by: String,
         /// Version found in the file.
         found: u32,
         /// Newest version this build reads.
@@ -88,10 +90,12 @@ pub enum Error {
 
     // === Goldens ===
     /// A golden written by a newer lossdiff.
-    #[error("{}: golden format version {found} is newer than this lossdiff reads ({supported}); upgrade lossdiff", path.display())]
+    #[error("{}: golden format version {found} was written by a newer lossdiff (v{written_by}), this is v{} reading format {supported}; upgrade lossdiff", path.display(), env!("CARGO_PKG_VERSION"))]
     GoldenVersion {
         /// The golden file.
         path: PathBuf,
+        /// The lossdiff version recorded in the golden's provenance (`?` when absent).
+        written_by: String,
         /// Version found.
         found: u32,
         /// Newest version this build reads.
@@ -122,6 +126,16 @@ pub enum Error {
         expected: String,
         /// What it found (quoted and shortened).
         got: String,
+    },
+    /// An input file over the size limit (files are parsed whole; see `import::limits`).
+    #[error("{}: {size} bytes ({:.1} MiB) is over the input limit of {limit} bytes ({:.1} MiB); lossdiff reads input files whole, so raise the limit with LOSSDIFF_MAX_INPUT_BYTES=<bytes> if the machine has about twice the file size in free memory", path.display(), *size as f64 / 1048576.0, *limit as f64 / 1048576.0)]
+    InputTooLarge {
+        /// The file.
+        path: PathBuf,
+        /// Its size in bytes (at least, for a file read until the limit was passed).
+        size: u64,
+        /// The limit in bytes.
+        limit: u64,
     },
     /// A file whose content matches none of the formats lossdiff imports.
     #[error("{}: cannot tell the format from the content ({hint}); pass the format explicitly, one of: {valid}", path.display())]
@@ -230,6 +244,29 @@ pub enum Error {
         a: String,
         /// A trace of arm B (or of the perturbation ensemble).
         b: String,
+    },
+    /// The arms share a single step: one point is no curve, and "identical" on it would claim
+    /// far more than it shows.
+    #[error("traces `{a}` and `{b}` share only step {step}: one point is not a curve; a comparison needs at least 2 common steps")]
+    SingleCommonStep {
+        /// A trace of arm A.
+        a: String,
+        /// A trace of arm B (or of the perturbation ensemble).
+        b: String,
+        /// The one common step.
+        step: u64,
+    },
+    /// Both arms are non-finite at every common step: two broken runs, not a match.
+    #[error("traces `{a}` and `{b}` have no common step where `{metric}` is finite ({common} common steps, all NaN or inf in both): nothing to compare")]
+    NoFiniteCommonStep {
+        /// A trace of arm A.
+        a: String,
+        /// A trace of arm B.
+        b: String,
+        /// The metric compared.
+        metric: String,
+        /// Number of common steps.
+        common: usize,
     },
     /// Too few common (finite) steps for the statistical lane.
     #[error("{what}: {got} usable common steps, need at least {needed}")]

@@ -70,6 +70,12 @@ const EXPERIMENT_KEYS: &[&str] = &[
     "include",
 ];
 const TOP_KEYS: &[&str] = &["experiment", "base", "arm", "sweep", "compare"];
+/// Largest seed count (`seeds = n`) and sweep grid accepted. Each is a number of training runs,
+/// far past any real spec. Without a bound, `seeds = 100000000000` or twenty two-value sweep
+/// keys made the parser allocate until the machine ran out of memory (found writing the fuzz
+/// target).
+const MAX_SEEDS: i64 = 10_000;
+const MAX_CELLS: usize = 10_000;
 
 /// Config keys that say *where* a run executes rather than *what* the experiment is: like the
 /// candle release or the CPU, they are the environment a gate judges. Their resolved defaults
@@ -201,7 +207,17 @@ impl Experiment {
     /// misspelled section, experiment key or config key; [`Error::InvalidValue`] naming the key.
     pub fn load(path: &Path) -> Result<Experiment> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        let doc: toml::Table = toml::from_str(&text).map_err(|e| Error::Toml {
+        Experiment::parse(&text, path)
+    }
+
+    /// Parses a spec already in memory. `path` names it in errors and anchors the relative paths
+    /// it holds (`include`, `workdir`); nothing is read from disk and nothing is run, so any text
+    /// is safe to parse (this is what the fuzz target drives).
+    ///
+    /// # Errors
+    /// As [`Experiment::load`], without the I/O error.
+    pub fn parse(text: &str, path: &Path) -> Result<Experiment> {
+        let doc: toml::Table = toml::from_str(text).map_err(|e| Error::Toml {
             path: path.to_path_buf(),
             message: e.to_string(),
         })?;
@@ -231,11 +247,12 @@ impl Experiment {
             }
         };
         if let Some(k) = exp.keys().find(|k| !EXPERIMENT_KEYS.contains(&k.as_str())) {
-            return Err(config::unknown_key(
-                &origin,
-                &format!("experiment.{k}"),
-                EXPERIMENT_KEYS.iter().copied(),
-            ));
+            return Err(Error::UnknownKey {
+                origin,
+                key: format!("experiment.{k}"),
+                suggestion: config::closest(k, EXPERIMENT_KEYS.iter().copied())
+                    .map(|s| format!("experiment.{s}")),
+            });
         }
         let name = match exp.remove("name") {
             Some(toml::Value::String(s)) if valid_name(&s) => s,
@@ -738,12 +755,16 @@ fn seed_list(v: Option<toml::Value>, key: &str, origin: &str) -> Result<Option<V
     let bad = |got: String| Error::InvalidValue {
         origin: origin.to_string(),
         key: key.to_string(),
-        expected: "a count (n → seeds 1..=n) or a list of non-negative integers".into(),
+        expected: format!(
+            "a count (n → seeds 1..=n, n ≤ {MAX_SEEDS}) or a list of non-negative integers"
+        ),
         got,
     };
     match v {
         None => Ok(None),
-        Some(toml::Value::Integer(n)) if n >= 0 => Ok(Some((1..=n as u64).collect())),
+        Some(toml::Value::Integer(n)) if (0..=MAX_SEEDS).contains(&n) => {
+            Ok(Some((1..=n as u64).collect()))
+        }
         Some(toml::Value::Array(a)) => a
             .into_iter()
             .map(|x| match x {
@@ -898,7 +919,7 @@ fn parse_sweep(v: Option<toml::Value>, origin: &str) -> Result<Vec<(String, Vec<
             })
         }
     };
-    table
+    let sweep: Vec<(String, Vec<String>)> = table
         .into_iter()
         .map(|(k, v)| {
             let key = RunConfig::qualify(&k, &format!("{origin} [sweep]"))?;
@@ -914,7 +935,24 @@ fn parse_sweep(v: Option<toml::Value>, origin: &str) -> Result<Vec<(String, Vec<
                 }),
             }
         })
-        .collect()
+        .collect::<Result<_>>()?;
+    let cells = sweep
+        .iter()
+        .try_fold(1usize, |n, (_, values)| n.checked_mul(values.len()))
+        .filter(|&n| n <= MAX_CELLS);
+    if cells.is_none() {
+        return Err(Error::InvalidValue {
+            origin: origin.to_string(),
+            key: "sweep".into(),
+            expected: format!("a grid of at most {MAX_CELLS} cells"),
+            got: sweep
+                .iter()
+                .map(|(k, v)| format!("{} × {k}", v.len()))
+                .collect::<Vec<_>>()
+                .join(", "),
+        });
+    }
+    Ok(sweep)
 }
 
 #[cfg(test)]
@@ -967,6 +1005,28 @@ mod tests {
         assert_eq!(f.threads, 2);
         assert_eq!(f.config.train.lr_decay_iters, Some(50));
         assert_eq!(e.declared, ["model.attention"]);
+    }
+
+    #[test]
+    fn seed_counts_and_sweep_grids_are_bounded_before_anything_is_allocated() {
+        let err = parse(&SPEC.replace("seeds = 2", "seeds = 9223372036854775807"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("experiment.seeds") && err.contains("10000"),
+            "{err}"
+        );
+        assert!(parse(&SPEC.replace("perturbations = [7]", "perturbations = 100000")).is_err());
+        // 2^20 cells from twenty two-value keys: refused, naming the grid.
+        let keys = RunConfig::all_keys();
+        let grid: String = keys[..20]
+            .iter()
+            .map(|k| format!("\"{k}\" = [1, 2]\n"))
+            .collect();
+        let err = parse(&SPEC.replace("lr_decay_iters = [50, 100]", &grid))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("10000 cells"), "{err}");
     }
 
     #[test]

@@ -3,9 +3,88 @@
 
 use crate::error::{Error, Result};
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Writes `bytes` to `path` atomically: a temp file in the same directory, fsync, then rename.
+/// Suffix of every temp file [`write_atomic`] creates; nothing that reads a store matches it.
+pub const TEMP_SUFFIX: &str = ".tmp";
+
+/// Per-process sequence number, so two threads writing the same file never share a temp file.
+static SEQUENCE: AtomicU64 = AtomicU64::new(0);
+
+/// `.{file}.{pid}.{seq}.tmp`: unique per process (pid) and per write within it (sequence), and
+/// hidden, so a killed writer's leftover is never taken for the file itself.
+fn temp_name(file_name: &str) -> String {
+    let seq = SEQUENCE.fetch_add(1, Ordering::Relaxed);
+    format!(".{file_name}.{}.{seq}{TEMP_SUFFIX}", std::process::id())
+}
+
+/// Turns "File exists", which `create_dir_all` reports when a component of the path is a
+/// regular file, into an error that names that file.
+pub(crate) fn explain_create_dir(dir: &Path, e: std::io::Error) -> std::io::Error {
+    let file = dir.ancestors().find(|a| a.is_file());
+    match file {
+        Some(f) => std::io::Error::new(
+            e.kind(),
+            format!(
+                "cannot create the directory: {} is a regular file",
+                f.display()
+            ),
+        ),
+        None => e,
+    }
+}
+
+/// Returns the writer's pid when `path` is a temp file of [`write_atomic`].
+pub fn temp_file_pid(path: &Path) -> Option<u32> {
+    let name = path.file_name()?.to_str()?;
+    let rest = name.strip_prefix('.')?.strip_suffix(TEMP_SUFFIX)?;
+    let mut parts = rest.rsplitn(3, '.');
+    let _seq: u64 = parts.next()?.parse().ok()?;
+    let pid = parts.next()?.parse().ok()?;
+    parts.next().filter(|f| !f.is_empty())?;
+    Some(pid)
+}
+
+/// Removes temp files under `dir` (recursively) left by writers that no longer run, and returns
+/// them. A temp file whose writer is alive is left alone: it is about to be renamed.
+///
+/// # Errors
+/// [`Error::Io`] naming a file that could not be removed.
+pub fn remove_stale_temp_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut removed = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for p in entries.flatten().map(|e| e.path()) {
+            if p.is_dir() {
+                stack.push(p);
+            } else if temp_file_pid(&p).is_some_and(|pid| !process_alive(pid)) {
+                std::fs::remove_file(&p).map_err(|e| Error::io(&p, e))?;
+                removed.push(p);
+            }
+        }
+    }
+    removed.sort();
+    Ok(removed)
+}
+
+/// Whether a process with this pid exists (Linux `/proc`; elsewhere every writer counts as alive,
+/// so nothing is removed that might still be in use).
+fn process_alive(pid: u32) -> bool {
+    if pid == std::process::id() {
+        return true;
+    }
+    match Path::new("/proc/self").exists() {
+        true => Path::new(&format!("/proc/{pid}")).exists(),
+        false => true,
+    }
+}
+
+/// Writes `bytes` to `path` atomically: a temp file in the same directory (named by pid and a
+/// per-process sequence number, so concurrent writers never share one), fsync, then rename.
 ///
 /// Readers see either the old file or the new one, never a mix. The parent directory is created
 /// when missing and fsynced after the rename so the new name survives a power cut.
@@ -17,12 +96,12 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
-    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, explain_create_dir(dir, e)))?;
     let file_name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "out".into());
-    let tmp = dir.join(format!(".{file_name}.{}.tmp", std::process::id()));
+    let tmp = dir.join(temp_name(&file_name));
     let result = (|| {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(bytes)?;
@@ -38,4 +117,48 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         let _ = std::fs::remove_file(&tmp);
         Error::io(path, e)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn temp_names_are_unique_per_write_and_recognised() {
+        let (a, b) = (temp_name("g.golden.json"), temp_name("g.golden.json"));
+        assert_ne!(a, b);
+        assert_eq!(temp_file_pid(Path::new(&a)), Some(std::process::id()));
+        assert_eq!(temp_file_pid(Path::new("g.golden.json")), None);
+        assert_eq!(temp_file_pid(Path::new(".x.tmp")), None);
+    }
+
+    #[test]
+    fn a_path_under_a_regular_file_names_that_file() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("taken"), "x").unwrap();
+        let err = write_atomic(&dir.path().join("taken/sub/out.json"), b"{}").unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("taken/sub: cannot create the directory"),
+            "{msg}"
+        );
+        assert!(msg.contains("taken is a regular file"), "{msg}");
+    }
+
+    #[test]
+    fn only_temp_files_of_dead_writers_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        // pid 0 is never a user process; our own pid is alive.
+        let dead = dir.path().join(".a.golden.json.0.3.tmp");
+        let alive = dir.path().join(temp_name("a.golden.json"));
+        let golden = dir.path().join("a.golden.json");
+        for p in [&dead, &alive, &golden] {
+            std::fs::write(p, "{").unwrap();
+        }
+        assert_eq!(
+            remove_stale_temp_files(dir.path()).unwrap(),
+            vec![dead.clone()]
+        );
+        assert!(!dead.exists() && alive.exists() && golden.exists());
+    }
 }

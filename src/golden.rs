@@ -119,11 +119,12 @@ impl Golden {
     /// I/O and JSON errors naming the file; [`Error::GoldenVersion`] for a golden written by a newer
     /// lossdiff; [`Error::InvalidTrace`] for a trace inside that breaks its invariants.
     pub fn load(path: &Path) -> Result<Golden> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let text = crate::import::limits::read_input_to_string(path)?;
         #[derive(Deserialize)]
         struct Head {
             format: Option<String>,
             version: Option<u32>,
+            provenance: Option<serde_json::Value>,
         }
         let head: Head = serde_json::from_str(&text).map_err(|e| Error::json(path, &e))?;
         if head.format.as_deref() != Some("lossdiff-golden") {
@@ -136,6 +137,12 @@ impl Golden {
             Some(v) if v > GOLDEN_VERSION => {
                 return Err(Error::GoldenVersion {
                     path: path.into(),
+                    written_by: head
+                        .provenance
+                        .as_ref()
+                        .and_then(|p| p["lossdiff_version"].as_str())
+                        .unwrap_or("?")
+                        .to_string(),
                     found: v,
                     supported: GOLDEN_VERSION,
                 })
@@ -150,6 +157,14 @@ impl Golden {
         }
         let g: Golden = serde_json::from_str(&text).map_err(|e| Error::json(path, &e))?;
         for t in g.seed_traces.iter().chain(&g.perturbation_traces) {
+            if t.schema_version > crate::trace::TRACE_SCHEMA_VERSION {
+                return Err(Error::TraceSchema {
+                    path: path.into(),
+                    written_by: g.provenance.lossdiff_version.clone(),
+                    found: t.schema_version,
+                    supported: crate::trace::TRACE_SCHEMA_VERSION,
+                });
+            }
             t.validate(path)?;
         }
         Ok(g)

@@ -34,8 +34,9 @@
 //!
 //! Other environment variables: `LOSSDIFF_CACHE` (run cache directory, default
 //! `.lossdiff-cache`), `LOSSDIFF_REPORTS` (where gates write reports, default
-//! `target/lossdiff-reports`), `RAYON_NUM_THREADS` (candle's threads; results are identical for
-//! any value).
+//! `target/lossdiff-reports`), `LOSSDIFF_MAX_INPUT_BYTES` (input files larger than this are
+//! refused, default 512 MiB; see `docs/limits.md`), `RAYON_NUM_THREADS` (candle's threads;
+//! results are identical for any value).
 //!
 //! ## Modules
 //! Data flows one way: [`config`]/[`experiment`] (specs) → [`runner`]/[`train`] (runs) →
@@ -55,7 +56,7 @@ pub mod experiment;
 pub mod external;
 pub mod faults;
 pub mod fingerprint;
-mod fsutil;
+pub mod fsutil;
 pub mod gate;
 pub mod golden;
 pub mod import;

@@ -10,7 +10,7 @@ fn main() -> ExitCode {
     match lossdiff::cli::run(std::env::args_os()) {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("lossdiff: {err:#}");
+            eprintln!("lossdiff: {}", lossdiff::cli::error_message(&err));
             ExitCode::from(2)
         }
     }

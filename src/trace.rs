@@ -255,7 +255,7 @@ impl Trace {
     /// I/O and JSON errors name the file; [`Error::TraceSchema`] for a trace from a newer lossdiff;
     /// [`Error::InvalidTrace`] for a broken invariant.
     pub fn load(path: &Path) -> Result<Trace> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let text = crate::import::limits::read_input_to_string(path)?;
         Trace::from_json(&text, path)
     }
 
@@ -268,12 +268,19 @@ impl Trace {
         #[derive(Deserialize)]
         struct Version {
             schema_version: Option<u32>,
+            fingerprint: Option<serde_json::Value>,
         }
         let v: Version = serde_json::from_str(text).map_err(|e| Error::json(path, &e))?;
         match v.schema_version {
             Some(found) if found > TRACE_SCHEMA_VERSION => {
                 return Err(Error::TraceSchema {
                     path: path.to_path_buf(),
+                    written_by: v
+                        .fingerprint
+                        .as_ref()
+                        .and_then(|f| f["lossdiff_version"].as_str())
+                        .unwrap_or("?")
+                        .to_string(),
                     found,
                     supported: TRACE_SCHEMA_VERSION,
                 })

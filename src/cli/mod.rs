@@ -269,6 +269,24 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<ExitCode>
     }
 }
 
+/// Formats an error and its causes as one line, `context: error: cause`, like anyhow's `{:#}`
+/// but without repeating a cause whose text the message already holds (the library's I/O
+/// errors print their OS error and also expose it as their source).
+pub fn error_message(err: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out += ": ";
+        }
+        out += &text;
+    }
+    out
+}
+
 /// Sets candle's thread count through `RAYON_NUM_THREADS`, the only knob candle reads.
 ///
 /// Called before any work starts, while the process has a single thread, so changing the
@@ -336,8 +354,9 @@ fn progress_bar(total: u64) -> ProgressBar {
 }
 
 fn cmd_show(path: &Path, rows: usize) -> anyhow::Result<ExitCode> {
-    let trace =
-        Trace::load(path).with_context(|| format!("failed to read trace {}", path.display()))?;
+    // Any format `compare` reads can be shown: the importer detects it from the content.
+    let trace = crate::import::import(path, None)
+        .with_context(|| format!("failed to read trace {}", path.display()))?;
     print!("{}", render_show(&trace, rows));
     Ok(ExitCode::SUCCESS)
 }
@@ -451,6 +470,12 @@ fn cmd_golden(action: GoldenCommand, root: &Path) -> anyhow::Result<ExitCode> {
         }
         GoldenCommand::Check { experiments } => {
             let used = used_goldens(&experiments)?;
+            for p in crate::fsutil::remove_stale_temp_files(root)? {
+                println!(
+                    "removed {} (temp file of an interrupted write; goldens are unaffected)",
+                    p.display()
+                );
+            }
             let unused = store.unused(&used);
             for p in &unused {
                 println!(
@@ -544,14 +569,16 @@ fn cmd_run(
     if no_cache {
         opts.runner.cache = None;
     }
-    let started = std::time::Instant::now();
-    let results = crate::gate::run_all_experiments(spec, &opts)?;
     let out = out.unwrap_or_else(|| {
         PathBuf::from("reports").join(
             spec.file_stem()
                 .map_or("run".into(), |s| s.to_string_lossy().into_owned()),
         )
     });
+    // Before training: an unwritable report directory must not cost the whole run.
+    crate::report::check_report_dir(&out)?;
+    let started = std::time::Instant::now();
+    let results = crate::gate::run_all_experiments(spec, &opts)?;
     crate::gate::write_report_dir(&out, &results)?;
     let written = out.join("index.md");
     let reports: Vec<&crate::gate::ExperimentReport> = results.iter().map(|(r, _)| r).collect();
@@ -581,6 +608,7 @@ fn cmd_merge(shards: &[PathBuf], out: &Path) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("{} is not a lossdiff summary", path.display()))?;
         all.push(summary.experiments);
     }
+    crate::report::check_report_dir(out)?;
     let merged = crate::gate::merge_reports(all)?;
     let results: Vec<_> = merged.into_iter().map(|r| (r, Vec::new())).collect();
     crate::gate::write_report_dir_reusing(out, &results, shards)?;

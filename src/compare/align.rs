@@ -55,7 +55,7 @@ pub(crate) fn seed_key(t: &Trace) -> Option<u64> {
         .or_else(|| t.config.pointer("/train/seed").and_then(|v| v.as_u64()))
 }
 
-fn step_set(traces: &[Trace]) -> BTreeSet<u64> {
+fn step_set(traces: &[&Trace]) -> BTreeSet<u64> {
     let mut it = traces.iter();
     let first: BTreeSet<u64> = it
         .next()
@@ -68,7 +68,7 @@ fn step_set(traces: &[Trace]) -> BTreeSet<u64> {
 }
 
 fn values_at(
-    traces: &[Trace],
+    traces: &[&Trace],
     metric: &str,
     arm: &'static str,
     steps: &[u64],
@@ -107,9 +107,9 @@ fn values_at(
         .collect()
 }
 
-fn pair(a: &[Trace], b: &[Trace]) -> (Vec<(usize, usize)>, Pairing) {
-    let ka: Vec<Option<u64>> = a.iter().map(seed_key).collect();
-    let kb: Vec<Option<u64>> = b.iter().map(seed_key).collect();
+fn pair(a: &[&Trace], b: &[&Trace]) -> (Vec<(usize, usize)>, Pairing) {
+    let ka: Vec<Option<u64>> = a.iter().map(|t| seed_key(t)).collect();
+    let kb: Vec<Option<u64>> = b.iter().map(|t| seed_key(t)).collect();
     let unique = |k: &[Option<u64>]| {
         k.iter().all(Option::is_some) && k.iter().collect::<BTreeSet<_>>().len() == k.len()
     };
@@ -129,6 +129,21 @@ fn pair(a: &[Trace], b: &[Trace]) -> (Vec<(usize, usize)>, Pairing) {
     )
 }
 
+/// Lists an ensemble in a canonical order, by `key`, when `key` tells its traces apart.
+///
+/// The order an arm's seeds are listed in is not information, but every mean over traces is a
+/// float sum, and a float sum depends on its order: a reordered arm gave p-values differing in
+/// the last bits. When traces share a key (or lack one) they are paired by position, so their
+/// order is information and is kept.
+fn canonical<K: Ord>(traces: &[Trace], key: impl Fn(&Trace) -> Option<K>) -> Vec<&Trace> {
+    let mut out: Vec<&Trace> = traces.iter().collect();
+    let keys: Option<Vec<K>> = traces.iter().map(&key).collect();
+    if keys.is_some_and(|k| k.iter().collect::<BTreeSet<_>>().len() == k.len()) {
+        out.sort_by_cached_key(|t| key(t));
+    }
+    out
+}
+
 /// Aligns the arms on their common steps and pairs them.
 pub(crate) fn align(a: &[Trace], b: &[Trace], p: &[Trace], metric: &str) -> Result<Aligned> {
     if a.is_empty() {
@@ -137,6 +152,10 @@ pub(crate) fn align(a: &[Trace], b: &[Trace], p: &[Trace], metric: &str) -> Resu
     if b.is_empty() {
         return Err(Error::EmptyArm { arm: "b" });
     }
+    let (a, b) = (canonical(a, seed_key), canonical(b, seed_key));
+    // Perturbations of one seed share it; their full seed maps (`perturb`) tell them apart.
+    let p = canonical(p, |t| seed_key(t).map(|k| (k, t.seeds.clone())));
+    let (a, b, p) = (&a[..], &b[..], &p[..]);
     let (sa, sb) = (step_set(a), step_set(b));
     let ab: BTreeSet<u64> = sa.intersection(&sb).copied().collect();
     let common: Vec<u64> = if p.is_empty() {
@@ -149,6 +168,13 @@ pub(crate) fn align(a: &[Trace], b: &[Trace], p: &[Trace], metric: &str) -> Resu
         return Err(Error::ArmsShareNoStep {
             a: a[0].name.clone(),
             b: other.name.clone(),
+        });
+    }
+    if let [step] = common[..] {
+        return Err(Error::SingleCommonStep {
+            a: a[0].name.clone(),
+            b: b[0].name.clone(),
+            step,
         });
     }
     let (va, vb, vp) = (
@@ -198,6 +224,11 @@ pub(crate) fn align(a: &[Trace], b: &[Trace], p: &[Trace], metric: &str) -> Resu
 }
 
 impl Aligned {
+    /// Returns whether some common step has a finite value in every trace of both arms.
+    pub fn any_finite_step(&self) -> bool {
+        (0..self.steps.len()).any(|s| self.a.iter().chain(&self.b).all(|v| v[s].is_finite()))
+    }
+
     /// Returns the first common step at which one arm has a non-finite value and the other none.
     pub fn first_one_sided_non_finite(&self) -> Option<u64> {
         let finite = |arm: &[Vec<f64>], s: usize| arm.iter().all(|v| v[s].is_finite());

@@ -23,6 +23,8 @@
 //!   with a prewhitened Newey–West (HAC) variance.
 //!
 //! # Decision rule
+//! 0. No verdict at all (an error) when the arms share one step only, or no step at which both
+//!    are finite: a single point or two all-NaN runs cannot justify `identical` or any other verdict.
 //! 1. A common step where one arm has a non-finite value and the other is finite →
 //!    `Diverged` at the first such step (direction `NonFinite`).
 //! 2. Every pair bitwise equal on every common step → `Identical`.
@@ -292,7 +294,8 @@ impl Comparator for DefaultComparator {
 ///
 /// # Errors
 /// [`Error::EmptyArm`], [`Error::MissingMetric`], [`Error::ArmsShareNoStep`],
-/// [`Error::InvalidTrace`] for a series whose length differs from its steps,
+/// [`Error::SingleCommonStep`], [`Error::NoFiniteCommonStep`] (both arms non-finite throughout:
+/// two broken runs are not "identical"), [`Error::InvalidTrace`] for a series whose length differs from its steps,
 /// [`Error::InvalidParameter`] for bad settings, and [`Error::TooFewSteps`] when the verdict needs
 /// the statistical lane and fewer than [`MIN_STATISTICAL_STEPS`] finite common steps exist.
 ///
@@ -332,6 +335,15 @@ pub fn compare(
     let config = diff_configs(a, b, factors);
     let mut notes = data.notes.clone();
     let non_finite = data.first_one_sided_non_finite();
+    // NaN in one arm is a divergence; NaN everywhere in both is two broken runs, not "identical".
+    if non_finite.is_none() && !data.any_finite_step() {
+        return Err(Error::NoFiniteCommonStep {
+            a: a[0].name.clone(),
+            b: b[0].name.clone(),
+            metric: settings.metric.clone(),
+            common: data.steps.len(),
+        });
+    }
     let mut statistical = if data.usable < MIN_STATISTICAL_STEPS {
         notes.push(format!(
             "statistical lane skipped: {} usable common steps, need {MIN_STATISTICAL_STEPS}",

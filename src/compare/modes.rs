@@ -96,11 +96,22 @@ pub(super) fn floor_scale(s: &mut [f64], d: &[f64]) {
 /// Robust noise scale of a series from its first differences: MAD(Δd)/(0.6745·√2).
 fn robust_scale(d: &[f64]) -> f64 {
     let mut dd: Vec<f64> = d.windows(2).map(|w| w[1] - w[0]).collect();
-    dd.sort_by(f64::total_cmp);
-    let med = dd[dd.len() / 2];
+    let med = median(&mut dd);
     let mut dev: Vec<f64> = dd.iter().map(|v| (v - med).abs()).collect();
-    dev.sort_by(f64::total_cmp);
-    dev[dev.len() / 2] / (0.674_489_75 * std::f64::consts::SQRT_2)
+    median(&mut dev) / (0.674_489_75 * std::f64::consts::SQRT_2)
+}
+
+/// The median, averaging the two middle values of an even count. The upper middle value alone
+/// is not the median of the negated series, so comparing A with B and B with A standardised
+/// their difference curves differently (different PELT change points).
+fn median(x: &mut [f64]) -> f64 {
+    x.sort_by(f64::total_cmp);
+    let n = x.len();
+    if n % 2 == 1 {
+        x[n / 2]
+    } else {
+        (x[n / 2 - 1] + x[n / 2]) / 2.0
+    }
 }
 
 fn band(
@@ -400,4 +411,19 @@ pub(super) fn onset(
         cusum_alarm_step: excursion.map(|(_, a)| steps[a]),
         pelt_steps: pelt,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn robust_scale_is_the_same_for_a_curve_and_its_negation() {
+        // An even number of first differences: the upper middle value alone is not a median.
+        let d = [0.0, 1.0, 3.0, 2.0, 7.0, 4.0, 4.5];
+        let neg: Vec<f64> = d.iter().map(|v| -v).collect();
+        assert_eq!(robust_scale(&d), robust_scale(&neg));
+        assert_eq!(median(&mut [4.0, 1.0, 3.0, 2.0]), 2.5);
+        assert_eq!(median(&mut [3.0, 1.0, 2.0]), 2.0);
+    }
 }

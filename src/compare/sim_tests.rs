@@ -121,6 +121,8 @@ fn random_traces_with_non_finite_values_never_panic() {
             }
             Err(
                 Error::ArmsShareNoStep { .. }
+                | Error::SingleCommonStep { .. }
+                | Error::NoFiniteCommonStep { .. }
                 | Error::TooFewSteps { .. }
                 | Error::InvalidTrace { .. },
             ) => {}

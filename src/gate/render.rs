@@ -53,6 +53,7 @@ pub fn write_report_dir_reusing(
         experiments,
     };
     let json = serde_json::to_string_pretty(&summary).expect("reports serialise");
+    crate::report::check_report_dir(dir)?;
     crate::fsutil::write_atomic(&dir.join(EXPERIMENTS_JSON), json.as_bytes())?;
 
     let reused = reusable_figures(shard_dirs);

@@ -18,6 +18,14 @@ pub fn expand_specs(spec: &Path) -> Result<Vec<PathBuf>> {
     }
     let mut out = Vec::new();
     for p in &exp.include {
+        if !p.is_file() {
+            return Err(crate::Error::InvalidValue {
+                origin: spec.display().to_string(),
+                key: "include".into(),
+                expected: "paths of experiment specs, relative to the including spec".into(),
+                got: format!("{} (no such file)", p.display()),
+            });
+        }
         out.extend(expand_specs(p)?);
     }
     Ok(out)

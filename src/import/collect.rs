@@ -84,6 +84,10 @@ impl<'p> Collector<'p> {
             precision,
             points: Vec::new(),
         });
+        // One f64 point makes the series f64: an f32 label would round it when saved.
+        if precision == Precision::F64 {
+            s.precision = Precision::F64;
+        }
         if let Some(&(previous, _)) = s.points.last() {
             if step <= previous {
                 return Err(Error::StepOrder {

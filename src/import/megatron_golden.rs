@@ -29,12 +29,10 @@ struct Metric {
     points: Vec<(u64, f64)>,
 }
 
-/// Whether a parsed JSON object has the golden-values shape (for detection).
-pub(super) fn looks_like(obj: &Map<String, Value>) -> bool {
-    !obj.is_empty()
-        && obj
-            .values()
-            .all(|m| m.as_object().is_some_and(|m| m.contains_key("values")))
+/// Whether top-level values, each reduced to "is an object with a `values` key", have the
+/// golden-values shape (for detection, which never builds a `Value` of the whole file).
+pub(super) fn looks_like(metrics_with_values: &[bool]) -> bool {
+    !metrics_with_values.is_empty() && metrics_with_values.iter().all(|&v| v)
 }
 
 /// Parses a golden-values file into a trace.

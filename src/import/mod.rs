@@ -35,6 +35,7 @@
 mod collect;
 mod csv;
 mod jsonl;
+pub mod limits;
 mod megatron_golden;
 mod megatron_log;
 mod protobuf;
@@ -160,11 +161,13 @@ pub fn detect(bytes: &[u8]) -> Option<Format> {
 }
 
 fn detect_json(body: &str) -> Option<Format> {
-    if let Ok(Value::Object(obj)) = serde_json::from_str::<Value>(body) {
-        if obj.contains_key("schema_version") && obj.contains_key("steps") {
+    // Only the top-level keys and whether each value is an object with `values` matter; a
+    // `serde_json::Value` of a 10-million-step trace would take several times the file's memory.
+    if let Ok(top) = serde_json::from_str::<std::collections::BTreeMap<String, Shape>>(body) {
+        if top.contains_key("schema_version") && top.contains_key("steps") {
             return Some(Format::Lossdiff);
         }
-        if megatron_golden::looks_like(&obj) {
+        if megatron_golden::looks_like(&top.values().map(|s| s.0).collect::<Vec<_>>()) {
             return Some(Format::MegatronGolden);
         }
     }
@@ -175,14 +178,70 @@ fn detect_json(body: &str) -> Option<Format> {
     }
 }
 
+/// A JSON value reduced to one bit: is it an object with a `values` key (a Megatron metric)?
+struct Shape(bool);
+
+impl<'de> serde::Deserialize<'de> for Shape {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Shape, D::Error> {
+        d.deserialize_any(ShapeVisitor)
+    }
+}
+
+struct ShapeVisitor;
+
+impl<'de> serde::de::Visitor<'de> for ShapeVisitor {
+    type Value = Shape;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(
+        self,
+        mut m: A,
+    ) -> std::result::Result<Shape, A::Error> {
+        let mut has_values = false;
+        while let Some(k) = m.next_key::<std::borrow::Cow<'de, str>>()? {
+            has_values |= k == "values";
+            m.next_value::<serde::de::IgnoredAny>()?;
+        }
+        Ok(Shape(has_values))
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(
+        self,
+        mut s: A,
+    ) -> std::result::Result<Shape, A::Error> {
+        while s.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+        Ok(Shape(false))
+    }
+    fn visit_bool<E>(self, _: bool) -> std::result::Result<Shape, E> {
+        Ok(Shape(false))
+    }
+    fn visit_i64<E>(self, _: i64) -> std::result::Result<Shape, E> {
+        Ok(Shape(false))
+    }
+    fn visit_u64<E>(self, _: u64) -> std::result::Result<Shape, E> {
+        Ok(Shape(false))
+    }
+    fn visit_f64<E>(self, _: f64) -> std::result::Result<Shape, E> {
+        Ok(Shape(false))
+    }
+    fn visit_str<E>(self, _: &str) -> std::result::Result<Shape, E> {
+        Ok(Shape(false))
+    }
+    fn visit_unit<E>(self) -> std::result::Result<Shape, E> {
+        Ok(Shape(false))
+    }
+}
+
 /// Reads a training curve from `path` in `format`, or in the format [`detect`] finds.
 ///
 /// # Errors
-/// [`Error::Io`] if the file cannot be read; [`Error::EmptyInput`] for an empty file or one with no
+/// [`Error::Io`] if the file cannot be read; [`Error::InputTooLarge`] for a file over
+/// [`limits::max_input_bytes`]; [`Error::EmptyInput`] for an empty file or one with no
 /// steps; [`Error::UnknownFormat`] when detection fails; otherwise the format's parse errors
 /// ([`Error::Parse`], [`Error::StepOrder`], [`Error::Crc`], …), each naming the file and place.
 pub fn import(path: &Path, format: Option<Format>) -> Result<Trace> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let bytes = limits::read_input(path)?;
     import_bytes(&bytes, path, format)
 }
 
@@ -201,6 +260,7 @@ pub fn import_bytes(bytes: &[u8], path: &Path, format: Option<Format>) -> Result
     }
     let format = match format.or_else(|| detect(bytes)) {
         Some(f) => f,
+        None if looks_like_broken_json(bytes) => return Err(json_error(bytes, path)),
         None => {
             return Err(Error::UnknownFormat {
                 path: path.to_path_buf(),
@@ -210,20 +270,50 @@ pub fn import_bytes(bytes: &[u8], path: &Path, format: Option<Format>) -> Result
         }
     };
     match format {
-        Format::Lossdiff => Trace::from_json(&utf8(bytes, path)?, path),
-        Format::MegatronGolden => megatron_golden::parse(&utf8(bytes, path)?, path),
+        Format::Lossdiff => Trace::from_json(utf8(bytes, path)?, path),
+        Format::MegatronGolden => megatron_golden::parse(utf8(bytes, path)?, path),
         Format::MegatronLog => megatron_log::parse(&String::from_utf8_lossy(bytes), path),
         Format::TorchtitanText => text::parse(&String::from_utf8_lossy(bytes), path),
-        Format::Jsonl => jsonl::parse(&utf8(bytes, path)?, path),
+        Format::Jsonl => jsonl::parse(utf8(bytes, path)?, path),
         Format::Csv => csv::parse(bytes, path),
         Format::TensorBoard => tensorboard::parse(bytes, path),
     }
 }
 
-fn utf8(bytes: &[u8], path: &Path) -> Result<String> {
-    String::from_utf8(bytes.to_vec()).map_err(|e| Error::Parse {
+/// A file that opens like a JSON document but parses neither whole nor as JSON lines: most
+/// likely a truncated or hand-edited trace or golden-values file, whose parse error (line and
+/// column) says more than "unknown format".
+fn looks_like_broken_json(bytes: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(bytes);
+    text.trim_start_matches('\u{feff}')
+        .trim_start()
+        .starts_with('{')
+}
+
+fn json_error(bytes: &[u8], path: &Path) -> Error {
+    let text = String::from_utf8_lossy(bytes);
+    match serde_json::from_str::<Value>(&text) {
+        Err(e) => Error::Json {
+            path: path.to_path_buf(),
+            line: e.line(),
+            column: e.column(),
+            message: format!(
+                "{e}; expected a lossdiff trace, Megatron-LM golden values or one JSON object per line"
+            ),
+        },
+        Ok(_) => Error::UnknownFormat {
+            path: path.to_path_buf(),
+            hint: "a JSON document that is neither a lossdiff trace nor Megatron-LM golden values"
+                .into(),
+            valid: Format::valid_names(),
+        },
+    }
+}
+
+fn utf8<'a>(bytes: &'a [u8], path: &Path) -> Result<&'a str> {
+    std::str::from_utf8(bytes).map_err(|e| Error::Parse {
         path: path.to_path_buf(),
-        place: format!("byte {}", e.utf8_error().valid_up_to()),
+        place: format!("byte {}", e.valid_up_to()),
         expected: "UTF-8 text".into(),
         got: "invalid UTF-8".into(),
     })

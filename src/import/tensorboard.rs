@@ -213,21 +213,23 @@ fn scalar_tensor(data: &[u8]) -> std::result::Result<Option<(f64, Precision)>, D
             _ => return None,
         })
     };
-    let value = match content {
-        Some(c) if !c.is_empty() => from_content(c),
-        _ => first.map(|(field, raw)| match (field, dtype) {
-            (5, _) => f64::from(f32::from_bits(raw as u32)),
-            (6, _) => f64::from_bits(raw),
-            (13, DT_BFLOAT16) => half::bf16::from_bits(raw as u16).to_f64(),
-            (13, _) => half::f16::from_bits(raw as u16).to_f64(),
-            _ => raw as i64 as f64,
+    // The precision follows the field the value was read from, not the dtype: a writer may put
+    // a double in `double_val` of a tensor whose dtype says half, and an f64 labelled f32 would
+    // be rounded when the trace is saved (a fuzzed 1e-322 came back as 0).
+    let (f32_, f64_) = (Precision::F32, Precision::F64);
+    Ok(match content {
+        Some(c) if !c.is_empty() => from_content(c).map(|v| match dtype {
+            DT_FLOAT | DT_HALF | DT_BFLOAT16 => (v, f32_),
+            _ => (v, f64_),
         }),
-    };
-    let precision = match dtype {
-        DT_FLOAT | DT_HALF | DT_BFLOAT16 => Precision::F32,
-        _ => Precision::F64,
-    };
-    Ok(value.map(|v| (v, precision)))
+        _ => first.map(|(field, raw)| match (field, dtype) {
+            (5, _) => (f64::from(f32::from_bits(raw as u32)), f32_),
+            (6, _) => (f64::from_bits(raw), f64_),
+            (13, DT_BFLOAT16) => (half::bf16::from_bits(raw as u16).to_f64(), f32_),
+            (13, _) => (half::f16::from_bits(raw as u16).to_f64(), f32_),
+            _ => (raw as i64 as f64, f64_),
+        }),
+    })
 }
 
 /// Returns `(field, raw bits)` of the first element of a repeated numeric field.
@@ -401,6 +403,31 @@ mod tests {
         // A record whose CRCs verify but whose payload is not a protobuf.
         let err = import_bytes(&record(&[0xff; 4]), Path::new("ev"), None).unwrap_err();
         assert!(err.to_string().contains("an Event protobuf"), "{err}");
+    }
+
+    #[test]
+    fn a_double_in_a_half_tensor_stays_a_double() {
+        // cargo fuzz (import_tensorboard), minimised: tag "lr", dtype DT_HALF, no content, and
+        // double_val = f64::from_bits(20) = 1e-322. Labelled f32, it was saved as 0.
+        let payload = [
+            0x2a, 0x10, 0x0a, 0x0e, 0x0a, 0x02, b'l', b'r', 0x42, 0x08, 0x08, 0x13, 0x12, 0x00,
+            0x00, 0x00, 0x30, 0x14,
+        ];
+        let t = import_bytes(&record(&payload), Path::new("ev"), None).unwrap();
+        assert_eq!(t.series["lr"].precision, Precision::F64);
+        assert_eq!(t.metric("lr").unwrap(), &[f64::from_bits(20)]);
+        let back = Trace::from_json(&t.to_json(), Path::new("ev")).unwrap();
+        assert_eq!(back.metric("lr").unwrap(), &[f64::from_bits(20)]);
+    }
+
+    #[test]
+    fn a_tag_logged_as_f32_then_f64_is_an_f64_series() {
+        let mut f = event(1, &simple("loss", 1.0));
+        f.extend(event(2, &tensor("loss", DT_DOUBLE, &0.1f64.to_le_bytes())));
+        let t = import_bytes(&f, Path::new("ev"), None).unwrap();
+        assert_eq!(t.series[LM_LOSS].precision, Precision::F64);
+        let back = Trace::from_json(&t.to_json(), Path::new("ev")).unwrap();
+        assert_eq!(back.lm_loss().unwrap(), &[1.0, 0.1]);
     }
 
     #[test]

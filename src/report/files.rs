@@ -167,6 +167,24 @@ pub fn write_report(dir: &Path, report: &ReportInput) -> Result<ReportPaths> {
     Ok(paths)
 }
 
+/// Checks that a report can be written into `dir` (creating it), so a run that would train for
+/// minutes fails at once on a report path under a regular file or in a read-only place.
+///
+/// # Errors
+/// [`Error::ReportWrite`] naming the directory and the OS error.
+pub fn check_report_dir(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::ReportWrite {
+        dir: dir.to_path_buf(),
+        file: dir.to_path_buf(),
+        source: crate::fsutil::explain_create_dir(dir, e),
+    })?;
+    let probe = dir.join(".lossdiff-write-check");
+    put(dir, &probe, b"")?;
+    // The probe proved the directory writable; a leftover empty file would be harmless.
+    let _ = std::fs::remove_file(&probe);
+    Ok(())
+}
+
 /// Writes one file atomically, naming the report directory in any error.
 fn put(dir: &Path, path: &Path, bytes: &[u8]) -> Result<()> {
     write_atomic(path, bytes).map_err(|e| match e {

@@ -40,8 +40,8 @@ mod testdata;
 pub use adhoc::{comparison_figure, value_text};
 pub use figure::render_comparison;
 pub use files::{
-    write_report, EntrySummary, FigureSource, GateDecision, NamedFigure, ReportEntry, ReportInput,
-    ReportPaths, ReportSummary, SUMMARY_SCHEMA_VERSION,
+    check_report_dir, write_report, EntrySummary, FigureSource, GateDecision, NamedFigure,
+    ReportEntry, ReportInput, ReportPaths, ReportSummary, SUMMARY_SCHEMA_VERSION,
 };
 pub use sweep::{render_sweep_grid, render_sweep_heatmap};
 

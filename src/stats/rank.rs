@@ -170,11 +170,12 @@ pub fn mann_whitney_u(
     let (z, p) = match alternative {
         Alternative::TwoSided => {
             let z = (u.max(nx * ny - u) - mu - c) / var.sqrt();
-            (z, (2.0 * (1.0 - std_normal().cdf(z))).min(1.0))
+            (z, (2.0 * std_normal().cdf(-z)).min(1.0))
         }
         Alternative::Greater => {
             let z = (u - mu - c) / var.sqrt();
-            (z, 1.0 - std_normal().cdf(z))
+            // Upper tail as cdf(−z): `1 − cdf(z)` rounds every p below ~1e-16 to 0.
+            (z, std_normal().cdf(-z))
         }
         Alternative::Less => {
             let z = (u - mu + c) / var.sqrt();

@@ -170,7 +170,10 @@ pub fn tost_from_estimate(estimate: f64, se: f64, df: f64, margin: f64) -> Resul
             got: format!("estimate {estimate}, se {se}, df {df}"),
         });
     }
-    let p_lower = 1.0 - t_cdf((estimate + margin) / se, df);
+    // The upper tail as the CDF of the negated statistic: `1 − cdf(x)` keeps no digits once
+    // cdf(x) is within 1e-16 of 1 (p = 4.18e-15 came out 4.22e-15), and made TOST of B − A
+    // and of A − B disagree.
+    let p_lower = t_cdf(-(estimate + margin) / se, df);
     let p_upper = t_cdf((estimate - margin) / se, df);
     Ok(TostOutcome {
         estimate,
@@ -251,6 +254,20 @@ mod tests {
 
     const X: [f64; 8] = [3.1, 2.9, 3.4, 3.0, 3.3, 2.8, 3.2, 3.05];
     const Y: [f64; 6] = [2.7, 3.5, 2.2, 3.9, 2.6, 3.1];
+
+    #[test]
+    fn tost_tails_mirror_and_keep_tiny_p_values() {
+        // Far inside the margin both one-sided p-values are ~1e-16; `1 − cdf` rounded the lower
+        // one to a different number (found by tests/properties.rs swapping A and B).
+        let r = tost_from_estimate(0.0, 1.0, 100.0, 9.0).unwrap();
+        assert!(r.p_lower > 0.0 && r.p_lower < 1e-12, "{}", r.p_lower);
+        assert_eq!(r.p_lower, r.p_upper);
+        let (a, b) = (
+            tost_from_estimate(0.3, 0.1, 12.0, 1.0).unwrap(),
+            tost_from_estimate(-0.3, 0.1, 12.0, 1.0).unwrap(),
+        );
+        assert_eq!((a.p_lower, a.p_upper), (b.p_upper, b.p_lower));
+    }
 
     #[test]
     fn welch_against_scipy() {
