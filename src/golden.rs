@@ -353,9 +353,18 @@ impl GoldenStore {
     pub fn accept(&self, filter: Option<&str>) -> Result<Vec<PathBuf>> {
         let mut done = Vec::new();
         for p in self.pending().into_iter().filter(|p| matches(p, filter)) {
-            Golden::load(&p)?;
+            match Golden::load(&p) {
+                // Another `golden accept` running at the same time took it first.
+                Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                    continue
+                }
+                other => other?,
+            };
             let target = PathBuf::from(p.to_string_lossy().trim_end_matches(".new"));
-            std::fs::rename(&p, &target).map_err(|e| Error::io(&target, e))?;
+            match std::fs::rename(&p, &target) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                other => other.map_err(|e| Error::io(&target, e))?,
+            }
             done.push(target);
         }
         Ok(done)

@@ -224,3 +224,29 @@ fn golden_check_removes_a_dead_writers_temp_file_and_ignores_it_as_a_golden() {
     assert_eq!(out.matches("unused golden").count(), 1, "{out}");
     assert!(!stray.exists());
 }
+
+#[test]
+fn two_golden_accepts_at_once_both_succeed_and_bless_the_pending_golden() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("golden");
+    let store = GoldenStore::new(&root);
+    let (v1, v2) = (golden("v1", 2, 2_000), golden("v2", 2, 2_001));
+    for _ in 0..10 {
+        store.write(&v1, UpdateAction::InPlace).unwrap();
+        store.write(&v2, UpdateAction::NewFile).unwrap();
+        let accept = || {
+            Command::new(env!("CARGO_BIN_EXE_lossdiff"))
+                .args(["golden", "accept"])
+                .current_dir(dir.path())
+                .stdout(Stdio::null())
+                .spawn()
+                .unwrap()
+        };
+        let mut both = [accept(), accept()];
+        for c in &mut both {
+            assert!(c.wait().unwrap().success(), "an accept failed");
+        }
+        assert_eq!(which_version(&root, &v1, &v2), 2);
+        assert!(store.pending().is_empty());
+    }
+}
