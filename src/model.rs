@@ -121,25 +121,32 @@ fn matmul_wt(x: &Tensor, w: &Tensor, kernels: Kernels) -> Result<Tensor> {
     })
 }
 
-/// LayerNorm from primitive ops so that autograd reaches its gain and bias; computed in f32.
+/// LayerNorm computed in f32, either fused or from primitive ops (so that autograd reaches its
+/// gain and bias; candle-nn's own has no backward).
 struct LayerNorm {
     weight: Tensor,
     bias: Tensor,
     eps: f64,
+    kernels: Kernels,
 }
 
 impl LayerNorm {
-    fn new(dim: usize, eps: f64, vb: VarBuilder) -> Result<Self> {
+    fn new(dim: usize, cfg: &GptConfig, vb: VarBuilder) -> Result<Self> {
         Ok(LayerNorm {
             weight: vb.get_with_hints(dim, "weight", Init::Const(1.0))?,
             bias: vb.get_with_hints(dim, "bias", Init::Const(0.0))?,
-            eps,
+            eps: cfg.layernorm_epsilon,
+            kernels: cfg.kernels,
         })
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let dtype = x.dtype();
         let x = x.to_dtype(DType::F32)?;
+        if self.kernels == Kernels::Fused {
+            let y = kernels::layer_norm(&x, &self.weight, &self.bias, self.eps)?;
+            return Ok(y.to_dtype(dtype)?);
+        }
         let mean = x.mean_keepdim(D::Minus1)?;
         let centred = x.broadcast_sub(&mean)?;
         let var = centred.sqr()?.mean_keepdim(D::Minus1)?;
@@ -231,6 +238,7 @@ impl CausalSelfAttention {
             dropout: (ctx.train && p > 0.0)
                 .then(|| (p, ctx.stream(self.layer, DropoutSite::Attention))),
             max_naive_bytes: self.cfg.max_attention_bytes,
+            kernels: self.cfg.kernels,
         };
         let y = match self.fault {
             Fault::Bf16Attention => {
@@ -257,6 +265,7 @@ struct Mlp {
     c_proj: Linear,
     layer: u64,
     dropout: f32,
+    kernels: Kernels,
 }
 
 impl Mlp {
@@ -281,11 +290,16 @@ impl Mlp {
             )?,
             layer: layer as u64,
             dropout: fault.dropout(cfg.hidden_dropout),
+            kernels: cfg.kernels,
         })
     }
 
     fn forward(&self, x: &Tensor, ctx: &ForwardCtx) -> Result<Tensor> {
-        let h = self.c_fc.forward(x)?.gelu_erf()?; // (B, T, 4C)
+        let h = self.c_fc.forward(x)?; // (B, T, 4C)
+        let h = match self.kernels {
+            Kernels::Composed => h.gelu_erf()?,
+            Kernels::Fused => kernels::gelu_erf(&h)?,
+        };
         let y = self.c_proj.forward(&h)?; // (B, T, C)
         hidden_dropout(&y, self.dropout, ctx, self.layer, DropoutSite::MlpResidual)
     }
@@ -300,11 +314,10 @@ struct Block {
 
 impl Block {
     fn new(cfg: &GptConfig, layer: usize, fault: Fault, vb: VarBuilder) -> Result<Self> {
-        let eps = cfg.layernorm_epsilon;
         Ok(Block {
-            ln_1: LayerNorm::new(cfg.hidden_size, eps, vb.pp("ln_1"))?,
+            ln_1: LayerNorm::new(cfg.hidden_size, cfg, vb.pp("ln_1"))?,
             attn: CausalSelfAttention::new(cfg, layer, fault, vb.pp("attn"))?,
-            ln_2: LayerNorm::new(cfg.hidden_size, eps, vb.pp("ln_2"))?,
+            ln_2: LayerNorm::new(cfg.hidden_size, cfg, vb.pp("ln_2"))?,
             mlp: Mlp::new(cfg, layer, fault, vb.pp("mlp"))?,
         })
     }
@@ -355,7 +368,7 @@ impl Gpt {
         let h = (0..cfg.num_layers)
             .map(|i| Block::new(cfg, i, fault, vb.pp("h").pp(i)))
             .collect::<Result<Vec<_>>>()?;
-        let ln_f = LayerNorm::new(cfg.hidden_size, cfg.layernorm_epsilon, vb.pp("ln_f"))?;
+        let ln_f = LayerNorm::new(cfg.hidden_size, cfg, vb.pp("ln_f"))?;
         let lm_head = match cfg.tie_embeddings {
             true => None,
             false => Some(Linear::new(
@@ -426,10 +439,11 @@ impl Gpt {
         let logits = self.forward(idx, ctx)?;
         let (b, t, v) = logits.dims3()?;
         let logits = logits.reshape((b * t, v))?; // (B·T, vocab)
-        Ok(candle_nn::loss::cross_entropy(
-            &logits,
-            &targets.flatten_all()?,
-        )?)
+        let targets = targets.flatten_all()?; // (B·T)
+        Ok(match self.cfg.kernels {
+            Kernels::Composed => candle_nn::loss::cross_entropy(&logits, &targets)?,
+            Kernels::Fused => kernels::cross_entropy(&logits, &targets)?,
+        })
     }
 
     /// Returns the config the model was built with.
