@@ -12,6 +12,7 @@
 //!
 //! Query `i` is the row's index within its `T × T` matrix; rows run in parallel.
 
+use super::math::exp;
 use super::slices::{f32_slice, par_rows, sum, sum_map2, with_f32};
 use crate::error::Result;
 use candle_core::{CpuStorage, CustomOp1, DType, Layout, Shape, Tensor, D};
@@ -52,7 +53,7 @@ impl CustomOp1 for CausalSoftmax {
             let (row, p) = (&x[r * t..r * t + n], &mut out[..n]);
             let m = row.iter().fold(f32::NEG_INFINITY, |m, &a| m.max(a * scale));
             for (p, &a) in p.iter_mut().zip(row) {
-                *p = (a * scale - m).exp();
+                *p = exp(a * scale - m);
             }
             let inv = 1.0 / sum(p);
             p.iter_mut().for_each(|p| *p *= inv);

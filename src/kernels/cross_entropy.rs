@@ -12,6 +12,7 @@
 //!
 //! Rows run in parallel; the per-row losses are summed in row order.
 
+use super::math::exp;
 use super::slices::{f32_slice, par_rows, sum, sum_map, u32_slice, with_f32, with_u32};
 use crate::error::Result;
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Shape, Tensor};
@@ -51,7 +52,7 @@ fn log_sum_exp(x: &[f32], targets: &[u32], v: usize) -> candle_core::Result<Vec<
     par_rows(&mut lse, 1, |r, out| {
         let row = &x[r * v..(r + 1) * v];
         let m = row.iter().fold(f32::NEG_INFINITY, |m, &a| m.max(a));
-        out[0] = m + sum_map(row, |a| (a - m).exp()).ln();
+        out[0] = m + sum_map(row, |a| exp(a - m)).ln();
     });
     Ok(lse)
 }
@@ -94,7 +95,7 @@ impl CustomOp2 for CrossEntropy {
                 par_rows(&mut dx, v, |r, out| {
                     let row = &x[r * v..(r + 1) * v];
                     for (o, &a) in out.iter_mut().zip(row) {
-                        *o = (a - lse[r]).exp() * scale;
+                        *o = exp(a - lse[r]) * scale;
                     }
                     out[targets[r] as usize] -= scale;
                 });
