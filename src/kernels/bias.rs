@@ -75,7 +75,7 @@ impl CustomOp1 for ColumnSum {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         let g = f32_slice(s, l)?;
         let d = l.dims().last().copied().unwrap_or(0);
-        let rows = if d == 0 { 0 } else { g.len() / d };
+        let rows = g.len().checked_div(d).unwrap_or(0);
         let acc = column_sums(rows, d, |r, acc| {
             for (a, x) in acc.iter_mut().zip(&g[r * d..(r + 1) * d]) {
                 *a += x;

@@ -95,7 +95,10 @@ mod tests {
             .flat_map(|i| (0..t).map(move |j| if j <= i { 0.0 } else { f32::NEG_INFINITY }))
             .collect();
         let mask = Tensor::from_vec(mask, (t, t), s.device()).unwrap();
-        let scaled = (s * f64::from(scale)).unwrap().broadcast_add(&mask).unwrap();
+        let scaled = (s * f64::from(scale))
+            .unwrap()
+            .broadcast_add(&mask)
+            .unwrap();
         candle_nn::ops::softmax(&scaled, D::Minus1).unwrap()
     }
 
@@ -113,7 +116,12 @@ mod tests {
         let fused = causal_softmax(&s, 0.35).unwrap();
         let reference = composed(&s, 0.35);
         assert_close(&fused, &reference, 1e-6, "probabilities");
-        let gf = (fused * &probe).unwrap().sum_all().unwrap().backward().unwrap();
+        let gf = (fused * &probe)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
         let gc = (reference * &probe)
             .unwrap()
             .sum_all()

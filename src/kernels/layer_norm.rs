@@ -168,7 +168,12 @@ mod tests {
         let fused = layer_norm(&x, &w, &b, 1e-5).unwrap();
         let reference = composed(&x, &w, &b, 1e-5);
         assert_close(&fused, &reference, 2e-6, "layer_norm forward");
-        let gf = (fused * &probe).unwrap().sum_all().unwrap().backward().unwrap();
+        let gf = (fused * &probe)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
         let gc = (reference * &probe)
             .unwrap()
             .sum_all()

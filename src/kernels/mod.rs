@@ -49,6 +49,9 @@ pub(crate) mod test_support {
             .unwrap()
             .to_scalar()
             .unwrap();
-        assert!(err <= tol, "{what}: max |fused − composed| = {err:e} > {tol:e}");
+        assert!(
+            err <= tol,
+            "{what}: max |fused − composed| = {err:e} > {tol:e}"
+        );
     }
 }
