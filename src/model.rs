@@ -455,7 +455,7 @@ impl Gpt {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::RunConfig;
+    use crate::config::{AttentionBackend, RunConfig};
 
     fn tokens(b: usize, t: usize, vocab: usize) -> Tensor {
         shifted_tokens(b, t, vocab, 0)
@@ -535,6 +535,51 @@ mod tests {
                 assert!(
                     sq.is_finite() && sq > 0.0,
                     "{name}: |g|² = {sq} (tie {tie})"
+                );
+            }
+        }
+    }
+
+    /// The fused kernels are the composed ops with different rounding: the whole model's loss
+    /// and every parameter's gradient agree to f32 rounding, for both attention backends.
+    #[test]
+    fn fused_and_composed_models_agree_on_loss_and_every_gradient() {
+        for attention in [AttentionBackend::Naive, AttentionBackend::Flash] {
+            let mut cfg = RunConfig::preset("gate").unwrap().model;
+            cfg.attention = attention;
+            let store = ParamStore::new(1, 0);
+            let x = tokens(2, cfg.seq_length, cfg.vocab_size);
+            let y = shifted_tokens(2, cfg.seq_length, cfg.vocab_size, 1);
+            let run = |kernels| {
+                let cfg = GptConfig {
+                    kernels,
+                    ..cfg.clone()
+                };
+                // One store: both models share the same parameter variables.
+                let model = Gpt::new(&cfg, Fault::None, &store, &Device::Cpu).unwrap();
+                let loss = model.loss(&x, &y, &ForwardCtx::eval()).unwrap();
+                (loss.to_scalar::<f32>().unwrap(), loss.backward().unwrap())
+            };
+            let (lc, gc) = run(Kernels::Composed);
+            let (lf, gf) = run(Kernels::Fused);
+            approx::assert_abs_diff_eq!(lc, lf, epsilon = 1e-5);
+            for (name, var) in store.vars() {
+                let (a, b) = (
+                    gc.get(var.as_tensor()).unwrap(),
+                    gf.get(var.as_tensor()).unwrap(),
+                );
+                let scale: f32 = a.abs().unwrap().max_all().unwrap().to_scalar().unwrap();
+                let err: f32 = (a - b)
+                    .unwrap()
+                    .abs()
+                    .unwrap()
+                    .max_all()
+                    .unwrap()
+                    .to_scalar()
+                    .unwrap();
+                assert!(
+                    err <= 1e-4 * scale.max(1e-3),
+                    "{name} ({attention:?}): max |Δg| {err:e} vs max |g| {scale:e}"
                 );
             }
         }
