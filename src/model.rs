@@ -7,8 +7,8 @@
 //! so PyTorch checkpoints map 1:1.
 //!
 //! Two deliberate departures from off-the-shelf candle-nn:
-//! - LayerNorm is composed from primitive ops: candle-nn 0.11's `LayerNorm` calls
-//!   `ops::layer_norm`, which has no backward, and its parameters silently get no gradient.
+//! - LayerNorm is `kernels::layer_norm` or composed from primitive ops (candle-nn 0.11's own has
+//!   no backward: its parameters silently get no gradient); `kernels` picks fused or composed.
 //! - Dropout masks come from [`crate::rng`], keyed by (seed, step, micro batch, layer, site,
 //!   element), because candle's dropout RNG cannot be seeded.
 //!
@@ -141,8 +141,7 @@ impl LayerNorm {
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let dtype = x.dtype();
-        let x = x.to_dtype(DType::F32)?;
+        let (dtype, x) = (x.dtype(), x.to_dtype(DType::F32)?);
         if self.kernels == Kernels::Fused {
             let y = kernels::layer_norm(&x, &self.weight, &self.bias, self.eps)?;
             return Ok(y.to_dtype(dtype)?);
