@@ -7,8 +7,8 @@
 //! so PyTorch checkpoints map 1:1.
 //!
 //! Two deliberate departures from off-the-shelf candle-nn:
-//! - LayerNorm is composed from primitive ops: candle-nn 0.11's `LayerNorm` calls
-//!   `ops::layer_norm`, which has no backward, and its parameters silently get no gradient.
+//! - LayerNorm is `kernels::layer_norm` or composed from primitive ops (candle-nn 0.11's own has
+//!   no backward: its parameters silently get no gradient); `kernels` picks fused or composed.
 //! - Dropout masks come from [`crate::rng`], keyed by (seed, step, micro batch, layer, site,
 //!   element), because candle's dropout RNG cannot be seeded.
 //!
@@ -121,25 +121,31 @@ fn matmul_wt(x: &Tensor, w: &Tensor, kernels: Kernels) -> Result<Tensor> {
     })
 }
 
-/// LayerNorm from primitive ops so that autograd reaches its gain and bias; computed in f32.
+/// LayerNorm computed in f32, either fused or from primitive ops (so that autograd reaches its
+/// gain and bias; candle-nn's own has no backward).
 struct LayerNorm {
     weight: Tensor,
     bias: Tensor,
     eps: f64,
+    kernels: Kernels,
 }
 
 impl LayerNorm {
-    fn new(dim: usize, eps: f64, vb: VarBuilder) -> Result<Self> {
+    fn new(dim: usize, cfg: &GptConfig, vb: VarBuilder) -> Result<Self> {
         Ok(LayerNorm {
             weight: vb.get_with_hints(dim, "weight", Init::Const(1.0))?,
             bias: vb.get_with_hints(dim, "bias", Init::Const(0.0))?,
-            eps,
+            eps: cfg.layernorm_epsilon,
+            kernels: cfg.kernels,
         })
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let dtype = x.dtype();
-        let x = x.to_dtype(DType::F32)?;
+        let (dtype, x) = (x.dtype(), x.to_dtype(DType::F32)?);
+        if self.kernels == Kernels::Fused {
+            let y = kernels::layer_norm(&x, &self.weight, &self.bias, self.eps)?;
+            return Ok(y.to_dtype(dtype)?);
+        }
         let mean = x.mean_keepdim(D::Minus1)?;
         let centred = x.broadcast_sub(&mean)?;
         let var = centred.sqr()?.mean_keepdim(D::Minus1)?;
@@ -231,6 +237,7 @@ impl CausalSelfAttention {
             dropout: (ctx.train && p > 0.0)
                 .then(|| (p, ctx.stream(self.layer, DropoutSite::Attention))),
             max_naive_bytes: self.cfg.max_attention_bytes,
+            kernels: self.cfg.kernels,
         };
         let y = match self.fault {
             Fault::Bf16Attention => {
@@ -257,6 +264,7 @@ struct Mlp {
     c_proj: Linear,
     layer: u64,
     dropout: f32,
+    kernels: Kernels,
 }
 
 impl Mlp {
@@ -281,11 +289,16 @@ impl Mlp {
             )?,
             layer: layer as u64,
             dropout: fault.dropout(cfg.hidden_dropout),
+            kernels: cfg.kernels,
         })
     }
 
     fn forward(&self, x: &Tensor, ctx: &ForwardCtx) -> Result<Tensor> {
-        let h = self.c_fc.forward(x)?.gelu_erf()?; // (B, T, 4C)
+        let h = self.c_fc.forward(x)?; // (B, T, 4C)
+        let h = match self.kernels {
+            Kernels::Composed => h.gelu_erf()?,
+            Kernels::Fused => kernels::gelu_erf(&h)?,
+        };
         let y = self.c_proj.forward(&h)?; // (B, T, C)
         hidden_dropout(&y, self.dropout, ctx, self.layer, DropoutSite::MlpResidual)
     }
@@ -300,11 +313,10 @@ struct Block {
 
 impl Block {
     fn new(cfg: &GptConfig, layer: usize, fault: Fault, vb: VarBuilder) -> Result<Self> {
-        let eps = cfg.layernorm_epsilon;
         Ok(Block {
-            ln_1: LayerNorm::new(cfg.hidden_size, eps, vb.pp("ln_1"))?,
+            ln_1: LayerNorm::new(cfg.hidden_size, cfg, vb.pp("ln_1"))?,
             attn: CausalSelfAttention::new(cfg, layer, fault, vb.pp("attn"))?,
-            ln_2: LayerNorm::new(cfg.hidden_size, eps, vb.pp("ln_2"))?,
+            ln_2: LayerNorm::new(cfg.hidden_size, cfg, vb.pp("ln_2"))?,
             mlp: Mlp::new(cfg, layer, fault, vb.pp("mlp"))?,
         })
     }
@@ -355,7 +367,7 @@ impl Gpt {
         let h = (0..cfg.num_layers)
             .map(|i| Block::new(cfg, i, fault, vb.pp("h").pp(i)))
             .collect::<Result<Vec<_>>>()?;
-        let ln_f = LayerNorm::new(cfg.hidden_size, cfg.layernorm_epsilon, vb.pp("ln_f"))?;
+        let ln_f = LayerNorm::new(cfg.hidden_size, cfg, vb.pp("ln_f"))?;
         let lm_head = match cfg.tie_embeddings {
             true => None,
             false => Some(Linear::new(
@@ -426,10 +438,11 @@ impl Gpt {
         let logits = self.forward(idx, ctx)?;
         let (b, t, v) = logits.dims3()?;
         let logits = logits.reshape((b * t, v))?; // (B·T, vocab)
-        Ok(candle_nn::loss::cross_entropy(
-            &logits,
-            &targets.flatten_all()?,
-        )?)
+        let targets = targets.flatten_all()?; // (B·T)
+        Ok(match self.cfg.kernels {
+            Kernels::Composed => candle_nn::loss::cross_entropy(&logits, &targets)?,
+            Kernels::Fused => kernels::cross_entropy(&logits, &targets)?,
+        })
     }
 
     /// Returns the config the model was built with.
@@ -441,7 +454,7 @@ impl Gpt {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::RunConfig;
+    use crate::config::{AttentionBackend, RunConfig};
 
     fn tokens(b: usize, t: usize, vocab: usize) -> Tensor {
         shifted_tokens(b, t, vocab, 0)
@@ -521,6 +534,45 @@ mod tests {
                 assert!(
                     sq.is_finite() && sq > 0.0,
                     "{name}: |g|² = {sq} (tie {tie})"
+                );
+            }
+        }
+    }
+
+    /// Fused kernels are the composed ops rounded differently: with shared parameters (one
+    /// store), loss and every gradient agree to f32 rounding, for both attention backends.
+    #[test]
+    fn fused_and_composed_models_agree_on_loss_and_every_gradient() {
+        for attention in [AttentionBackend::Naive, AttentionBackend::Flash] {
+            let mut cfg = RunConfig::preset("gate").unwrap().model;
+            cfg.attention = attention;
+            let store = ParamStore::new(1, 0);
+            let x = tokens(2, cfg.seq_length, cfg.vocab_size);
+            let y = shifted_tokens(2, cfg.seq_length, cfg.vocab_size, 1);
+            let run = |kernels| {
+                let cfg = GptConfig {
+                    kernels,
+                    ..cfg.clone()
+                };
+                let model = Gpt::new(&cfg, Fault::None, &store, &Device::Cpu).unwrap();
+                let loss = model.loss(&x, &y, &ForwardCtx::eval()).unwrap();
+                (loss.to_scalar::<f32>().unwrap(), loss.backward().unwrap())
+            };
+            let (lc, gc) = run(Kernels::Composed);
+            let (lf, gf) = run(Kernels::Fused);
+            approx::assert_abs_diff_eq!(lc, lf, epsilon = 1e-5);
+            for (name, var) in store.vars() {
+                let (a, b) = (
+                    gc.get(var.as_tensor()).unwrap(),
+                    gf.get(var.as_tensor()).unwrap(),
+                );
+                let max_abs = |t: &Tensor| -> f32 {
+                    t.abs().unwrap().max_all().unwrap().to_scalar().unwrap()
+                };
+                let (scale, err) = (max_abs(a), max_abs(&(a - b).unwrap()));
+                assert!(
+                    err <= 1e-4 * scale.max(1e-3),
+                    "{name} ({attention:?}): max |Δg| {err:e} vs max |g| {scale:e}"
                 );
             }
         }

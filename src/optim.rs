@@ -9,7 +9,8 @@ use crate::config::TrainConfig;
 use crate::error::Result;
 use crate::faults::Fault;
 use crate::params::ParamKind;
-use candle_core::{Tensor, Var};
+use candle_core::{CpuStorage, InplaceOp1, Layout, Storage, Tensor, Var};
+use std::cell::RefCell;
 
 struct Slot {
     var: Var,
@@ -67,27 +68,91 @@ impl AdamW {
         let step_size = (lr / bc1) as f32;
         let eps = self.eps as f32;
         for (slot, g) in self.slots.iter_mut().zip(grads) {
-            let mut p: Vec<f32> = slot.var.as_tensor().flatten_all()?.to_vec1()?;
             let decay = if slot.decays {
                 (1.0 - lr * self.weight_decay) as f32
             } else {
                 1.0
             };
-            for i in 0..p.len() {
-                // torch: p *= 1 - lr·wd; m = β1 m + (1-β1) g; v = β2 v + (1-β2) g²;
-                //        p -= (lr / bc1) · m / (sqrt(v) / sqrt(bc2) + eps)
-                p[i] *= decay;
-                slot.m[i] = b1 * slot.m[i] + (1.0 - b1) * g[i];
-                slot.v[i] = b2 * slot.v[i] + (1.0 - b2) * g[i] * g[i];
-                let denom = slot.v[i].sqrt() / bc2_sqrt as f32 + eps;
-                p[i] -= step_size * slot.m[i] / denom;
-            }
-            let shape = slot.var.shape().clone();
-            slot.var
-                .set(&Tensor::from_vec(p, shape, slot.var.device())?)?;
+            let update = Update {
+                moments: RefCell::new((&mut slot.m, &mut slot.v)),
+                g,
+                decay,
+                b1,
+                b2,
+                bc2_sqrt: bc2_sqrt as f32,
+                step_size,
+                eps,
+            };
+            // In place in the parameter's own storage: no copy out and back per step.
+            slot.var.as_tensor().inplace_op1(&update)?;
         }
         Ok(())
     }
+}
+
+/// One parameter's AdamW update, applied to its storage in place.
+struct Update<'a> {
+    moments: RefCell<(&'a mut Vec<f32>, &'a mut Vec<f32>)>,
+    g: &'a [f32],
+    decay: f32,
+    b1: f32,
+    b2: f32,
+    bc2_sqrt: f32,
+    step_size: f32,
+    eps: f32,
+}
+
+impl InplaceOp1 for Update<'_> {
+    fn name(&self) -> &'static str {
+        "lossdiff-adamw"
+    }
+
+    fn cpu_fwd(&self, storage: &mut CpuStorage, layout: &Layout) -> candle_core::Result<()> {
+        let p = match (storage, layout.contiguous_offsets()) {
+            (CpuStorage::F32(p), Some((start, end))) => &mut p[start..end],
+            _ => candle_core::bail!("adamw: parameters are contiguous f32"),
+        };
+        let mut moments = self.moments.borrow_mut();
+        let (m, v) = &mut *moments;
+        let (b1, b2, g) = (self.b1, self.b2, self.g);
+        for i in 0..p.len() {
+            // torch: p *= 1 - lr·wd; m = β1 m + (1-β1) g; v = β2 v + (1-β2) g²;
+            //        p -= (lr / bc1) · m / (sqrt(v) / sqrt(bc2) + eps)
+            p[i] *= self.decay;
+            m[i] = b1 * m[i] + (1.0 - b1) * g[i];
+            v[i] = b2 * v[i] + (1.0 - b2) * g[i] * g[i];
+            let denom = v[i].sqrt() / self.bc2_sqrt + self.eps;
+            p[i] -= self.step_size * m[i] / denom;
+        }
+        Ok(())
+    }
+}
+
+/// Adds `grad`'s elements into `acc` (same length) without copying them out first.
+///
+/// # Errors
+/// Candle errors: a non-f32 or non-CPU gradient, or a length mismatch.
+pub fn accumulate(acc: &mut [f32], grad: &Tensor) -> Result<()> {
+    let grad = grad.contiguous()?;
+    let (storage, layout) = grad.storage_and_layout();
+    let g = match (&*storage, layout.contiguous_offsets()) {
+        (Storage::Cpu(CpuStorage::F32(g)), Some((start, end))) if end - start == acc.len() => {
+            &g[start..end]
+        }
+        _ => {
+            return Err(candle_core::Error::Msg(format!(
+                "gradient of {:?} elements {:?} does not fit an f32 buffer of {}",
+                layout.shape(),
+                grad.dtype(),
+                acc.len()
+            ))
+            .into())
+        }
+    };
+    for (a, x) in acc.iter_mut().zip(g) {
+        *a += x;
+    }
+    Ok(())
 }
 
 /// Returns the global L2 norm of `grads`, summing squares in f64 in parameter order.

@@ -17,7 +17,7 @@ use crate::error::Result;
 use crate::faults;
 use crate::fingerprint::Fingerprint;
 use crate::model::{ForwardCtx, Gpt};
-use crate::optim::{clip_global_norm, AdamW};
+use crate::optim::{accumulate, clip_global_norm, AdamW};
 use crate::params::ParamStore;
 use crate::trace::{
     Origin, Series, Trace, GRAD_NORM, LM_LOSS, LR, STEP_TIME, TRACE_SCHEMA_VERSION,
@@ -143,9 +143,7 @@ impl Trainer {
                 let g = micro_grads.get(var.as_tensor()).ok_or_else(|| {
                     candle_core::Error::Msg(format!("parameter {pname} received no gradient"))
                 })?;
-                for (a, x) in acc.iter_mut().zip(g.flatten_all()?.to_vec1::<f32>()?) {
-                    *a += x;
-                }
+                accumulate(acc, g)?;
             }
         }
         let loss = loss_sum / accum as f32;

@@ -144,6 +144,8 @@ fn measure(
         softmax_scale: 1.0 / (cfg.head_dim as f32).sqrt(),
         dropout: None,
         max_naive_bytes: cfg.naive_cap_bytes,
+        // The composed ops: the footprint `naive_attention_bytes` was measured on.
+        kernels: crate::config::Kernels::Composed,
     };
     let mut best: Option<(f64, f64, usize)> = None;
     for _ in 0..cfg.repeats.max(1) {

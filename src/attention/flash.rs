@@ -802,6 +802,7 @@ mod tests {
             softmax_scale: 1.0 / (hs as f32).sqrt(),
             dropout,
             max_naive_bytes: 1 << 30,
+            kernels: crate::config::Kernels::Composed,
         }
     }
 

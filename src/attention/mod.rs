@@ -14,8 +14,9 @@ mod flash;
 
 pub use flash::flash_attention;
 
-use crate::config::AttentionBackend;
+use crate::config::{AttentionBackend, Kernels};
 use crate::error::{Error, Result};
+use crate::kernels;
 use crate::rng::{dropout_row, DropoutStream};
 use candle_core::{DType, Tensor, D};
 
@@ -28,6 +29,8 @@ pub struct AttentionParams {
     pub dropout: Option<(f32, DropoutStream)>,
     /// Largest score-matrix footprint (bytes) the naive path may allocate.
     pub max_naive_bytes: u64,
+    /// Whether the naive path's masked softmax is the fused op or composed candle ops.
+    pub kernels: Kernels,
 }
 
 /// Computes causal attention with the chosen backend.
@@ -86,11 +89,15 @@ pub fn attention_naive(
         });
     }
     let in_dtype = q.dtype();
-    // (B, nh, T, T)
-    let scores = (q.matmul(&k.t()?)?.to_dtype(DType::F32)? * f64::from(params.softmax_scale))?;
-    let mask = causal_mask(t, q.device())?;
-    let scores = scores.broadcast_add(&mask)?;
-    let mut probs = candle_nn::ops::softmax(&scores, D::Minus1)?;
+    let scores = q.matmul(&k.t()?)?.to_dtype(DType::F32)?; // (B, nh, T, T)
+    let mut probs = match params.kernels {
+        Kernels::Composed => {
+            let scores = (scores * f64::from(params.softmax_scale))?;
+            let mask = causal_mask(t, q.device())?;
+            candle_nn::ops::softmax(&scores.broadcast_add(&mask)?, D::Minus1)?
+        }
+        Kernels::Fused => kernels::causal_softmax(&scores, params.softmax_scale)?,
+    };
     if let Some((p, stream)) = params.dropout {
         probs = (probs * attention_dropout_mask(b, nh, t, p, &stream, q.device())?)?;
     }
@@ -135,6 +142,7 @@ mod tests {
             softmax_scale: 0.5,
             dropout: None,
             max_naive_bytes: 1 << 30,
+            kernels: Kernels::Composed,
         }
     }
 

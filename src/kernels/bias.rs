@@ -3,8 +3,9 @@
 //! candle differentiates `broadcast_add` by summing the gradient over the broadcast (leading)
 //! dims with its generic strided reduction, which was the largest non-matmul cost of a training
 //! step (a sixth of the `small` step). Here the bias gradient is one pass over contiguous rows,
-//! accumulated in row order, so its bits do not depend on the thread count.
+//! summed in fixed row blocks (see `slices`), so its bits do not depend on the thread count.
 
+use super::slices::{column_sums, f32_slice, par_rows};
 use crate::error::Result;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Shape, Tensor};
 
@@ -25,16 +26,6 @@ pub fn add_bias(y: &Tensor, bias: &Tensor) -> Result<Tensor> {
     Ok(y.contiguous()?.apply_op2(&bias.contiguous()?, AddBias)?)
 }
 
-/// Borrows a contiguous f32 storage as a slice.
-fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [f32]> {
-    match (s, l.contiguous_offsets()) {
-        (CpuStorage::F32(v), Some((start, end))) => Ok(&v[start..end]),
-        _ => Err(candle_core::Error::Msg(
-            "add_bias: expected a contiguous f32 tensor".into(),
-        )),
-    }
-}
-
 struct AddBias;
 
 impl CustomOp2 for AddBias {
@@ -50,10 +41,13 @@ impl CustomOp2 for AddBias {
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let (y, b) = (f32_slice(s1, l1)?, f32_slice(s2, l2)?);
-        let mut out = Vec::with_capacity(y.len());
-        for row in y.chunks_exact(b.len()) {
-            out.extend(row.iter().zip(b).map(|(a, c)| a + c));
-        }
+        let d = b.len();
+        let mut out = vec![0f32; y.len()];
+        par_rows(&mut out, d, |r, o| {
+            for ((o, a), c) in o.iter_mut().zip(&y[r * d..(r + 1) * d]).zip(b) {
+                *o = a + c;
+            }
+        });
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
 
@@ -70,7 +64,7 @@ impl CustomOp2 for AddBias {
     }
 }
 
-/// Sums a (..., D) tensor over every leading dim, row by row in order.
+/// Sums a (..., D) tensor over every leading dim, in `column_sums`' fixed row blocks.
 struct ColumnSum;
 
 impl CustomOp1 for ColumnSum {
@@ -81,14 +75,12 @@ impl CustomOp1 for ColumnSum {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         let g = f32_slice(s, l)?;
         let d = l.dims().last().copied().unwrap_or(0);
-        let mut acc = vec![0f32; d];
-        if d > 0 {
-            for row in g.chunks_exact(d) {
-                for (a, x) in acc.iter_mut().zip(row) {
-                    *a += x;
-                }
+        let rows = g.len().checked_div(d).unwrap_or(0);
+        let acc = column_sums(rows, d, |r, acc| {
+            for (a, x) in acc.iter_mut().zip(&g[r * d..(r + 1) * d]) {
+                *a += x;
             }
-        }
+        });
         Ok((CpuStorage::F32(acc), Shape::from(d)))
     }
 }
@@ -96,19 +88,8 @@ impl CustomOp1 for ColumnSum {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::test_support::seeded;
     use candle_core::{Device, Var};
-
-    fn seeded(n: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed;
-        (0..n)
-            .map(|_| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((s >> 40) as f32 / (1u64 << 24) as f32) - 0.5
-            })
-            .collect()
-    }
 
     #[test]
     fn add_bias_matches_broadcast_add_and_its_gradients() {

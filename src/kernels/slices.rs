@@ -1,0 +1,196 @@
+//! Plumbing shared by the fused kernels: borrowing candle CPU storage as slices, row-parallel
+//! loops and reductions whose summation order is fixed by the data, never by the thread count.
+//!
+//! Determinism rule for every kernel: work is split into rows (or fixed-size row blocks), each
+//! computed by one thread in one fixed order; partial results are combined in block order. The
+//! number of rayon threads changes only which thread runs a block, not what it computes.
+
+use candle_core::{CpuStorage, Layout, Storage, Tensor};
+use rayon::prelude::*;
+
+/// Rows per rayon task: large enough that scheduling costs nothing next to the row work.
+const MIN_ROWS_PER_TASK: usize = 16;
+
+/// Rows per partial sum in [`column_sums`]: a constant, so the partials (and their bits) are the
+/// same for any thread count.
+const COLUMN_BLOCK_ROWS: usize = 64;
+
+/// Borrows a contiguous f32 storage as a slice.
+pub(crate) fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [f32]> {
+    match (s, l.contiguous_offsets()) {
+        (CpuStorage::F32(v), Some((start, end))) => Ok(&v[start..end]),
+        _ => Err(candle_core::Error::Msg(
+            "fused kernel: expected a contiguous f32 tensor".into(),
+        )),
+    }
+}
+
+/// Borrows a contiguous u32 storage as a slice.
+pub(crate) fn u32_slice<'a>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [u32]> {
+    match (s, l.contiguous_offsets()) {
+        (CpuStorage::U32(v), Some((start, end))) => Ok(&v[start..end]),
+        _ => Err(candle_core::Error::Msg(
+            "fused kernel: expected a contiguous u32 tensor".into(),
+        )),
+    }
+}
+
+/// Calls `f` with the f32 elements of `t` (made contiguous first) in row-major order.
+///
+/// Backward passes use this to read their saved tensors without copying them into a `Vec`.
+pub(crate) fn with_f32<R>(
+    t: &Tensor,
+    f: impl FnOnce(&[f32]) -> candle_core::Result<R>,
+) -> candle_core::Result<R> {
+    let t = t.contiguous()?;
+    let (storage, layout) = t.storage_and_layout();
+    match &*storage {
+        Storage::Cpu(s) => f(f32_slice(s, layout)?),
+        _ => Err(candle_core::Error::Msg(
+            "fused kernels run on the CPU only".into(),
+        )),
+    }
+}
+
+/// Calls `f` with the u32 elements of `t` (made contiguous first) in row-major order.
+pub(crate) fn with_u32<R>(
+    t: &Tensor,
+    f: impl FnOnce(&[u32]) -> candle_core::Result<R>,
+) -> candle_core::Result<R> {
+    let t = t.contiguous()?;
+    let (storage, layout) = t.storage_and_layout();
+    match &*storage {
+        Storage::Cpu(s) => f(u32_slice(s, layout)?),
+        _ => Err(candle_core::Error::Msg(
+            "fused kernels run on the CPU only".into(),
+        )),
+    }
+}
+
+/// Fills `out` row by row, `f(row_index, out_row)`, rows spread over rayon's threads.
+pub(crate) fn par_rows(out: &mut [f32], d: usize, f: impl Fn(usize, &mut [f32]) + Sync + Send) {
+    if d == 0 {
+        return;
+    }
+    out.par_chunks_mut(d)
+        .with_min_len(MIN_ROWS_PER_TASK)
+        .enumerate()
+        .for_each(|(i, row)| f(i, row));
+}
+
+/// Returns `Σ_rows f(row)` for an `n_rows × d` problem, where `f(row, acc)` adds row `row`'s
+/// contribution into `acc` (length `d`): rows are summed in order within fixed blocks of
+/// [`COLUMN_BLOCK_ROWS`], blocks in parallel, and the block partials in block order.
+pub(crate) fn column_sums(
+    n_rows: usize,
+    d: usize,
+    f: impl Fn(usize, &mut [f32]) + Sync + Send,
+) -> Vec<f32> {
+    let blocks = n_rows.div_ceil(COLUMN_BLOCK_ROWS);
+    let partials: Vec<Vec<f32>> = (0..blocks)
+        .into_par_iter()
+        .map(|blk| {
+            let mut acc = vec![0f32; d];
+            let end = ((blk + 1) * COLUMN_BLOCK_ROWS).min(n_rows);
+            for row in blk * COLUMN_BLOCK_ROWS..end {
+                f(row, &mut acc);
+            }
+            acc
+        })
+        .collect();
+    let mut total = vec![0f32; d];
+    for p in &partials {
+        for (t, x) in total.iter_mut().zip(p) {
+            *t += x;
+        }
+    }
+    total
+}
+
+/// Returns `Σ f(x)` with eight interleaved accumulators (so the loop vectorises), combined in a
+/// fixed tree: the order depends on the length only.
+#[inline(always)]
+pub(crate) fn sum_map(x: &[f32], f: impl Fn(f32) -> f32) -> f32 {
+    let mut acc = [0f32; 8];
+    let chunks = x.chunks_exact(8);
+    let tail = chunks.remainder().iter().fold(0f32, |s, &v| s + f(v));
+    for c in chunks {
+        for (a, &v) in acc.iter_mut().zip(c) {
+            *a += f(v);
+        }
+    }
+    combine(acc) + tail
+}
+
+/// Returns `Σ f(a, b)` over pairs, in the same fixed order as [`sum_map`].
+#[inline(always)]
+pub(crate) fn sum_map2(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) -> f32 {
+    let n = a.len().min(b.len());
+    let (a, b) = (a[..n].chunks_exact(8), b[..n].chunks_exact(8));
+    let tail = a
+        .remainder()
+        .iter()
+        .zip(b.remainder())
+        .fold(0f32, |s, (&x, &y)| s + f(x, y));
+    let mut acc = [0f32; 8];
+    for (x, y) in a.zip(b) {
+        for ((s, &x), &y) in acc.iter_mut().zip(x).zip(y) {
+            *s += f(x, y);
+        }
+    }
+    combine(acc) + tail
+}
+
+/// Returns `Σ x` in [`sum_map`]'s order.
+pub(crate) fn sum(x: &[f32]) -> f32 {
+    sum_map(x, |v| v)
+}
+
+fn combine(acc: [f32; 8]) -> f32 {
+    let pairs = [
+        acc[0] + acc[4],
+        acc[1] + acc[5],
+        acc[2] + acc[6],
+        acc[3] + acc[7],
+    ];
+    (pairs[0] + pairs[2]) + (pairs[1] + pairs[3])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sum_and_dot_agree_with_f64_sums() {
+        let x: Vec<f32> = (0..37).map(|i| (i as f32 * 0.37).sin()).collect();
+        let exact: f64 = x.iter().map(|&v| f64::from(v)).sum();
+        approx::assert_abs_diff_eq!(f64::from(sum(&x)), exact, epsilon = 1e-5);
+        let sq: f64 = x.iter().map(|&v| f64::from(v) * f64::from(v)).sum();
+        let dot = sum_map2(&x, &x, |a, b| a * b);
+        approx::assert_abs_diff_eq!(f64::from(dot), sq, epsilon = 1e-5);
+    }
+
+    #[test]
+    fn column_sums_are_the_same_bits_on_one_and_four_threads() {
+        let (n, d) = (1000, 3);
+        let x: Vec<f32> = (0..n * d).map(|i| (i as f32 * 0.013).cos()).collect();
+        let run = |threads| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap()
+                .install(|| {
+                    column_sums(n, d, |r, acc| {
+                        for (a, v) in acc.iter_mut().zip(&x[r * d..(r + 1) * d]) {
+                            *a += v;
+                        }
+                    })
+                })
+        };
+        let (one, four) = (run(1), run(4));
+        assert_eq!(
+            one.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            four.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+        );
+    }
+}
