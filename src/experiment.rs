@@ -138,6 +138,12 @@ pub struct Expectation {
     /// Config keys that must be named as undeclared differences (a confound demonstration);
     /// any other undeclared difference fails the gate.
     pub undeclared: Vec<String>,
+    /// `expect = "changed"`: the arms' numerics must differ in at least one bit (the planted
+    /// change took effect) while staying within noise. An environment pair whose effect is real
+    /// but small (f32 vs bf16 compute on the gate model) is judged by this, not by a divergence
+    /// it may or may not reach.
+    #[serde(default)]
+    pub changed: bool,
 }
 
 impl Expectation {
@@ -364,10 +370,11 @@ impl Experiment {
             None => {}
             Some(toml::Value::String(s)) if s == "match" => {}
             Some(toml::Value::String(s)) if s == "diverged" => expect.diverged = vec!["*".into()],
+            Some(toml::Value::String(s)) if s == "changed" => expect.changed = true,
             Some(other) => {
                 return Err(bad(
                     "experiment.expect",
-                    "\"match\" or \"diverged\"",
+                    "\"match\", \"changed\" or \"diverged\"",
                     other.to_string(),
                 ))
             }

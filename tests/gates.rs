@@ -29,6 +29,17 @@ fn flash_vs_noflash_is_equivalent_and_matches_goldens() {
 #[test]
 fn environment_pair_f32_vs_bf16_is_seen_and_matches_goldens() {
     lossdiff::assert_gate!("experiments/env_f32_vs_bf16.toml");
+    // Seen: bf16 compute changes the loss from the first step on; sized: the late-window effect
+    // is measured against the margin (here far inside it).
+    let out = check(Path::new("experiments/env_f32_vs_bf16.toml"), &options()).unwrap();
+    let c = &out.report.comparisons[0].comparison;
+    assert!(!c.exact.identical, "bf16 compute left every bit unchanged");
+    assert_eq!(
+        c.exact.first_differing_step,
+        Some(1),
+        "{}",
+        out.failure_message()
+    );
 }
 
 #[test]

@@ -139,6 +139,9 @@ pub struct ExperimentReport {
     pub goldens: Vec<GoldenCheck>,
     /// Config keys the experiment expects to be reported as undeclared differences.
     pub expected_undeclared: Vec<String>,
+    /// Whether the arms must differ in at least one bit (`expect = "changed"`).
+    #[serde(default)]
+    pub expected_changed: bool,
     /// Significance level of the sweep gate.
     pub alpha: f64,
     /// Runs trained and read from the cache.
@@ -172,7 +175,12 @@ impl ExperimentReport {
                 .sweep_gate
                 .as_ref()
                 .is_some_and(|g| g.failing.contains(&i));
-            c.problems = expectation_problems(c, holm_fail, &self.expected_undeclared);
+            c.problems = expectation_problems(
+                c,
+                holm_fail,
+                &self.expected_undeclared,
+                self.expected_changed,
+            );
             c.passed = c.problems.is_empty();
         }
         self.passed =
@@ -300,6 +308,7 @@ pub fn run_experiment(spec: &Path, opts: &GateOptions) -> Result<ExperimentRun> 
         sweep_gate: None,
         goldens,
         expected_undeclared: exp.expect.undeclared.clone(),
+        expected_changed: exp.expect.changed,
         alpha: settings.alpha,
         trained,
         cached,
@@ -378,6 +387,7 @@ fn expectation_problems(
     c: &ArmComparison,
     holm_fail: bool,
     expected_undeclared: &[String],
+    expected_changed: bool,
 ) -> Vec<String> {
     let mut problems = Vec::new();
     let diverged = matches!(c.comparison.verdict, Verdict::Diverged { .. });
@@ -393,6 +403,12 @@ fn expectation_problems(
             "expected a divergence but the verdict is {}: the harness did not see the planted change",
             verdict_label(&c.comparison.verdict)
         ));
+    }
+    if expected_changed && c.comparison.verdict == Verdict::Identical {
+        problems.push(
+            "expected the arms' numerics to differ but they are bitwise identical: the planted change did not take effect"
+                .to_string(),
+        );
     }
     if !c.expected_diverged && diverged && (holm_fail || is_non_finite(&c.comparison.verdict)) {
         problems.push(describe_verdict(&c.comparison.verdict));
