@@ -69,6 +69,7 @@ fn committed_goldens_are_fresh_and_all_used() {
     let mut used = Vec::new();
     for spec in [
         "flash_vs_noflash",
+        "kernels_fused_vs_composed",
         "env_f32_vs_bf16",
         "lr_decay_sweep",
         "dropout_confound",
