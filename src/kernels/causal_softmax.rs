@@ -85,7 +85,7 @@ impl CustomOp1 for CausalSoftmax {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::test_support::{assert_close, seeded};
+    use crate::kernels::test_support::{assert_close, probed_grads, seeded};
     use candle_core::{Device, Var};
 
     /// The composed reference, as `attention_naive` computes it.
@@ -116,18 +116,8 @@ mod tests {
         let fused = causal_softmax(&s, 0.35).unwrap();
         let reference = composed(&s, 0.35);
         assert_close(&fused, &reference, 1e-6, "probabilities");
-        let gf = (fused * &probe)
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .backward()
-            .unwrap();
-        let gc = (reference * &probe)
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .backward()
-            .unwrap();
+        let gf = probed_grads(fused, &probe);
+        let gc = probed_grads(reference, &probe);
         assert_close(gf.get(&s).unwrap(), gc.get(&s).unwrap(), 1e-6, "dscores");
     }
 

@@ -137,7 +137,7 @@ fn backward(x: &[f32], w: &[f32], dy: &[f32], eps: f32) -> (Vec<f32>, Vec<f32>) 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::test_support::{assert_close, seeded};
+    use crate::kernels::test_support::{assert_close, probed_grads, seeded};
     use candle_core::{Device, Var};
 
     /// The composed reference, op for op as `model::LayerNorm` computes it.
@@ -168,18 +168,8 @@ mod tests {
         let fused = layer_norm(&x, &w, &b, 1e-5).unwrap();
         let reference = composed(&x, &w, &b, 1e-5);
         assert_close(&fused, &reference, 2e-6, "layer_norm forward");
-        let gf = (fused * &probe)
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .backward()
-            .unwrap();
-        let gc = (reference * &probe)
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .backward()
-            .unwrap();
+        let gf = probed_grads(fused, &probe);
+        let gc = probed_grads(reference, &probe);
         for (v, what, tol) in [(&x, "dx", 1e-5), (&w, "dw", 1e-5), (&b, "db", 1e-5)] {
             assert_close(gf.get(v).unwrap(), gc.get(v).unwrap(), tol, what);
         }

@@ -36,6 +36,12 @@ pub(crate) mod test_support {
             .collect()
     }
 
+    /// Returns the gradients of `sum(y · probe)`: a random probe exercises every output's
+    /// gradient path at once, so one backward checks the whole Jacobian-vector product.
+    pub fn probed_grads(y: Tensor, probe: &Tensor) -> candle_core::backprop::GradStore {
+        (y * probe).unwrap().sum_all().unwrap().backward().unwrap()
+    }
+
     /// Asserts `max |a − b| <= tol` (same shape), naming `what` on failure.
     pub fn assert_close(a: &Tensor, b: &Tensor, tol: f32, what: &str) {
         assert_eq!(a.dims(), b.dims(), "{what}: shapes");
