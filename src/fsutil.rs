@@ -35,6 +35,25 @@ pub(crate) fn explain_create_dir(dir: &Path, e: std::io::Error) -> std::io::Erro
     }
 }
 
+/// Checks that `path` could be written (creating its directory), so a command that computes for
+/// minutes before writing fails at once on an output path under a regular file or in a
+/// read-only place. Writes and removes a probe beside `path`; `path` itself is not touched.
+///
+/// # Errors
+/// [`Error::Io`] naming `path`, with the file in the way when there is one.
+pub fn check_writable(path: &Path) -> Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(path, explain_create_dir(dir, e)))?;
+    let probe = dir.join(temp_name("write-check"));
+    std::fs::write(&probe, b"").map_err(|e| Error::io(path, e))?;
+    // The probe proved the directory writable; a leftover empty temp file is swept like any other.
+    let _ = std::fs::remove_file(&probe);
+    Ok(())
+}
+
 /// Returns the writer's pid when `path` is a temp file of [`write_atomic`].
 pub fn temp_file_pid(path: &Path) -> Option<u32> {
     let name = path.file_name()?.to_str()?;

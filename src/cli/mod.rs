@@ -309,6 +309,9 @@ fn cmd_train(
 ) -> anyhow::Result<ExitCode> {
     let mut cfg = RunConfig::load(spec)?;
     cfg.apply_overrides(overrides)?;
+    // Refuse an unwritable --out before training, not after it.
+    crate::fsutil::check_writable(out)
+        .with_context(|| format!("cannot write trace {}", out.display()))?;
     let name = name.unwrap_or_else(|| {
         spec.file_stem()
             .map_or("run".into(), |s| s.to_string_lossy().into_owned())
