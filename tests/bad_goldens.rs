@@ -172,7 +172,7 @@ fn train_out_under_a_regular_file_is_refused_before_training() {
     );
     assert_refused(
         &o,
-        &["cannot write trace taken/t.json", "taken is a regular file"],
+        &["taken/t.json: cannot create the directory: taken is a regular file"],
     );
     assert!(
         !stdout(&o).contains("steps in"),

@@ -310,8 +310,7 @@ fn cmd_train(
     let mut cfg = RunConfig::load(spec)?;
     cfg.apply_overrides(overrides)?;
     // Refuse an unwritable --out before training, not after it.
-    crate::fsutil::check_writable(out)
-        .with_context(|| format!("cannot write trace {}", out.display()))?;
+    crate::fsutil::check_writable(out)?;
     let name = name.unwrap_or_else(|| {
         spec.file_stem()
             .map_or("run".into(), |s| s.to_string_lossy().into_owned())
