@@ -161,27 +161,6 @@ fn report_directory_under_a_regular_file_is_refused_before_training() {
 }
 
 #[test]
-fn train_out_under_a_regular_file_is_refused_before_training() {
-    let dir = tempfile::tempdir().unwrap();
-    write(dir.path(), "taken", "a regular file");
-    write(dir.path(), "run.toml", "preset = \"gate\"\n");
-    let o = lossdiff_in(
-        dir.path(),
-        &["train", "run.toml", "--out", "taken/t.json"],
-        &[],
-    );
-    assert_refused(
-        &o,
-        &["taken/t.json: cannot create the directory: taken is a regular file"],
-    );
-    assert!(
-        !stdout(&o).contains("steps in"),
-        "trained first: {}",
-        stdout(&o)
-    );
-}
-
-#[test]
 fn merge_into_an_unwritable_directory_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), "taken", "a regular file");
