@@ -316,16 +316,7 @@ fn fault_row(fault: Fault, cs: &[Comparison], truth: &[Option<u64>]) -> FaultRow
 
 fn median(xs: &[f64]) -> Option<f64> {
     let mut v: Vec<f64> = xs.iter().copied().filter(|x| x.is_finite()).collect();
-    if v.is_empty() {
-        return None;
-    }
-    v.sort_by(|a, b| a.total_cmp(b));
-    let n = v.len();
-    Some(if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    })
+    (!v.is_empty()).then(|| crate::stats::median(&mut v))
 }
 
 /// Returns the Wilson score 95 % interval for `k` successes in `n` trials.

@@ -11,7 +11,7 @@ use super::statistical::{
 use super::CompareSettings;
 use crate::error::{Error, Result};
 use crate::stats::{
-    cusum, one_sample_ttest, pelt_mean, sic_penalty, t_cdf, t_quantile, tost_from_estimate,
+    cusum, median, one_sample_ttest, pelt_mean, sic_penalty, t_cdf, t_quantile, tost_from_estimate,
     tost_mean_hac, welch_ttest, Alternative, Bandwidth, Prewhiten, TestOutcome, TostOutcome,
 };
 
@@ -99,19 +99,6 @@ fn robust_scale(d: &[f64]) -> f64 {
     let med = median(&mut dd);
     let mut dev: Vec<f64> = dd.iter().map(|v| (v - med).abs()).collect();
     median(&mut dev) / (0.674_489_75 * std::f64::consts::SQRT_2)
-}
-
-/// The median, averaging the two middle values of an even count. The upper middle value alone
-/// is not the median of the negated series, so comparing A with B and B with A standardised
-/// their difference curves differently (different PELT change points).
-fn median(x: &mut [f64]) -> f64 {
-    x.sort_by(f64::total_cmp);
-    let n = x.len();
-    if n % 2 == 1 {
-        x[n / 2]
-    } else {
-        (x[n / 2 - 1] + x[n / 2]) / 2.0
-    }
 }
 
 fn band(

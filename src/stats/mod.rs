@@ -51,6 +51,21 @@ pub(crate) fn mean(x: &[f64]) -> f64 {
     x.iter().sum::<f64>() / x.len() as f64
 }
 
+/// Returns the median, averaging the two middle values of an even count (NaN for an empty
+/// slice); sorts `x` in place.
+///
+/// The upper middle value alone is not the median of the negated series, which made comparing
+/// A with B and B with A standardise their difference curves differently.
+pub(crate) fn median(x: &mut [f64]) -> f64 {
+    x.sort_by(f64::total_cmp);
+    let n = x.len();
+    match n {
+        0 => f64::NAN,
+        _ if n % 2 == 1 => x[n / 2],
+        _ => (x[n / 2 - 1] + x[n / 2]) / 2.0,
+    }
+}
+
 /// Returns the unbiased sample variance (divisor `n − 1`).
 pub(crate) fn sample_var(x: &[f64]) -> f64 {
     let m = mean(x);
