@@ -9,7 +9,7 @@ use crate::config::TrainConfig;
 use crate::error::Result;
 use crate::faults::Fault;
 use crate::params::ParamKind;
-use candle_core::{CpuStorage, InplaceOp1, Layout, Storage, Tensor, Var};
+use candle_core::{CpuStorage, InplaceOp1, Layout, Tensor, Var};
 use std::cell::RefCell;
 
 struct Slot {
@@ -133,25 +133,20 @@ impl InplaceOp1 for Update<'_> {
 /// # Errors
 /// Candle errors: a non-f32 or non-CPU gradient, or a length mismatch.
 pub fn accumulate(acc: &mut [f32], grad: &Tensor) -> Result<()> {
-    let grad = grad.contiguous()?;
-    let (storage, layout) = grad.storage_and_layout();
-    let g = match (&*storage, layout.contiguous_offsets()) {
-        (Storage::Cpu(CpuStorage::F32(g)), Some((start, end))) if end - start == acc.len() => {
-            &g[start..end]
-        }
-        _ => {
+    crate::kernels::slices::with_f32(grad, |g| {
+        if g.len() != acc.len() {
             return Err(candle_core::Error::Msg(format!(
                 "gradient of {:?} elements {:?} does not fit an f32 buffer of {}",
-                layout.shape(),
+                grad.shape(),
                 grad.dtype(),
                 acc.len()
-            ))
-            .into())
+            )));
         }
-    };
-    for (a, x) in acc.iter_mut().zip(g) {
-        *a += x;
-    }
+        for (a, x) in acc.iter_mut().zip(g) {
+            *a += x;
+        }
+        Ok(())
+    })?;
     Ok(())
 }
 

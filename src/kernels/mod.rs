@@ -11,7 +11,7 @@ mod cross_entropy;
 mod gelu;
 mod layer_norm;
 mod math;
-mod slices;
+pub(crate) mod slices;
 
 pub use bias::add_bias;
 pub use causal_softmax::causal_softmax;

@@ -42,14 +42,7 @@ pub(crate) fn with_f32<R>(
     t: &Tensor,
     f: impl FnOnce(&[f32]) -> candle_core::Result<R>,
 ) -> candle_core::Result<R> {
-    let t = t.contiguous()?;
-    let (storage, layout) = t.storage_and_layout();
-    match &*storage {
-        Storage::Cpu(s) => f(f32_slice(s, layout)?),
-        _ => Err(candle_core::Error::Msg(
-            "fused kernels run on the CPU only".into(),
-        )),
-    }
+    with_slice(t, f32_slice, f)
 }
 
 /// Calls `f` with the u32 elements of `t` (made contiguous first) in row-major order.
@@ -57,10 +50,18 @@ pub(crate) fn with_u32<R>(
     t: &Tensor,
     f: impl FnOnce(&[u32]) -> candle_core::Result<R>,
 ) -> candle_core::Result<R> {
+    with_slice(t, u32_slice, f)
+}
+
+fn with_slice<T, R>(
+    t: &Tensor,
+    slice: for<'a> fn(&'a CpuStorage, &Layout) -> candle_core::Result<&'a [T]>,
+    f: impl FnOnce(&[T]) -> candle_core::Result<R>,
+) -> candle_core::Result<R> {
     let t = t.contiguous()?;
     let (storage, layout) = t.storage_and_layout();
     match &*storage {
-        Storage::Cpu(s) => f(u32_slice(s, layout)?),
+        Storage::Cpu(s) => f(slice(s, layout)?),
         _ => Err(candle_core::Error::Msg(
             "fused kernels run on the CPU only".into(),
         )),
