@@ -37,7 +37,7 @@ pub(crate) fn explain_create_dir(dir: &Path, e: std::io::Error) -> std::io::Erro
 
 /// Checks that `path` could be written (creating its directory), so a command that computes for
 /// minutes before writing fails at once on an output path under a regular file or in a
-/// read-only place. Writes and removes a probe beside `path`; `path` itself is not touched.
+/// read-only place. `path` itself is not touched.
 ///
 /// # Errors
 /// [`Error::Io`] naming `path`, with the file in the way when there is one.
@@ -46,9 +46,18 @@ pub fn check_writable(path: &Path) -> Result<()> {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
-    std::fs::create_dir_all(dir).map_err(|e| Error::io(path, explain_create_dir(dir, e)))?;
+    probe_dir(dir).map_err(|e| Error::io(path, e))
+}
+
+/// Creates `dir` and writes and removes an empty temp file in it: the one writability probe
+/// behind [`check_writable`] and the report directory check.
+///
+/// # Errors
+/// The OS error, naming the regular file in the way when `dir` cannot be created because of one.
+pub(crate) fn probe_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| explain_create_dir(dir, e))?;
     let probe = dir.join(temp_name("write-check"));
-    std::fs::write(&probe, b"").map_err(|e| Error::io(path, e))?;
+    std::fs::write(&probe, b"")?;
     // The probe proved the directory writable; a leftover empty temp file is swept like any other.
     let _ = std::fs::remove_file(&probe);
     Ok(())

@@ -173,16 +173,11 @@ pub fn write_report(dir: &Path, report: &ReportInput) -> Result<ReportPaths> {
 /// # Errors
 /// [`Error::ReportWrite`] naming the directory and the OS error.
 pub fn check_report_dir(dir: &Path) -> Result<()> {
-    std::fs::create_dir_all(dir).map_err(|e| Error::ReportWrite {
+    crate::fsutil::probe_dir(dir).map_err(|source| Error::ReportWrite {
         dir: dir.to_path_buf(),
         file: dir.to_path_buf(),
-        source: crate::fsutil::explain_create_dir(dir, e),
-    })?;
-    let probe = dir.join(".lossdiff-write-check");
-    put(dir, &probe, b"")?;
-    // The probe proved the directory writable; a leftover empty file would be harmless.
-    let _ = std::fs::remove_file(&probe);
-    Ok(())
+        source,
+    })
 }
 
 /// Writes one file atomically, naming the report directory in any error.
