@@ -79,12 +79,17 @@ pub fn read_input(path: &Path) -> Result<Vec<u8>> {
 /// # Errors
 /// As [`read_input`]; [`Error::Parse`] naming the byte offset of invalid UTF-8.
 pub fn read_input_to_string(path: &Path) -> Result<String> {
-    String::from_utf8(read_input(path)?).map_err(|e| Error::Parse {
+    String::from_utf8(read_input(path)?).map_err(|e| invalid_utf8(path, e.utf8_error()))
+}
+
+/// The error for a file that is not UTF-8, naming the first bad byte.
+pub(crate) fn invalid_utf8(path: &Path, e: std::str::Utf8Error) -> Error {
+    Error::Parse {
         path: path.to_path_buf(),
-        place: format!("byte {}", e.utf8_error().valid_up_to()),
+        place: format!("byte {}", e.valid_up_to()),
         expected: "UTF-8 text".into(),
         got: "invalid UTF-8".into(),
-    })
+    }
 }
 
 #[cfg(test)]

@@ -311,12 +311,7 @@ fn json_error(bytes: &[u8], path: &Path) -> Error {
 }
 
 fn utf8<'a>(bytes: &'a [u8], path: &Path) -> Result<&'a str> {
-    std::str::from_utf8(bytes).map_err(|e| Error::Parse {
-        path: path.to_path_buf(),
-        place: format!("byte {}", e.valid_up_to()),
-        expected: "UTF-8 text".into(),
-        got: "invalid UTF-8".into(),
-    })
+    std::str::from_utf8(bytes).map_err(|e| limits::invalid_utf8(path, e))
 }
 
 fn describe_content(bytes: &[u8]) -> String {
