@@ -68,9 +68,23 @@ fn with_slice<T, R>(
     }
 }
 
+/// Whether rayon work should run inline on the calling thread.
+///
+/// A parallel loop called from outside rayon's pool is handed to a pool thread while the caller
+/// sleeps on a futex. With one thread that round trip buys nothing, and it is not cheap: about
+/// 90 calls per `small` step spent ~12 % of the step waking and parking threads (perf, one thread).
+/// Rows compute the same bits either way (see the module's determinism rule).
+pub(crate) fn inline() -> bool {
+    rayon::current_num_threads() == 1
+}
+
 /// Fills `out` row by row, `f(row_index, out_row)`, rows spread over rayon's threads.
 pub(crate) fn par_rows(out: &mut [f32], d: usize, f: impl Fn(usize, &mut [f32]) + Sync + Send) {
     if d == 0 {
+        return;
+    }
+    if inline() {
+        out.chunks_mut(d).enumerate().for_each(|(i, row)| f(i, row));
         return;
     }
     out.par_chunks_mut(d)
@@ -88,17 +102,18 @@ pub(crate) fn column_sums(
     f: impl Fn(usize, &mut [f32]) + Sync + Send,
 ) -> Vec<f32> {
     let blocks = n_rows.div_ceil(COLUMN_BLOCK_ROWS);
-    let partials: Vec<Vec<f32>> = (0..blocks)
-        .into_par_iter()
-        .map(|blk| {
-            let mut acc = vec![0f32; d];
-            let end = ((blk + 1) * COLUMN_BLOCK_ROWS).min(n_rows);
-            for row in blk * COLUMN_BLOCK_ROWS..end {
-                f(row, &mut acc);
-            }
-            acc
-        })
-        .collect();
+    let block = |blk: usize| {
+        let mut acc = vec![0f32; d];
+        let end = ((blk + 1) * COLUMN_BLOCK_ROWS).min(n_rows);
+        for row in blk * COLUMN_BLOCK_ROWS..end {
+            f(row, &mut acc);
+        }
+        acc
+    };
+    let partials: Vec<Vec<f32>> = match inline() {
+        true => (0..blocks).map(block).collect(),
+        false => (0..blocks).into_par_iter().map(block).collect(),
+    };
     let mut total = vec![0f32; d];
     for p in &partials {
         for (t, x) in total.iter_mut().zip(p) {
