@@ -69,6 +69,7 @@ pub mod rng;
 pub mod runner;
 pub mod schedule;
 pub mod stats;
+pub mod threads;
 pub mod trace;
 pub mod train;
 

@@ -85,6 +85,7 @@ impl Trainer {
         cfg.validate(name)?;
         let cfg = cfg.resolve();
         crate::alloc::retain_freed_memory();
+        crate::threads::calm_idle_workers();
         let device = Device::Cpu;
         let corpus = Corpus::from_config(&cfg.data, cfg.model.vocab_size, cfg.model.seq_length)?;
         let store = ParamStore::new(cfg.train.seed, cfg.train.perturb_seed);
@@ -108,6 +109,10 @@ impl Trainer {
     /// # Errors
     /// As [`train`].
     pub fn step(&mut self, step: u64) -> Result<StepRecord> {
+        crate::threads::in_pool(|| self.step_in_pool(step))
+    }
+
+    fn step_in_pool(&mut self, step: u64) -> Result<StepRecord> {
         let start = Instant::now();
         let (m, t) = (&self.cfg.model, &self.cfg.train);
         let lr = faults::lr(step, t);
