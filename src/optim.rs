@@ -115,15 +115,25 @@ impl InplaceOp1 for Update<'_> {
         let mut moments = self.moments.borrow_mut();
         let (m, v) = &mut *moments;
         let (b1, b2, g) = (self.b1, self.b2, self.g);
-        for i in 0..p.len() {
-            // torch: p *= 1 - lr·wd; m = β1 m + (1-β1) g; v = β2 v + (1-β2) g²;
-            //        p -= (lr / bc1) · m / (sqrt(v) / sqrt(bc2) + eps)
-            p[i] *= self.decay;
-            m[i] = b1 * m[i] + (1.0 - b1) * g[i];
-            v[i] = b2 * v[i] + (1.0 - b2) * g[i] * g[i];
-            let denom = v[i].sqrt() / self.bc2_sqrt + self.eps;
-            p[i] -= self.step_size * m[i] / denom;
+        if [m.len(), v.len(), g.len()] != [p.len(); 3] {
+            candle_core::bail!("adamw: moments and gradient do not match the parameter's length");
         }
+        let (decay, bc2_sqrt, eps, step_size) =
+            (self.decay, self.bc2_sqrt, self.eps, self.step_size);
+        crate::kernels::slices::wide(
+            #[inline(always)]
+            || {
+                for (((p, m), v), &g) in p.iter_mut().zip(m.iter_mut()).zip(v.iter_mut()).zip(g) {
+                    // torch: p *= 1 - lr·wd; m = β1 m + (1-β1) g; v = β2 v + (1-β2) g²;
+                    //        p -= (lr / bc1) · m / (sqrt(v) / sqrt(bc2) + eps)
+                    *p *= decay;
+                    *m = b1 * *m + (1.0 - b1) * g;
+                    *v = b2 * *v + (1.0 - b2) * g * g;
+                    let denom = v.sqrt() / bc2_sqrt + eps;
+                    *p -= step_size * *m / denom;
+                }
+            },
+        );
         Ok(())
     }
 }

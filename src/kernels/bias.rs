@@ -43,11 +43,16 @@ impl CustomOp2 for AddBias {
         let (y, b) = (f32_slice(s1, l1)?, f32_slice(s2, l2)?);
         let d = b.len();
         let mut out = vec![0f32; y.len()];
-        par_rows(&mut out, d, |r, o| {
-            for ((o, a), c) in o.iter_mut().zip(&y[r * d..(r + 1) * d]).zip(b) {
-                *o = a + c;
-            }
-        });
+        par_rows(
+            &mut out,
+            d,
+            #[inline(always)]
+            |r, o| {
+                for ((o, a), c) in o.iter_mut().zip(&y[r * d..(r + 1) * d]).zip(b) {
+                    *o = a + c;
+                }
+            },
+        );
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
 
@@ -76,11 +81,16 @@ impl CustomOp1 for ColumnSum {
         let g = f32_slice(s, l)?;
         let d = l.dims().last().copied().unwrap_or(0);
         let rows = g.len().checked_div(d).unwrap_or(0);
-        let acc = column_sums(rows, d, |r, acc| {
-            for (a, x) in acc.iter_mut().zip(&g[r * d..(r + 1) * d]) {
-                *a += x;
-            }
-        });
+        let acc = column_sums(
+            rows,
+            d,
+            #[inline(always)]
+            |r, acc| {
+                for (a, x) in acc.iter_mut().zip(&g[r * d..(r + 1) * d]) {
+                    *a += x;
+                }
+            },
+        );
         Ok((CpuStorage::F32(acc), Shape::from(d)))
     }
 }

@@ -48,16 +48,21 @@ impl CustomOp1 for CausalSoftmax {
         let t = l.dims().last().copied().unwrap_or(0);
         let scale = self.scale;
         let mut out = vec![0f32; x.len()];
-        par_rows(&mut out, t, |r, out| {
-            let n = r % t + 1; // keys 0..=i are visible to query i
-            let (row, p) = (&x[r * t..r * t + n], &mut out[..n]);
-            let m = row.iter().fold(f32::NEG_INFINITY, |m, &a| m.max(a * scale));
-            for (p, &a) in p.iter_mut().zip(row) {
-                *p = exp(a * scale - m);
-            }
-            let inv = 1.0 / sum(p);
-            p.iter_mut().for_each(|p| *p *= inv);
-        });
+        par_rows(
+            &mut out,
+            t,
+            #[inline(always)]
+            |r, out| {
+                let n = r % t + 1; // keys 0..=i are visible to query i
+                let (row, p) = (&x[r * t..r * t + n], &mut out[..n]);
+                let m = row.iter().fold(f32::NEG_INFINITY, |m, &a| m.max(a * scale));
+                for (p, &a) in p.iter_mut().zip(row) {
+                    *p = exp(a * scale - m);
+                }
+                let inv = 1.0 / sum(p);
+                p.iter_mut().for_each(|p| *p *= inv);
+            },
+        );
         Ok((CpuStorage::F32(out), l.shape().clone()))
     }
 
@@ -67,14 +72,19 @@ impl CustomOp1 for CausalSoftmax {
         let ds = with_f32(p, |p| {
             with_f32(grad, |g| {
                 let mut ds = vec![0f32; p.len()];
-                par_rows(&mut ds, t, |r, out| {
-                    let n = r % t + 1;
-                    let (p, g) = (&p[r * t..r * t + n], &g[r * t..r * t + n]);
-                    let pg = sum_map2(p, g, |p, g| p * g);
-                    for ((o, &p), &g) in out.iter_mut().zip(p).zip(g) {
-                        *o = scale * p * (g - pg);
-                    }
-                });
+                par_rows(
+                    &mut ds,
+                    t,
+                    #[inline(always)]
+                    |r, out| {
+                        let n = r % t + 1;
+                        let (p, g) = (&p[r * t..r * t + n], &g[r * t..r * t + n]);
+                        let pg = sum_map2(p, g, |p, g| p * g);
+                        for ((o, &p), &g) in out.iter_mut().zip(p).zip(g) {
+                            *o = scale * p * (g - pg);
+                        }
+                    },
+                );
                 Ok(ds)
             })
         })?;

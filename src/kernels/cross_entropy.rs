@@ -49,11 +49,16 @@ fn log_sum_exp(x: &[f32], targets: &[u32], v: usize) -> candle_core::Result<Vec<
         )));
     }
     let mut lse = vec![0f32; targets.len()];
-    par_rows(&mut lse, 1, |r, out| {
-        let row = &x[r * v..(r + 1) * v];
-        let m = row.iter().fold(f32::NEG_INFINITY, |m, &a| m.max(a));
-        out[0] = m + sum_map(row, |a| exp(a - m)).ln();
-    });
+    par_rows(
+        &mut lse,
+        1,
+        #[inline(always)]
+        |r, out| {
+            let row = &x[r * v..(r + 1) * v];
+            let m = row.iter().fold(f32::NEG_INFINITY, |m, &a| m.max(a));
+            out[0] = m + sum_map(row, |a| exp(a - m)).ln();
+        },
+    );
     Ok(lse)
 }
 
@@ -92,13 +97,18 @@ impl CustomOp2 for CrossEntropy {
             with_u32(targets, |targets| {
                 let lse = log_sum_exp(x, targets, v)?;
                 let mut dx = vec![0f32; x.len()];
-                par_rows(&mut dx, v, |r, out| {
-                    let row = &x[r * v..(r + 1) * v];
-                    for (o, &a) in out.iter_mut().zip(row) {
-                        *o = exp(a - lse[r]) * scale;
-                    }
-                    out[targets[r] as usize] -= scale;
-                });
+                par_rows(
+                    &mut dx,
+                    v,
+                    #[inline(always)]
+                    |r, out| {
+                        let row = &x[r * v..(r + 1) * v];
+                        for (o, &a) in out.iter_mut().zip(row) {
+                            *o = exp(a - lse[r]) * scale;
+                        }
+                        out[targets[r] as usize] -= scale;
+                    },
+                );
                 Ok(dx)
             })
         })?;

@@ -51,11 +51,16 @@ impl CustomOp1 for GeluErf {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         let x = f32_slice(s, l)?;
         let mut out = vec![0f32; x.len()];
-        par_rows(&mut out, CHUNK, |i, o| {
-            for (o, &v) in o.iter_mut().zip(&x[i * CHUNK..]) {
-                *o = gelu(v);
-            }
-        });
+        par_rows(
+            &mut out,
+            CHUNK,
+            #[inline(always)]
+            |i, o| {
+                for (o, &v) in o.iter_mut().zip(&x[i * CHUNK..]) {
+                    *o = gelu(v);
+                }
+            },
+        );
         Ok((CpuStorage::F32(out), l.shape().clone()))
     }
 
@@ -63,12 +68,17 @@ impl CustomOp1 for GeluErf {
         let dx = with_f32(x, |x| {
             with_f32(grad, |g| {
                 let mut out = vec![0f32; x.len()];
-                par_rows(&mut out, CHUNK, |i, o| {
-                    let (x, g) = (&x[i * CHUNK..], &g[i * CHUNK..]);
-                    for ((o, &v), &g) in o.iter_mut().zip(x).zip(g) {
-                        *o = g * gelu_grad(v);
-                    }
-                });
+                par_rows(
+                    &mut out,
+                    CHUNK,
+                    #[inline(always)]
+                    |i, o| {
+                        let (x, g) = (&x[i * CHUNK..], &g[i * CHUNK..]);
+                        for ((o, &v), &g) in o.iter_mut().zip(x).zip(g) {
+                            *o = g * gelu_grad(v);
+                        }
+                    },
+                );
                 Ok(out)
             })
         })?;

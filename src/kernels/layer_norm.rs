@@ -45,13 +45,18 @@ struct LayerNorm {
 /// Returns each row's `(mean, 1 / sqrt(var + eps))`.
 fn row_stats(x: &[f32], d: usize, eps: f32) -> Vec<(f32, f32)> {
     let mut stats = vec![0f32; 2 * (x.len() / d)];
-    par_rows(&mut stats, 2, |r, s| {
-        let row = &x[r * d..(r + 1) * d];
-        let mean = sum(row) / d as f32;
-        let var = sum_map(row, |v| (v - mean) * (v - mean)) / d as f32;
-        s[0] = mean;
-        s[1] = 1.0 / (var + eps).sqrt();
-    });
+    par_rows(
+        &mut stats,
+        2,
+        #[inline(always)]
+        |r, s| {
+            let row = &x[r * d..(r + 1) * d];
+            let mean = sum(row) / d as f32;
+            let var = sum_map(row, |v| (v - mean) * (v - mean)) / d as f32;
+            s[0] = mean;
+            s[1] = 1.0 / (var + eps).sqrt();
+        },
+    );
     stats.chunks_exact(2).map(|s| (s[0], s[1])).collect()
 }
 
@@ -73,13 +78,18 @@ impl CustomOp3 for LayerNorm {
         let d = w.len();
         let stats = row_stats(x, d, self.eps);
         let mut out = vec![0f32; x.len()];
-        par_rows(&mut out, d, |r, o| {
-            let (mean, rstd) = stats[r];
-            let row = &x[r * d..(r + 1) * d];
-            for (((o, v), w), b) in o.iter_mut().zip(row).zip(w).zip(b) {
-                *o = (v - mean) * rstd * w + b;
-            }
-        });
+        par_rows(
+            &mut out,
+            d,
+            #[inline(always)]
+            |r, o| {
+                let (mean, rstd) = stats[r];
+                let row = &x[r * d..(r + 1) * d];
+                for (((o, v), w), b) in o.iter_mut().zip(row).zip(w).zip(b) {
+                    *o = (v - mean) * rstd * w + b;
+                }
+            },
+        );
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
 
@@ -108,29 +118,39 @@ fn backward(x: &[f32], w: &[f32], dy: &[f32], eps: f32) -> (Vec<f32>, Vec<f32>) 
     let d = w.len();
     let stats = row_stats(x, d, eps);
     let mut dx = vec![0f32; x.len()];
-    par_rows(&mut dx, d, |r, out| {
-        let (mean, rstd) = stats[r];
-        let (row, dy) = (&x[r * d..(r + 1) * d], &dy[r * d..(r + 1) * d]);
-        // out holds g = dy·w first, then dx.
-        for ((o, g), w) in out.iter_mut().zip(dy).zip(w) {
-            *o = g * w;
-        }
-        let mean_g = sum(out) / d as f32;
-        let xhat = |v: f32| (v - mean) * rstd;
-        let mean_gx = sum_map2(out, row, |g, v| g * xhat(v)) / d as f32;
-        for (o, &v) in out.iter_mut().zip(row) {
-            *o = rstd * (*o - mean_g - xhat(v) * mean_gx);
-        }
-    });
-    let dwb = column_sums(x.len() / d, 2 * d, |r, acc| {
-        let (mean, rstd) = stats[r];
-        let (row, dy) = (&x[r * d..(r + 1) * d], &dy[r * d..(r + 1) * d]);
-        let (dw, db) = acc.split_at_mut(d);
-        for (((a, v), g), c) in dw.iter_mut().zip(row).zip(dy).zip(db.iter_mut()) {
-            *a += g * ((v - mean) * rstd);
-            *c += g;
-        }
-    });
+    par_rows(
+        &mut dx,
+        d,
+        #[inline(always)]
+        |r, out| {
+            let (mean, rstd) = stats[r];
+            let (row, dy) = (&x[r * d..(r + 1) * d], &dy[r * d..(r + 1) * d]);
+            // out holds g = dy·w first, then dx.
+            for ((o, g), w) in out.iter_mut().zip(dy).zip(w) {
+                *o = g * w;
+            }
+            let mean_g = sum(out) / d as f32;
+            let xhat = |v: f32| (v - mean) * rstd;
+            let mean_gx = sum_map2(out, row, |g, v| g * xhat(v)) / d as f32;
+            for (o, &v) in out.iter_mut().zip(row) {
+                *o = rstd * (*o - mean_g - xhat(v) * mean_gx);
+            }
+        },
+    );
+    let dwb = column_sums(
+        x.len() / d,
+        2 * d,
+        #[inline(always)]
+        |r, acc| {
+            let (mean, rstd) = stats[r];
+            let (row, dy) = (&x[r * d..(r + 1) * d], &dy[r * d..(r + 1) * d]);
+            let (dw, db) = acc.split_at_mut(d);
+            for (((a, v), g), c) in dw.iter_mut().zip(row).zip(dy).zip(db.iter_mut()) {
+                *a += g * ((v - mean) * rstd);
+                *c += g;
+            }
+        },
+    );
     (dx, dwb)
 }
 
