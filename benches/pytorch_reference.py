@@ -3,16 +3,17 @@
 The README's speed table puts lossdiff's step time next to PyTorch's. The machine is shared and
 noisy, so the two are measured in the same session, back to back, and compared as a ratio.
 
-The model is the `small` preset of `src/config.rs`: nanoGPT's architecture (pre-LayerNorm blocks,
-GELU (erf), tied LM head, biases), d_model 128, 4 layers, 4 heads, vocab 256, seq 128, micro batch
-8, f32, dropout 0, AdamW with Megatron's parameter groups (no weight decay on biases and norms),
-global-norm clipping at 1.0. Attention is explicit matmuls with a causal mask (what lossdiff's
-`naive` backend computes) or `scaled_dot_product_attention` (`--attention sdpa`).
+The model is a preset of `src/config.rs` (`--preset`, default `small`): nanoGPT's architecture
+(pre-LayerNorm blocks, GELU (erf), tied LM head, biases), f32, micro batch 8, dropout 0, AdamW with
+lossdiff's parameter groups (weight decay 0.1 on linear weights only), global-norm clipping at
+1.0. Attention is explicit matmuls with a causal mask (what lossdiff's `naive` backend computes)
+or `scaled_dot_product_attention` (`--attention sdpa`).
 
 Run (torch from PyPI in any virtualenv):
 
     python3 benches/pytorch_reference.py --threads 1
     python3 benches/pytorch_reference.py --threads 2 --attention sdpa
+    python3 benches/pytorch_reference.py --threads 1 --preset medium
 
 It prints the median and quartiles of the per-step wall time over `--steps` steps after
 `--warmup` steps.
@@ -26,6 +27,13 @@ import time
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+# (vocab, seq, d_model, layers, heads), as `RunConfig::preset` has them.
+PRESETS = {
+    "gate": (64, 32, 64, 2, 4),
+    "small": (256, 128, 128, 4, 4),
+    "medium": (256, 256, 256, 6, 8),
+}
 
 
 class Block(nn.Module):
@@ -78,6 +86,7 @@ class Gpt(nn.Module):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--preset", choices=sorted(PRESETS), default="small")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--attention", choices=["explicit", "sdpa"], default="explicit")
     ap.add_argument("--steps", type=int, default=60)
@@ -85,13 +94,16 @@ def main():
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(1)
-    vocab, seq, batch = 256, 128, 8
-    model = Gpt(vocab, seq, d=128, layers=4, n_head=4, sdpa=args.attention == "sdpa")
+    vocab, seq, d, layers, heads = PRESETS[args.preset]
+    batch = 8
+    model = Gpt(vocab, seq, d, layers, heads, sdpa=args.attention == "sdpa")
     n_params = sum(p.numel() for p in model.parameters())
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    # lossdiff's groups: decay on the linear weights only (not biases, norms or embeddings).
+    named = list(model.named_parameters())
+    decay = [p for n, p in named if p.dim() >= 2 and not n.startswith(("wte", "wpe"))]
+    no_decay = [p for n, p in named if p.dim() < 2 or n.startswith(("wte", "wpe"))]
     opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}],
+        [{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}],
         lr=3e-4,
         betas=(0.9, 0.95),
         eps=1e-8,
@@ -111,7 +123,7 @@ def main():
             times.append(time.perf_counter() - start)
     q1, med, q3 = statistics.quantiles(times, n=4)
     print(
-        f"pytorch {torch.__version__} small ({n_params} params) attention={args.attention} "
+        f"pytorch {torch.__version__} {args.preset} ({n_params} params) attention={args.attention} "
         f"threads={args.threads}: median {med * 1e3:.1f} ms/step "
         f"(quartiles {q1 * 1e3:.1f}-{q3 * 1e3:.1f}, {args.steps} steps)"
     )

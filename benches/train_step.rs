@@ -2,9 +2,10 @@
 //! same process so that their ratio survives a noisy machine.
 //!
 //! `small` (842,496 parameters, d_model 128, 4 layers, seq 128, batch 8, f32) is the model the
-//! PyTorch CPU reference was measured on (84 ms/step on 1 thread, 48 ms on 2); `gate` is the tiny
-//! model the test gates train; `medium` (d_model 256, 6 layers, seq 256) is the larger config.
-//! The README's speed table comes from this bench.
+//! PyTorch CPU reference times (`benches/pytorch_reference.py`, the same model and optimiser; run
+//! it in the same session, the machine is shared); `gate` is the tiny model the test gates
+//! train; `medium` (d_model 256, 6 layers, seq 256) is the larger config. The README's speed
+//! table comes from this bench and that script.
 //!
 //! Run: `RAYON_NUM_THREADS=1 cargo bench --bench train_step` (and `=2` for two threads; candle
 //! reads the variable on every op). Filter with a trailing argument, e.g. `-- small`.

@@ -42,3 +42,30 @@ pub fn calm_idle_workers() {
         }
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn in_pool_runs_its_body_on_a_rayon_thread_and_returns_its_value() {
+        // The test harness's threads are not rayon's.
+        assert_eq!(rayon::current_thread_index(), None);
+        let (inside, value) = in_pool(|| (rayon::current_thread_index(), 42));
+        assert!(inside.is_some(), "the body ran outside rayon's pool");
+        assert_eq!(value, 42);
+    }
+
+    #[test]
+    fn in_pool_called_from_a_pool_thread_stays_on_it() {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .unwrap();
+        let (outer, inner) = pool.install(|| {
+            let outer = rayon::current_thread_index();
+            (outer, in_pool(rayon::current_thread_index))
+        });
+        assert_eq!(outer, inner);
+    }
+}

@@ -220,6 +220,36 @@ fn combine(acc: [f32; 8]) -> f32 {
 mod tests {
     use super::*;
 
+    /// `wide` may only change how many lanes run, never a result: `exp`, `erf`, division, square
+    /// root and an eight-accumulator sum, run through it (AVX-512 or AVX2 on a CPU that has them)
+    /// and in a loop compiled for baseline x86-64, give the same bits. (On a CPU with neither,
+    /// both sides are the baseline.)
+    #[test]
+    fn the_widest_vector_unit_computes_the_baseline_bits() {
+        use super::super::math::{erf, exp};
+        let x: Vec<f32> = (0..100_003)
+            .map(|i| (i as f32 - 50_000.0) * 1.7e-3)
+            .collect();
+        #[inline(always)]
+        fn body(x: &[f32]) -> (Vec<f32>, f32) {
+            let y: Vec<f32> = x
+                .iter()
+                .map(|&v| exp(-0.5 * v * v) * erf(v) / (v.abs().sqrt() + 1e-3))
+                .collect();
+            let s = sum_map(&y, |v| v * v + 1.0);
+            (y, s)
+        }
+        let (wide_y, wide_s) = wide(
+            #[inline(always)]
+            || body(&x),
+        );
+        let (base_y, base_s) = body(&x);
+        assert_eq!(wide_s.to_bits(), base_s.to_bits());
+        for (i, (a, b)) in wide_y.iter().zip(&base_y).enumerate() {
+            assert_eq!(a.to_bits(), b.to_bits(), "x = {}", x[i]);
+        }
+    }
+
     #[test]
     fn sum_and_dot_agree_with_f64_sums() {
         let x: Vec<f32> = (0..37).map(|i| (i as f32 * 0.37).sin()).collect();
