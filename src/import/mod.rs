@@ -23,9 +23,11 @@
 //! - **Order.** Within a series steps must be strictly increasing; a repeated or earlier step is
 //!   an [`Error::StepOrder`] naming the place (a log of a resumed run that re-ran steps must be cut
 //!   by hand, because which copy is "the" run is a judgement). The one documented exception is
-//!   a Megatron golden file of the second half of a checkpoint-resume test (`*_2nd.json`): its
-//!   leading steps where *every* metric is `"nan"` were not run by that half, so they are cut
-//!   (listed in `config.import.not_logged_leading_steps`) rather than read as a divergence.
+//!   the leading steps of a Megatron golden file where *every* metric is `"nan"`: they are cut
+//!   (listed in `config.import.not_logged_leading_steps`) rather than read as a divergence. The
+//!   second half of a checkpoint-resume test (`*_2nd.json`) has them because it did not run
+//!   those steps; the cut applies to every golden file, whatever its name, because the schema
+//!   cannot tell "not run" from "NaN at every metric".
 //!
 //! # Formats and their quirks
 //! See each importer's file: `megatron_golden.rs`, `megatron_log.rs`, `text.rs` (torchtitan and
