@@ -50,10 +50,23 @@ impl<'a> Fields<'a> {
     fn field(&mut self) -> Result<(u32, Wire<'a>), DecodeError> {
         let start = self.pos;
         let key = varint(self.buf, &mut self.pos)?;
-        let number = u32::try_from(key >> 3).map_err(|_| DecodeError {
-            offset: start,
-            what: "field number too large",
-        })?;
+        // The protobuf spec allows field numbers 1 to 2^29 - 1; a 0 is never written by an
+        // encoder, so a key that decodes to it means the bytes are not a message.
+        let number = match key >> 3 {
+            0 => {
+                return Err(DecodeError {
+                    offset: start,
+                    what: "field number 0 (protobuf numbers start at 1)",
+                })
+            }
+            n if n > (1 << 29) - 1 => {
+                return Err(DecodeError {
+                    offset: start,
+                    what: "field number above 2^29 - 1",
+                })
+            }
+            n => n as u32,
+        };
         let value = match key & 7 {
             0 => Wire::Varint(varint(self.buf, &mut self.pos)?),
             1 => Wire::Fixed64(u64::from_le_bytes(array(self.take(8)?))),
@@ -187,6 +200,35 @@ mod tests {
                 (4, Wire::Fixed64(7)),
             ]
         );
+    }
+
+    #[test]
+    fn field_numbers_outside_one_to_two_to_the_29_are_refused() {
+        // key 0x00: field 0, varint; key 0x07: field 0, wire type 7.
+        for bad in [&[0x00, 0x01][..], &[0x02, 0x00]] {
+            let err = Fields::new(bad).next().unwrap().unwrap_err();
+            assert_eq!(err.offset, 0);
+            assert!(err.what.contains("field number 0"), "{}", err.what);
+        }
+        // Field 2^29 - 1 (the largest) as a varint is accepted; 2^29 is not.
+        let key = |n: u64| {
+            let mut k = n << 3;
+            let mut out = vec![];
+            while k >= 0x80 {
+                out.push((k as u8 & 0x7f) | 0x80);
+                k >>= 7;
+            }
+            out.push(k as u8);
+            out.push(0x01); // the varint value 1
+            out
+        };
+        let max = (1u64 << 29) - 1;
+        assert_eq!(
+            Fields::new(&key(max)).next().unwrap().unwrap(),
+            (max as u32, Wire::Varint(1))
+        );
+        let err = Fields::new(&key(max + 1)).next().unwrap().unwrap_err();
+        assert!(err.what.contains("above 2^29"), "{}", err.what);
     }
 
     #[test]
