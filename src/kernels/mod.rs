@@ -10,7 +10,7 @@ mod causal_softmax;
 mod cross_entropy;
 mod gelu;
 mod layer_norm;
-mod math;
+pub(crate) mod math;
 pub(crate) mod slices;
 
 pub use bias::add_bias;
