@@ -20,6 +20,7 @@
 use super::AttentionParams;
 use crate::error::{Error, Result};
 use crate::kernels::math::exp;
+use crate::kernels::slices::wide;
 use crate::rng::keep;
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Shape, Tensor};
@@ -441,22 +442,14 @@ fn forward_block(
 /// Replaces each `x` by `exp(x − shift)` and returns their sum, on 8 SIMD lanes.
 ///
 /// The exponentials are the kernel's scalar hot spot (one per score, forward and backward), and
-/// libm's `expf` does not vectorise. The arithmetic is the same plain multiply-adds (no fused
-/// ones) and the same 8-lane summation order on every path, so AVX2 and the portable fallback
-/// give the same bits.
+/// libm's `expf` does not vectorise. The loop runs compiled for the widest vector unit the CPU
+/// has ([`wide`]); the arithmetic and the 8-lane summation order are the same on every path, so
+/// every path gives the same bits.
 fn exp_shifted(xs: &mut [f32], shift: f32) -> f32 {
-    #[cfg(target_arch = "x86_64")]
-    if is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU supports AVX2, checked just above.
-        return unsafe { exp_shifted_avx2(xs, shift) };
-    }
-    exp_shifted_lanes(xs, shift)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn exp_shifted_avx2(xs: &mut [f32], shift: f32) -> f32 {
-    exp_shifted_lanes(xs, shift)
+    wide(
+        #[inline(always)]
+        || exp_shifted_lanes(xs, shift),
+    )
 }
 
 #[inline(always)]
@@ -1039,7 +1032,7 @@ mod tests {
         let sum = exp_shifted(&mut xs, 0.5);
         let want: f32 = (0..19).map(|i| (-(i as f32) / 3.0 - 0.5).exp()).sum();
         approx::assert_relative_eq!(sum, want, max_relative = 1e-6);
-        // The dispatched (AVX2 here) and the portable bodies give the same bits.
+        // The dispatched (AVX-512 or AVX2 here) and the portable bodies give the same bits.
         let base: Vec<f32> = (0..1000).map(|i| -(i as f32) * 0.037).collect();
         let (mut a, mut b) = (base.clone(), base);
         let (sa, sb) = (exp_shifted(&mut a, 0.25), exp_shifted_lanes(&mut b, 0.25));
