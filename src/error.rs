@@ -278,6 +278,28 @@ pub enum Error {
         /// Steps available.
         got: usize,
     },
+    /// An arm lists the same run twice (the same file, or bitwise-identical curves).
+    #[error("arm {arm}: `{first}` and `{second}` are the same run ({why}); a copy is not another seed and would inflate significance — pass each run once")]
+    DuplicateTrace {
+        /// The arm (`a`, `b` or `perturbation`).
+        arm: &'static str,
+        /// The first trace.
+        first: String,
+        /// Its duplicate.
+        second: String,
+        /// How they were found to be the same.
+        why: String,
+    },
+    /// A perturbation trace ends before the arms: the yardstick would not cover the comparison.
+    #[error("perturbation trace `{trace}` ends at step {last_step}, the arms at step {arms_last_step}: the rounding yardstick must cover every compared step (re-run the perturbations, or pass --common-steps to compare the common steps only)")]
+    ShortYardstick {
+        /// The perturbation trace.
+        trace: String,
+        /// Its last step.
+        last_step: u64,
+        /// The arms' last step.
+        arms_last_step: u64,
+    },
 
     // === Attention kernels ===
     /// Attention inputs the fused kernel cannot take (mismatched shapes, dtype, dropout rate).

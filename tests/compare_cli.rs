@@ -105,7 +105,7 @@ fn a_drifted_copy_is_diverged_and_exits_1_across_formats() {
     assert_eq!(o.status.code(), Some(1), "{}{}", stdout(&o), stderr(&o));
     let out = stdout(&o);
     assert!(out.contains("diverged"), "{out}");
-    assert!(out.contains("Higher"), "{out}");
+    assert!(out.contains("B higher"), "{out}");
     let v: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert_eq!(v[0]["comparison"]["verdict"]["kind"], "diverged");
@@ -116,9 +116,17 @@ fn a_drifted_copy_is_diverged_and_exits_1_across_formats() {
 fn different_step_grids_align_on_common_steps() {
     let dir = tempfile::tempdir().unwrap();
     let a = write_megatron(dir.path(), "golden.json", 1..=100, loss);
-    // Logged every other step and only to step 60: 30 common steps, 70 only in A.
+    // Logged every other step and only to step 60: 30 common steps, 70 only in A. A run that
+    // stops at 60 of 100 is a failure unless the user asks for the common steps only.
     let b = write_jsonl(dir.path(), "run.jsonl", (2..=60).step_by(2), loss);
     let o = lossdiff(&[s(&a), s(&b)]);
+    assert_eq!(o.status.code(), Some(1), "{}{}", stdout(&o), stderr(&o));
+    assert!(
+        stdout(&o).contains("a run stopped after step 60"),
+        "{}",
+        stdout(&o)
+    );
+    let o = lossdiff(&[s(&a), s(&b), "--common-steps"]);
     assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
     let out = stdout(&o);
     assert!(

@@ -49,7 +49,8 @@ fn diverged(c: &Comparison, direction: Direction) -> f64 {
             p_value: Some(p),
             ..
         } if d == direction => {
-            assert!(p < 1e-6, "p = {p}");
+            // The p-value of "beyond the margin" (minimum-effect test), not of "differs at all".
+            assert!(p < 0.05, "p = {p}");
             e
         }
         ref v => panic!("expected diverged ({direction:?}), got {v:?}"),
@@ -119,8 +120,8 @@ fn dev_vs_lts_container_differ_by_a_rounding_quantum_and_are_equivalent_by_tost(
         "golden_values_lts_dgx_a100.json",
     );
     // Differences are 0–6 units of the files' 1e-5 rounding; TOST shows equivalence within the
-    // 0.1 % margin by a factor ~1000. The drift test sees the +1e-5 bias (it is real), and in
-    // single-curve mode a drift inside the margin is `Equivalent` with a note saying so.
+    // 0.1 % margin by a factor ~1000. The +1e-5 bias is real and detected, but a difference
+    // inside the margin is `Equivalent` in every mode, with a note saying it is significant.
     assert!(
         c.exact.max_abs_diff <= 6.0e-5 + 1e-12,
         "{}",
@@ -132,10 +133,13 @@ fn dev_vs_lts_container_differ_by_a_rounding_quantum_and_are_equivalent_by_tost(
     assert!(s.late_difference.abs() < 3e-5 && s.margin > 5e-3);
     assert_eq!(c.verdict, Verdict::Equivalent);
     assert!(
-        s.divergence_p_value < 0.05,
+        s.late.unwrap().p_difference() < 0.05,
         "the bias is detected, not ignored"
     );
-    assert!(c.notes.iter().any(|n| n.contains("systematic difference")));
+    assert!(c
+        .notes
+        .iter()
+        .any(|n| n.contains("significant") && n.contains("inside the margin")));
     assert!(c.tolerance.pass && c.tolerance.failing_steps == 0);
 }
 

@@ -31,6 +31,9 @@ fn onset_is_never_before_the_first_differing_bit_on_real_traces() {
                 "onset {onset_step} before the first differing step {first}"
             )
         }
-        v => panic!("expected a divergence, got {v:?}"),
+        v => panic!(
+            "expected a divergence, got {v:?}: {:#?}",
+            c.statistical.map(|s| (s.windows, s.late))
+        ),
     }
 }

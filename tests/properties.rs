@@ -206,6 +206,7 @@ proptest! {
                     Direction::Higher => Direction::Lower,
                     Direction::Lower => Direction::Higher,
                     Direction::NonFinite => Direction::NonFinite,
+                    Direction::Stopped => Direction::Stopped,
                 };
                 prop_assert_eq!(*d2, flipped);
                 // The effect is relative to the reference arm's mean: only its sign mirrors.

@@ -3,7 +3,7 @@
 //! differences, and optionally writes the figure(s) and JSON. Exit 1 if any comparison diverged.
 
 use crate::compare::{
-    compare, CompareSettings, Comparison, Margin, OnsetMethod, Verdict, Yardstick,
+    compare, CompareSettings, Comparison, Margin, OnsetMethod, PairingMode, Verdict, Yardstick,
 };
 use crate::gate::describe_verdict;
 use crate::import::{import, Format};
@@ -55,6 +55,15 @@ pub(super) struct CompareArgs {
     /// Write the comparisons as JSON: an array of `{a, b, comparison}`, one per B arm.
     #[arg(long, value_name = "PATH")]
     json: Option<PathBuf>,
+    /// The arms share seeds: pair A's i-th run with B's i-th (when traces record no seed).
+    #[arg(long, conflicts_with = "unpaired")]
+    paired: bool,
+    /// The arms are independent runs: never pair them, even a lone run per arm.
+    #[arg(long)]
+    unpaired: bool,
+    /// Compare on the common steps even when a run stopped before its partner.
+    #[arg(long)]
+    common_steps: bool,
 }
 
 /// One arm: its files and the traces read from them.
@@ -97,6 +106,12 @@ pub(super) fn run(args: CompareArgs) -> anyhow::Result<ExitCode> {
         rtol: args.rtol,
         atol: args.atol,
         metric: args.metric.clone(),
+        pairing: match (args.paired, args.unpaired) {
+            (true, _) => PairingMode::Paired,
+            (_, true) => PairingMode::Unpaired,
+            _ => PairingMode::Auto,
+        },
+        common_steps_only: args.common_steps,
         ..CompareSettings::default()
     };
     let (a, bs) = arms.split_first().expect("clap requires at least two arms");
@@ -105,7 +120,8 @@ pub(super) fn run(args: CompareArgs) -> anyhow::Result<ExitCode> {
     for (i, b) in bs.iter().enumerate() {
         let c = compare(&a.traces, &b.traces, &perturb, &args.declared, &settings)
             .with_context(|| format!("comparing {} with {}", a.label(), b.label()))?;
-        any_diverged |= matches!(c.verdict, Verdict::Diverged { .. });
+        // Exit 1 on a divergence, and, when a rounding yardstick was given, beyond rounding.
+        any_diverged |= matches!(c.verdict, Verdict::Diverged { .. }) || c.beyond_rounding();
         print!("{}", render_comparison_text(&a.label(), &b.label(), &c));
         if let Some(png) = &args.png {
             let path = indexed_path(png, i + 1, bs.len());
@@ -252,32 +268,74 @@ fn statistical_lines(c: &Comparison) -> String {
     };
     let yardstick = match st.yardstick {
         Yardstick::Perturbation { ensemble, pairs } => {
-            format!("perturbation ensemble of {ensemble} vs {pairs} observed pairs")
+            format!(
+                "one same-seed pair ({pairs}), spread from a perturbation ensemble of {ensemble}"
+            )
         }
         Yardstick::Seeds { a, b, paired } => format!(
             "seeds ({a} A, {b} B, {})",
-            if paired { "paired" } else { "Welch" }
+            if paired {
+                "paired t on per-pair differences"
+            } else {
+                "independent, Welch"
+            }
         ),
-        Yardstick::SingleCurve => "single curve (HAC variance of B − A, no ensemble)".into(),
+        Yardstick::SingleCurve => "one curve per arm (AR(1) noise model of B − A)".into(),
     };
-    let mut s = format!("  statistical: yardstick {yardstick}\n");
+    let mut s = format!("  statistical: {yardstick}\n");
     let rel = st
         .relative_difference
         .map(|r| format!(" ({:+.4}%)", r * 100.0))
         .unwrap_or_default();
+    let se = st
+        .late
+        .map(|e| format!(" ± {:.2e} (se)", e.se))
+        .unwrap_or_default();
     let _ = writeln!(
         s,
-        "               late window from step {} ({} steps): mean B − A = {:+.3e}{rel}, margin ±{:.3e}",
+        "               late window from step {} ({} steps): mean B − A = {:+.3e}{se}{rel}, margin ±{:.3e}",
         st.window_start_step, st.window_steps, st.late_difference, st.margin
     );
-    let mut tests = Vec::new();
-    if let Some(t) = &st.yardstick_test {
-        tests.push(format!("yardstick p = {:.3e}", t.p_value));
+    let _ = writeln!(
+        s,
+        "               margin: equivalence (TOST) p = {:.3e}; beyond the margin in some window (minimum-effect test, Bonferroni over {} windows) p = {:.3e}",
+        st.tost_p_value,
+        st.windows.len(),
+        st.divergence_p_value
+    );
+    for w in st.windows.iter().filter(|w| w.beyond_margin) {
+        if let Some(e) = w.evidence {
+            let _ = writeln!(
+                s,
+                "               beyond the margin over steps {}–{}: B − A = {:+.3e} (margin ±{:.3e}, p = {:.2e})",
+                w.first_step, w.last_step, e.estimate, w.margin, w.p_beyond_adjusted
+            );
+        }
     }
-    tests.push(format!("drift p = {:.3e}", st.drift_p_value));
-    tests.push(format!("TOST p = {:.3e}", st.tost_p_value));
-    tests.push(format!("divergence p = {:.3e}", st.divergence_p_value));
-    let _ = writeln!(s, "               {}", tests.join(", "));
+    if let Some(r) = st.rejoin_step {
+        let _ = writeln!(s, "               back inside the margin from step {r}");
+    }
+    match &st.rounding {
+        Some(r) if r.within => {
+            let _ = writeln!(
+                s,
+                "               rounding: within rounding ({:.1}× the spread of {} perturbations, p = {:.3e})",
+                r.ratio, r.ensemble, r.p_value
+            );
+        }
+        Some(r) => {
+            let _ = writeln!(
+                s,
+                "               rounding: BEYOND rounding from step {} ({:.0}× the spread of {} perturbations, p = {:.3e})",
+                r.onset_step.unwrap_or(st.onset.step),
+                r.ratio,
+                r.ensemble,
+                r.p_value
+            );
+        }
+        None => {}
+    }
+    let _ = writeln!(s, "               drift (HAC) p = {:.3e}", st.drift_p_value);
     if let Some(b) = &st.band {
         let _ = writeln!(
             s,
@@ -288,20 +346,19 @@ fn statistical_lines(c: &Comparison) -> String {
     let alarm = st
         .onset
         .cusum_alarm_step
-        .map(|a| format!(", CUSUM alarm at step {a}"))
+        .map(|a| format!("; a CUSUM monitor would have alarmed at step {a}"))
         .unwrap_or_default();
-    let _ = match st.onset.method {
-        OnsetMethod::WindowStart => writeln!(
-            s,
-            "               onset: no change point located (reported as the window start, step {})",
-            st.onset.step
-        ),
-        m => writeln!(
-            s,
-            "               onset: step {} ({m:?}{alarm})",
-            st.onset.step
-        ),
+    let how = match st.onset.method {
+        OnsetMethod::FirstDifferingStep => "bitwise identical before it",
+        OnsetMethod::StepChange => "a level shift starts there",
+        OnsetMethod::RampStart => "a ramp starts there",
+        OnsetMethod::WindowStart => "no break located: the late window's start",
     };
+    let _ = writeln!(
+        s,
+        "               onset: step {} ({how}){alarm}",
+        st.onset.step
+    );
     for n in &st.notes {
         let _ = writeln!(s, "               note: {n}");
     }

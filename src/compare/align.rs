@@ -22,13 +22,76 @@ pub struct Alignment {
 }
 
 /// How A and B traces were paired for the exact, tolerance and paired-difference analyses.
+///
+/// Pairing decides which noise the difference is judged against: runs that share a seed differ
+/// only by what changed (their difference curve is the evidence), runs with different seeds also
+/// differ by seed-to-seed noise (only an ensemble can measure it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Pairing {
-    /// By equal `seeds["init"]` (or `config.train.seed` when the trace has no seed map entry).
-    InitSeed,
-    /// By position, because seeds were missing, duplicated or did not match.
-    Index,
+    /// By the seed each trace records (`seeds["init"]`, or `config.train.seed`).
+    RecordedSeed,
+    /// By position, because the user said the arms share seeds (`--paired`).
+    Position,
+    /// One run per arm and no recorded seeds: assumed to share a seed (`--unpaired` drops this).
+    AssumedSameSeed,
+    /// Not paired: recorded seeds differ, an ensemble without recorded seeds, or `--unpaired`.
+    /// Exact and tolerance lanes still walk the traces by position.
+    Unpaired,
+}
+
+impl Pairing {
+    /// Whether A and B runs are matched seed for seed (paired tests apply).
+    pub fn is_paired(self) -> bool {
+        self != Pairing::Unpaired
+    }
+
+    /// One line for humans: how the runs were matched and how to change it.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Pairing::RecordedSeed => "paired by the seeds the traces record",
+            Pairing::Position => "paired by position (--paired: the arms share seeds)",
+            Pairing::AssumedSameSeed => {
+                "no seeds recorded: assuming both runs used the same seed (pass --unpaired if they did not)"
+            }
+            Pairing::Unpaired => "unpaired: the arms are analysed as independent seeds",
+        }
+    }
+}
+
+/// How the user asked for runs to be paired.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PairingMode {
+    /// Pair by recorded seeds; a lone run per arm without seeds is assumed to share its seed.
+    #[default]
+    Auto,
+    /// The arms share seeds: pair by position (`--paired`).
+    Paired,
+    /// The arms are independent (`--unpaired`).
+    Unpaired,
+}
+
+/// Largest magnitude treated as a number: beyond it a loss has blown up, and squaring it in a
+/// variance would overflow to infinity. Such values count as non-finite (a divergence).
+pub const SANE_MAGNITUDE: f64 = 1e30;
+
+/// Returns whether `x` is a usable value: finite and within [`SANE_MAGNITUDE`].
+pub(crate) fn sane(x: f64) -> bool {
+    x.is_finite() && x.abs() <= SANE_MAGNITUDE
+}
+
+/// A trace that ends before the others (a crash, an early exit, a timeout).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stopped {
+    /// The trace's name.
+    pub trace: String,
+    /// Which arm it belongs to (`a` or `b`).
+    pub arm: String,
+    /// Its last step.
+    pub last_step: u64,
+    /// The step the run should have reached (the other traces' last step, or `train_iters`).
+    pub expected_last_step: u64,
 }
 
 /// Traces of both arms (and the perturbation ensemble) restricted to the common steps.
@@ -45,6 +108,8 @@ pub(crate) struct Aligned {
     pub usable: usize,
     pub alignment: Alignment,
     pub notes: Vec<String>,
+    /// The earliest-ending trace of either arm, when one stopped before the others.
+    pub stopped: Option<Stopped>,
 }
 
 /// Returns a trace's initialisation seed: `seeds["init"]`, else `config.train.seed`.
@@ -107,7 +172,13 @@ fn values_at(
         .collect()
 }
 
-fn pair(a: &[&Trace], b: &[&Trace]) -> (Vec<(usize, usize)>, Pairing) {
+fn pair(a: &[&Trace], b: &[&Trace], mode: PairingMode) -> (Vec<(usize, usize)>, Pairing) {
+    let by_position = || (0..a.len().min(b.len())).map(|i| (i, i)).collect();
+    match mode {
+        PairingMode::Paired => return (by_position(), Pairing::Position),
+        PairingMode::Unpaired => return (by_position(), Pairing::Unpaired),
+        PairingMode::Auto => {}
+    }
     let ka: Vec<Option<u64>> = a.iter().map(|t| seed_key(t)).collect();
     let kb: Vec<Option<u64>> = b.iter().map(|t| seed_key(t)).collect();
     let unique = |k: &[Option<u64>]| {
@@ -119,14 +190,76 @@ fn pair(a: &[&Trace], b: &[&Trace]) -> (Vec<(usize, usize)>, Pairing) {
             .enumerate()
             .filter_map(|(i, k)| kb.iter().position(|x| x == k).map(|j| (i, j)))
             .collect();
-        if !pairs.is_empty() {
-            return (pairs, Pairing::InitSeed);
+        if pairs.is_empty() {
+            return (by_position(), Pairing::Unpaired);
+        }
+        return (pairs, Pairing::RecordedSeed);
+    }
+    if a.len() == 1 && b.len() == 1 {
+        return (by_position(), Pairing::AssumedSameSeed);
+    }
+    (by_position(), Pairing::Unpaired)
+}
+
+/// Refuses an arm that lists the same run twice: a copy adds no information but would count as
+/// another seed and inflate significance.
+fn refuse_duplicates(traces: &[&Trace], metric: &str, arm: &'static str) -> Result<()> {
+    for (i, x) in traces.iter().enumerate() {
+        for y in &traces[i + 1..] {
+            let same_file = x.origin.path.is_some() && x.origin.path == y.origin.path;
+            let same_bits = x.steps == y.steps
+                && match (x.metric(metric), y.metric(metric)) {
+                    (Some(u), Some(v)) => {
+                        u.len() == v.len()
+                            && u.iter().zip(v).all(|(p, q)| p.to_bits() == q.to_bits())
+                    }
+                    _ => false,
+                };
+            if same_file || same_bits {
+                return Err(Error::DuplicateTrace {
+                    arm,
+                    first: x.name.clone(),
+                    second: y.name.clone(),
+                    why: if same_file {
+                        "the same file is given twice".into()
+                    } else {
+                        format!("their `{metric}` series are bitwise identical")
+                    },
+                });
+            }
         }
     }
-    (
-        (0..a.len().min(b.len())).map(|i| (i, i)).collect(),
-        Pairing::Index,
-    )
+    Ok(())
+}
+
+/// Returns the last step of a trace that logged any value of `metric`.
+fn last_step(t: &Trace) -> u64 {
+    t.steps.last().copied().unwrap_or(0)
+}
+
+/// Finds the trace of either arm that ended earliest, if it ended before the others (or before
+/// the `train_iters` its own config asked for).
+fn find_stopped(a: &[&Trace], b: &[&Trace]) -> Option<Stopped> {
+    let all = a.iter().map(|t| (t, "a")).chain(b.iter().map(|t| (t, "b")));
+    let expected = a
+        .iter()
+        .chain(b)
+        .map(|t| {
+            let planned = t
+                .config
+                .pointer("/train/train_iters")
+                .and_then(|v| v.as_u64());
+            last_step(t).max(planned.unwrap_or(0))
+        })
+        .max()?;
+    all.filter(|(t, _)| last_step(t) < expected)
+        .min_by_key(|(t, _)| last_step(t))
+        .map(|(t, arm)| Stopped {
+            trace: t.name.clone(),
+            arm: arm.into(),
+            last_step: last_step(t),
+            expected_last_step: expected,
+        })
 }
 
 /// Lists an ensemble in a canonical order, by `key`, when `key` tells its traces apart.
@@ -145,7 +278,14 @@ fn canonical<K: Ord>(traces: &[Trace], key: impl Fn(&Trace) -> Option<K>) -> Vec
 }
 
 /// Aligns the arms on their common steps and pairs them.
-pub(crate) fn align(a: &[Trace], b: &[Trace], p: &[Trace], metric: &str) -> Result<Aligned> {
+pub(crate) fn align(
+    a: &[Trace],
+    b: &[Trace],
+    p: &[Trace],
+    metric: &str,
+    mode: PairingMode,
+    common_steps_only: bool,
+) -> Result<Aligned> {
     if a.is_empty() {
         return Err(Error::EmptyArm { arm: "a" });
     }
@@ -156,6 +296,19 @@ pub(crate) fn align(a: &[Trace], b: &[Trace], p: &[Trace], metric: &str) -> Resu
     // Perturbations of one seed share it; their full seed maps (`perturb`) tell them apart.
     let p = canonical(p, |t| seed_key(t).map(|k| (k, t.seeds.clone())));
     let (a, b, p) = (&a[..], &b[..], &p[..]);
+    refuse_duplicates(a, metric, "a")?;
+    refuse_duplicates(b, metric, "b")?;
+    refuse_duplicates(p, metric, "perturbation")?;
+    let arms_end = a.iter().chain(b).map(|t| last_step(t)).max().unwrap_or(0);
+    if !common_steps_only {
+        if let Some(short) = p.iter().find(|t| last_step(t) < arms_end) {
+            return Err(Error::ShortYardstick {
+                trace: short.name.clone(),
+                last_step: last_step(short),
+                arms_last_step: arms_end,
+            });
+        }
+    }
     let (sa, sb) = (step_set(a), step_set(b));
     let ab: BTreeSet<u64> = sa.intersection(&sb).copied().collect();
     let common: Vec<u64> = if p.is_empty() {
@@ -182,7 +335,7 @@ pub(crate) fn align(a: &[Trace], b: &[Trace], p: &[Trace], metric: &str) -> Resu
         values_at(b, metric, "b", &common)?,
         values_at(p, metric, "perturbation", &common)?,
     );
-    let (pairs, pairing) = pair(a, b);
+    let (pairs, pairing) = pair(a, b, mode);
     let p_ref = p
         .iter()
         .map(|t| {
@@ -193,15 +346,26 @@ pub(crate) fn align(a: &[Trace], b: &[Trace], p: &[Trace], metric: &str) -> Resu
         })
         .collect();
     let usable = (0..common.len())
-        .find(|&s| va.iter().chain(&vb).chain(&vp).any(|v| !v[s].is_finite()))
+        .find(|&s| va.iter().chain(&vb).chain(&vp).any(|v| !sane(v[s])))
         .unwrap_or(common.len());
     let mut notes = Vec::new();
     if usable < common.len() {
         notes.push(format!(
-            "non-finite value at step {}: the statistical lane uses the {usable} steps before it",
+            "non-finite (or beyond ±{SANE_MAGNITUDE:e}) value at step {}: the statistical lane uses the {usable} steps before it",
             common[usable]
         ));
     }
+    let stopped = if common_steps_only {
+        if find_stopped(a, b).is_some() {
+            notes.push(format!(
+                "--common-steps: the arms end at different steps; only the {} common steps are compared",
+                common.len()
+            ));
+        }
+        None
+    } else {
+        find_stopped(a, b)
+    };
     let alignment = Alignment {
         common: common.len(),
         only_a: sa.difference(&sb).copied().collect(),
@@ -220,18 +384,19 @@ pub(crate) fn align(a: &[Trace], b: &[Trace], p: &[Trace], metric: &str) -> Resu
         usable,
         alignment,
         notes,
+        stopped,
     })
 }
 
 impl Aligned {
     /// Returns whether some common step has a finite value in every trace of both arms.
     pub fn any_finite_step(&self) -> bool {
-        (0..self.steps.len()).any(|s| self.a.iter().chain(&self.b).all(|v| v[s].is_finite()))
+        (0..self.steps.len()).any(|s| self.a.iter().chain(&self.b).all(|v| sane(v[s])))
     }
 
     /// Returns the first common step at which one arm has a non-finite value and the other none.
     pub fn first_one_sided_non_finite(&self) -> Option<u64> {
-        let finite = |arm: &[Vec<f64>], s: usize| arm.iter().all(|v| v[s].is_finite());
+        let finite = |arm: &[Vec<f64>], s: usize| arm.iter().all(|v| sane(v[s]));
         (0..self.steps.len())
             .find(|&s| finite(&self.a, s) != finite(&self.b, s))
             .map(|s| self.steps[s])

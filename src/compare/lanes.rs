@@ -130,7 +130,7 @@ mod tests {
             p: vec![],
             p_ref: vec![],
             pairs: vec![(0, 0)],
-            pairing: Pairing::Index,
+            pairing: Pairing::AssumedSameSeed,
             usable: n,
             alignment: Alignment {
                 common: n,
@@ -140,6 +140,7 @@ mod tests {
                 usable: n,
             },
             notes: vec![],
+            stopped: None,
         }
     }
 

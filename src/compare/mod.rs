@@ -8,70 +8,74 @@
 //! 2. **Tolerance**: Megatron-LM's approximate gate, `|b − a| ≤ atol + rtol·|a|` per step (A is the
 //!    reference), passing while at most `min(max(n/100, 1), 50)` steps fail — so users see what
 //!    their current gate would say.
-//! 3. **Statistical**: a noise band, a calibrated test of the late-window difference against a
-//!    yardstick, a drift test on the difference curve, TOST on the late-window mean, and the onset.
+//! 3. **Statistical**: two questions, answered the same way whatever the mode —
+//!    - *does it matter?* — the verdict word, judged against the equivalence margin;
+//!    - *is it the same math up to rounding?* — the rounding finding, judged against a
+//!      perturbation ensemble (same seed, initial weights nudged in the last bit), when there is
+//!      one. A kernel bug can sit hundreds of times above rounding and far inside the margin; a
+//!      bf16 change is expected beyond rounding and inside the margin. Both are reported and both
+//!      can gate.
 //!
-//! # Yardstick (which noise a difference is measured against)
-//! - **Perturbation** (≥ 2 perturbation traces): the null curves are `p_j − a` (same config and
-//!   seed, initial weights nudged in the last bit), the observed curves `b_i − a_i` over seed-paired
-//!   traces. Under the null "B differs from A only by rounding", an observed curve is exchangeable
-//!   with the null curves, so a pooled two-sample t-test of late-window means (observed vs null)
-//!   is calibrated. This is the right yardstick for flash vs naive attention or a library upgrade.
-//! - **Seeds** (≥ 2 traces per arm, no perturbation): per-seed late-window means compared with a
-//!   paired t-test (seed-paired arms) or Welch's t-test.
-//! - **Single curve** (one trace per arm): no ensemble; the difference `d_t = b_t − a_t` is tested
-//!   with a prewhitened Newey–West (HAC) variance.
+//! # Pairing (which noise the difference is measured against)
+//! Runs are paired by the seed their traces record (native seeds, or one an importer found in
+//! the source's config); `--paired` pairs by position; a lone run per arm with no recorded seed is
+//! *assumed* to share its partner's seed (said in the output; `--unpaired` drops the assumption).
+//! Paired runs are judged on their per-pair differences; unpaired ones on independent samples.
+//! One run per arm with different recorded seeds cannot separate a change from seed noise: the
+//! verdict is `inconclusive`, never `diverged`.
 //!
-//! # Decision rule
-//! 0. No verdict at all (an error) when the arms share one step only, or no step at which both
-//!    are finite: a single point or two all-NaN runs cannot justify `identical` or any other verdict.
-//! 1. A common step where one arm has a non-finite value and the other is finite →
-//!    `Diverged` at the first such step (direction `NonFinite`).
+//! # Decision rule (written once; the README repeats it)
+//! 0. No verdict (an error) when the arms share one step only, or no step where both are finite.
+//! 1. One arm non-finite (or beyond ±1e30) where the other is finite → `Diverged` at that step.
+//!    A run that stopped before its partner (or its own `train_iters`) → `Diverged` (direction
+//!    `stopped`) after its last step, unless the user asked for the common steps only.
 //! 2. Every pair bitwise equal on every common step → `Identical`.
-//! 3. With an ensemble: `Diverged` iff *both* the yardstick test on the late-window difference
-//!    *and* the HAC drift test on the mean difference curve (all usable steps, H0: mean 0) reject at
-//!    `alpha`; the reported p-value is the larger of the two (an intersection–union test: its false
-//!    positive rate is ≤ `alpha` whenever *either* test is valid). The yardstick test is exact under
-//!    exchangeability but blind to whether a gap is systematic; the drift test ignores zero-mean
-//!    noise (bf16 autocast) but over-rejects for random-walk-like rounding growth. Together they
-//!    flag a one-sided drift far below seed noise (a softmax scale off by 1 %: ~400× rounding,
-//!    ~20× below seed noise) while staying calibrated on benign pairs.
-//!    In single-curve mode the drift test alone decides, except that a drift TOST shows to lie
-//!    inside the margin is `Equivalent` (with a note): without a yardstick, the margin is the only
-//!    measure of relevance. (Found on Megatron-LM's dev vs LTS containers: a real +1e-5-nat bias,
-//!    1000× inside the margin.) Otherwise (size ≈ `alpha` for weakly to moderately
-//!    autocorrelated differences, AR(1) ρ ≲ 0.6; liberal for near-unit-root differences — an
-//!    ensemble is the remedy).
-//! 4. Otherwise `Equivalent` iff TOST on the late-window mean difference rejects at `alpha` with the
-//!    stated margin (relative to A's late-window mean by default).
-//! 5. Otherwise `Inconclusive`, with the seeds per arm a power calculation on the observed
-//!    variance says would settle it.
+//! 3. The run is cut into windows of the late window's length (the last *is* the late window).
+//!    Each window's mean difference gets an estimate, a standard error and degrees of freedom from
+//!    the mode (paired t on per-pair means; the perturbation spread for one pair; an AR(1) noise
+//!    model, erring towards persistence, for one same-seed curve; Welch for independent seeds).
+//!    `Diverged` iff some window is shown *beyond* the margin (minimum-effect test of
+//!    `|δ| > margin`; the late window keeps α/2, the others share α/2 — a weighted Bonferroni
+//!    correction): a difference that is significant but inside
+//!    the margin is never `diverged`, and a transient divergence that rejoins still is.
+//! 4. Otherwise `Equivalent` iff TOST shows the late window *inside* the margin.
+//! 5. Otherwise `Inconclusive`, with the seeds per arm a power calculation says would settle it.
 //!
-//! Onset: a CUSUM (Page 1954; k = 0.5, h = 5) on the standardised difference curve (difference
-//! minus the yardstick's mean, divided by its per-step spread), whitened by an AR(1) filter fitted
-//! on the first half so its residuals are roughly independent (Harris & Ross 1991) — the
-//! sequential procedure one would run during training, with a known in-control run length
-//! (ARL₀ ≈ 938 one-sided). The onset is the step after the CUSUM was last zero before its last
-//! crossing of `h` in the direction of the difference (an earlier false alarm that returned to
-//! zero does not count). PELT (Killick, Fearnhead & Eckley 2012) on the standardised curve is
-//! reported alongside as the offline refinement, and dates the divergence when the CUSUM never
-//! crosses `h`; failing both, the late window's first step is reported (method `WindowStart`).
+//! Because every mode only estimates `(δ, se, df)` and the verdict reads the confidence
+//! interval's position relative to `0` and `±margin`, more data (a narrower interval) can only
+//! move a verdict from `inconclusive` to a decision, and two modes disagree only where their
+//! intervals do.
+//!
+//! Rounding: with a perturbation ensemble and paired runs, "beyond rounding" iff both a pooled
+//! t-test of the observed late-window differences against the null ones *and* a HAC drift test on
+//! the mean difference curve reject (intersection–union: size ≤ α if either is valid).
+//!
+//! Onset (see `onset`): the first step at which paired runs differ in their bits, when they were
+//! identical before it; otherwise the break of a segmented regression (step or ramp) on the
+//! standardised difference. The CUSUM alarm — when a monitor would have fired — is reported
+//! separately.
 
 mod align;
 mod configdiff;
+mod evidence;
 mod lanes;
 mod modes;
+mod onset;
 #[cfg(test)]
 mod sim_tests;
 mod statistical;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod verdict_tests;
 
-pub use align::{Alignment, Pairing};
+pub use align::{Alignment, Pairing, PairingMode, Stopped, SANE_MAGNITUDE};
 pub use configdiff::{diff_configs, flatten_json, ArmId, ConfigDiff, FieldDiff, StochasticWarning};
+pub use evidence::Evidence;
 pub use lanes::{megatron_allowed_failures, ExactLane, ToleranceLane};
 pub use statistical::{
-    seeds_needed, BandSource, Goal, NoiseBand, Onset, OnsetMethod, SeedsNeeded, StatLane, Yardstick,
+    seeds_needed, BandSource, Goal, NoiseBand, Onset, OnsetMethod, RoundingFinding, SeedsNeeded,
+    StatLane, WindowFinding, Yardstick,
 };
 
 use crate::error::{Error, Result};
@@ -127,6 +131,12 @@ pub struct CompareSettings {
     pub cusum: CusumParams,
     /// Power for the seeds-needed calculation.
     pub power: f64,
+    /// How to match A runs with B runs.
+    #[serde(default)]
+    pub pairing: PairingMode,
+    /// Compare on the common steps even when an arm stopped early (otherwise a failure).
+    #[serde(default)]
+    pub common_steps_only: bool,
 }
 
 impl Default for CompareSettings {
@@ -140,6 +150,8 @@ impl Default for CompareSettings {
             metric: LM_LOSS.to_string(),
             cusum: CusumParams::default(),
             power: DEFAULT_POWER,
+            pairing: PairingMode::Auto,
+            common_steps_only: false,
         }
     }
 }
@@ -181,8 +193,10 @@ pub enum Direction {
     Higher,
     /// B's metric is lower.
     Lower,
-    /// One arm produced NaN or ±inf where the other was finite.
+    /// One arm produced NaN or ±inf (or a value beyond ±1e30) where the other was finite.
     NonFinite,
+    /// One arm's run stopped before the other's (a crash, a timeout, an early exit).
+    Stopped,
 }
 
 /// The outcome of a comparison.
@@ -237,20 +251,38 @@ pub struct Comparison {
 }
 
 impl Comparison {
-    /// Returns the p-value used when gating many comparisons: 0 for a non-finite divergence,
-    /// 1 for identical arms, else the statistical lane's divergence p-value.
+    /// Returns the p-value used when gating many comparisons: 0 for a non-finite value or a run
+    /// that stopped, 1 for identical arms, else the statistical lane's beyond-the-margin p-value.
     pub fn divergence_p_value(&self) -> f64 {
         match (&self.verdict, &self.statistical) {
             (Verdict::Identical, _) => 1.0,
             (
                 Verdict::Diverged {
-                    direction: Direction::NonFinite,
+                    direction: Direction::NonFinite | Direction::Stopped,
                     ..
                 },
                 _,
             ) => 0.0,
             (_, Some(s)) => s.divergence_p_value,
             (_, None) => 1.0,
+        }
+    }
+
+    /// The rounding finding, when a perturbation ensemble judged it.
+    pub fn rounding(&self) -> Option<&RoundingFinding> {
+        self.statistical.as_ref().and_then(|s| s.rounding.as_ref())
+    }
+
+    /// Whether a rounding yardstick shows B beyond rounding (false without one, or identical).
+    pub fn beyond_rounding(&self) -> bool {
+        self.verdict != Verdict::Identical && self.rounding().is_some_and(|r| !r.within)
+    }
+
+    /// The p-value of "beyond rounding" (1 without a yardstick or for identical arms).
+    pub fn rounding_p_value(&self) -> f64 {
+        match (&self.verdict, self.rounding()) {
+            (Verdict::Identical, _) | (_, None) => 1.0,
+            (_, Some(r)) => r.p_value,
         }
     }
 }
@@ -329,12 +361,25 @@ pub fn compare(
     settings: &CompareSettings,
 ) -> Result<Comparison> {
     settings.validate()?;
-    let data = align::align(a, b, perturbation, &settings.metric)?;
+    let data = align::align(
+        a,
+        b,
+        perturbation,
+        &settings.metric,
+        settings.pairing,
+        settings.common_steps_only,
+    )?;
     let exact = lanes::exact_lane(&data);
     let tolerance = lanes::tolerance_lane(&data, settings.rtol, settings.atol);
     let config = diff_configs(a, b, factors);
     let mut notes = data.notes.clone();
+    notes.push(data.pairing.describe().to_string());
     let non_finite = data.first_one_sided_non_finite();
+    // Paired runs that are bitwise equal up to some step: the search for the onset starts there.
+    let identical_until = exact
+        .first_differing_step
+        .filter(|_| data.pairing.is_paired())
+        .and_then(|k| data.steps[..data.usable].iter().position(|&s| s == k));
     // NaN in one arm is a divergence; NaN everywhere in both is two broken runs, not "identical".
     if non_finite.is_none() && !data.any_finite_step() {
         return Err(Error::NoFiniteCommonStep {
@@ -344,19 +389,31 @@ pub fn compare(
             common: data.steps.len(),
         });
     }
-    let mut statistical = if data.usable < MIN_STATISTICAL_STEPS {
+    let statistical = if data.usable < MIN_STATISTICAL_STEPS {
         notes.push(format!(
             "statistical lane skipped: {} usable common steps, need {MIN_STATISTICAL_STEPS}",
             data.usable
         ));
         None
     } else {
-        Some(statistical::stat_lane(&data, settings)?)
+        Some(statistical::stat_lane(&data, settings, identical_until)?)
     };
-    let verdict = if let Some(step) = non_finite {
+    let stopped_at = data.stopped.as_ref().map(|s| s.last_step + 1);
+    let verdict = if let Some(step) = non_finite.filter(|n| stopped_at.is_none_or(|s| *n < s)) {
         Verdict::Diverged {
             onset_step: step,
             direction: Direction::NonFinite,
+            effect_size: None,
+            p_value: None,
+        }
+    } else if let Some(stop) = &data.stopped {
+        notes.push(format!(
+            "arm {} run `{}` stopped at step {} of {}: a run that ends early is a failure, not a statistical question (--common-steps compares the common steps only)",
+            stop.arm, stop.trace, stop.last_step, stop.expected_last_step
+        ));
+        Verdict::Diverged {
+            onset_step: stop.last_step + 1,
+            direction: Direction::Stopped,
             effect_size: None,
             p_value: None,
         }
@@ -370,12 +427,20 @@ pub fn compare(
         })?;
         lane.verdict(settings.alpha)
     };
-    let verdict = bound_onset(verdict, &exact, statistical.as_mut(), &mut notes);
     if let (Verdict::Equivalent, Some(lane)) = (&verdict, &statistical) {
-        if lane.divergence_p_value < settings.alpha {
+        if let Some(late) = lane.late.filter(|l| l.p_difference() < settings.alpha) {
             notes.push(format!(
-                "a systematic difference of {:+.3e} was detected (drift p = {:.2e}) but lies inside the margin ±{:.3e} (TOST p = {:.2e}): equivalent",
-                lane.late_difference, lane.divergence_p_value, lane.margin, lane.tost_p_value
+                "a difference of {:+.3e} is significant (p = {:.2e}) but inside the margin ±{:.3e} (TOST p = {:.2e}): equivalent",
+                late.estimate,
+                late.p_difference(),
+                lane.margin,
+                lane.tost_p_value
+            ));
+        }
+        if let Some(r) = lane.rounding.as_ref().filter(|r| !r.within) {
+            notes.push(format!(
+                "beyond rounding ({:.0}× the rounding spread, p = {:.2e}) but inside the margin ±{:.3e} (TOST p = {:.2e}): the math changed, the outcome did not",
+                r.ratio, r.p_value, lane.margin, lane.tost_p_value
             ));
         }
     }
@@ -393,71 +458,6 @@ pub fn compare(
     })
 }
 
-/// Moves a divergence's onset no earlier than the first step at which any A/B pair differs in
-/// its bits: curves that are still bitwise identical cannot have diverged yet. The change-point
-/// detectors work on a curve standardised against the yardstick, whose noise can open an
-/// excursion while the arms are still identical (a bug that acts only late in the run).
-fn bound_onset(
-    verdict: Verdict,
-    exact: &ExactLane,
-    lane: Option<&mut StatLane>,
-    notes: &mut Vec<String>,
-) -> Verdict {
-    let (
-        Verdict::Diverged {
-            onset_step,
-            direction,
-            effect_size,
-            p_value,
-        },
-        Some(first),
-    ) = (&verdict, exact.first_differing_step)
-    else {
-        return verdict;
-    };
-    // No detector located a change: the difference was there all along (a constant offset, as
-    // between two GPU platforms), so it starts where the bits first differ, not at the late window.
-    if lane
-        .as_ref()
-        .is_some_and(|l| l.onset.method == OnsetMethod::WindowStart)
-    {
-        notes.push(format!(
-            "no change point located: the onset is the first differing step, {first}"
-        ));
-        if let Some(l) = lane {
-            l.onset.step = first;
-        }
-        return Verdict::Diverged {
-            onset_step: first,
-            direction: *direction,
-            effect_size: *effect_size,
-            p_value: *p_value,
-        };
-    }
-    if let Some(lane) = lane {
-        if lane.onset.cusum_alarm_step.is_some_and(|a| a < first) {
-            notes.push(format!(
-                "CUSUM alarm at step {} discarded: it precedes the first differing step {first}",
-                lane.onset.cusum_alarm_step.unwrap_or_default()
-            ));
-            lane.onset.cusum_alarm_step = None;
-        }
-        lane.onset.step = lane.onset.step.max(first);
-    }
-    if *onset_step >= first {
-        return verdict;
-    }
-    notes.push(format!(
-        "onset moved from step {onset_step} to {first}: every pair is bitwise identical before step {first}"
-    ));
-    Verdict::Diverged {
-        onset_step: first,
-        direction: *direction,
-        effect_size: *effect_size,
-        p_value: *p_value,
-    }
-}
-
 /// The gate decision over a sweep.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SweepGate {
@@ -469,12 +469,15 @@ pub struct SweepGate {
     pub holm: Vec<f64>,
     /// Benjamini–Hochberg adjusted p-values (false discovery rate ≤ α).
     pub bh: Vec<f64>,
-    /// Cells failing the gate: Holm-adjusted p ≤ α.
+    /// Cells failing the gate: Holm-adjusted beyond-the-margin p ≤ α.
     pub failing: Vec<usize>,
     /// Cells worth a look: BH-adjusted p ≤ α.
     pub triage: Vec<usize>,
     /// Whether the sweep passes (no failing cell).
     pub pass: bool,
+    /// Cells beyond rounding after Holm's correction (cells with a rounding yardstick only).
+    #[serde(default)]
+    pub beyond_rounding: Vec<usize>,
 }
 
 /// Gates a sweep: Holm (step-down, FWER) decides pass/fail, Benjamini–Hochberg (FDR) triages.
@@ -506,6 +509,8 @@ pub fn gate_sweep(cells: &[Comparison], alpha: f64) -> Result<SweepGate> {
     };
     let failing = below(&holm);
     let triage = below(&bh);
+    let rounding_p: Vec<f64> = cells.iter().map(Comparison::rounding_p_value).collect();
+    let beyond_rounding = below(&crate::stats::holm(&rounding_p)?);
     Ok(SweepGate {
         alpha,
         pass: failing.is_empty(),
@@ -514,5 +519,6 @@ pub fn gate_sweep(cells: &[Comparison], alpha: f64) -> Result<SweepGate> {
         bh,
         failing,
         triage,
+        beyond_rounding,
     })
 }

@@ -124,14 +124,18 @@ fn random_traces_with_non_finite_values_never_panic() {
                 | Error::SingleCommonStep { .. }
                 | Error::NoFiniteCommonStep { .. }
                 | Error::TooFewSteps { .. }
+                | Error::ShortYardstick { .. }
+                | Error::DuplicateTrace { .. }
                 | Error::InvalidTrace { .. },
             ) => {}
             Err(e) => panic!("case {r}: unexpected error {e}"),
         }
     }
     eprintln!("{ok} of 300 random cases compared, {non_finite} diverged by non-finite value");
+    // About half the random ensembles have a perturbation trace shorter than the arms, which is
+    // now refused (`ShortYardstick`) instead of silently cutting the comparison.
     assert!(
-        ok > 100 && non_finite > 20,
+        ok > 60 && non_finite > 20,
         "{ok} ok, {non_finite} non-finite"
     );
 }
@@ -171,17 +175,13 @@ fn simulated_power_and_false_positives_seed_mode_and_small_drift() {
         .filter(|&r| {
             let l = add(&add(&curve(n), &rounding(hash_words(&[r, 5]), n)), &drift);
             let b = trace("b", 1, l, cfg("naive", 0.0));
-            matches!(
-                run(std::slice::from_ref(&a), &[b], &p, &[]).verdict,
-                Verdict::Diverged {
-                    direction: Direction::Higher,
-                    ..
-                }
-            )
+            // 5e-5 is 50x inside the margin: it does not matter, but it is not rounding.
+            let c = run(std::slice::from_ref(&a), &[b], &p, &[]);
+            c.verdict == Verdict::Equivalent && c.beyond_rounding()
         })
         .count();
     eprintln!(
-        "perturbation-mode detection rate, drift to 5e-5 over 50 steps: {}",
+        "perturbation-mode beyond-rounding rate, drift to 5e-5 over 50 steps: {}",
         hits as f64 / 50.0
     );
     assert!(hits >= 45, "{hits} of 50 drifting cells detected");

@@ -2,6 +2,9 @@
 //! the seeds-needed power calculation. The decision rule is documented on the `compare` module.
 
 use super::align::Aligned;
+use super::evidence::Evidence;
+use super::modes::{self, Estimator};
+use super::onset;
 use super::{CompareSettings, Direction, Margin, Verdict, MIN_WINDOW_STEPS};
 use crate::error::{Error, Result};
 use crate::stats::{
@@ -71,25 +74,66 @@ pub struct NoiseBand {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OnsetMethod {
-    /// The CUSUM alarmed; onset is the step after it was last zero.
-    Cusum,
-    /// The CUSUM did not alarm; the first PELT change point.
-    Pelt,
-    /// Neither located a change; the first step of the late window.
+    /// Every pair was bitwise identical before this step: the change acted here.
+    FirstDifferingStep,
+    /// A segmented regression found a level shift starting here.
+    StepChange,
+    /// A segmented regression found a ramp starting here.
+    RampStart,
+    /// No break could be fitted; the first step of the late window.
     WindowStart,
 }
 
-/// The estimated onset of a difference, with both detectors' findings.
+/// The estimated onset of a difference, and when a monitor would have raised the alarm.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Onset {
-    /// Estimated first step of the divergence.
+    /// Estimated first step of the departure.
     pub step: u64,
-    /// Which detector gave `step`.
+    /// How `step` was found.
     pub method: OnsetMethod,
-    /// Step at which the CUSUM alarmed, if it did.
+    /// First step at which a CUSUM monitor (from the search start) would have alarmed.
     pub cusum_alarm_step: Option<u64>,
-    /// PELT change points (first step of each new segment).
+    /// PELT change points (first step of each new segment), the offline multi-change view.
     pub pelt_steps: Vec<u64>,
+}
+
+/// One stretch of the run judged against the margin ("whole-curve judgement").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WindowFinding {
+    /// First step of the window.
+    pub first_step: u64,
+    /// Last step of the window.
+    pub last_step: u64,
+    /// The difference over the window (None when it cannot be estimated).
+    pub evidence: Option<Evidence>,
+    /// The margin in the metric's units at this window (relative margins scale with A's level).
+    pub margin: f64,
+    /// Minimum-effect p-value (`|δ| > margin`), adjusted over the windows (weighted Bonferroni:
+    /// the late window carries half of alpha, the others share the rest).
+    pub p_beyond_adjusted: f64,
+    /// Whether this window is shown to differ by more than the margin.
+    pub beyond_margin: bool,
+}
+
+/// "Is B the same math as A up to rounding?", judged against the perturbation ensemble.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RoundingFinding {
+    /// Perturbation traces in the yardstick.
+    pub ensemble: usize,
+    /// Paired A/B runs observed.
+    pub pairs: usize,
+    /// Whether the difference stays within what rounding alone produces.
+    pub within: bool,
+    /// p-value of "beyond rounding": the larger of the yardstick test and the drift test
+    /// (an intersection–union test, valid if either is).
+    pub p_value: f64,
+    /// Late-window difference over the ensemble's late-window spread (how many "roundings" B is
+    /// away from A; a same-math change sits near 1).
+    pub ratio: f64,
+    /// Where the departure from rounding begins (when beyond).
+    pub onset_step: Option<u64>,
+    /// Pooled t-test of the observed late-window differences against the null ones.
+    pub yardstick_test: TestOutcome,
 }
 
 /// What more seeds would show.
@@ -132,7 +176,8 @@ pub struct StatLane {
     pub margin: f64,
     /// The per-step noise band (ensemble modes).
     pub band: Option<NoiseBand>,
-    /// The calibrated test of the late-window difference against the yardstick (ensemble modes).
+    /// The calibrated test of the late-window difference against the yardstick: the rounding
+    /// yardstick test with a perturbation ensemble, else the seeds' test of `δ = 0`.
     pub yardstick_test: Option<TestOutcome>,
     /// HAC t-test of `H0: mean difference = 0` over all usable steps (None if degenerate).
     pub drift_test: Option<HacMeanOutcome>,
@@ -142,8 +187,7 @@ pub struct StatLane {
     pub tost: Option<TostOutcome>,
     /// TOST p-value (set by rule when degenerate).
     pub tost_p_value: f64,
-    /// p-value of the divergence decision: `max(yardstick, drift)` with an ensemble, drift alone
-    /// for a single curve.
+    /// p-value of "beyond the margin somewhere": the smallest adjusted window p.
     pub divergence_p_value: f64,
     /// Onset estimate (computed always; meaningful when diverged).
     pub onset: Onset,
@@ -151,37 +195,63 @@ pub struct StatLane {
     pub seeds_needed: Option<SeedsNeeded>,
     /// Fallbacks taken.
     pub notes: Vec<String>,
+    /// The late-window difference with its standard error (None when it cannot be estimated).
+    #[serde(default)]
+    pub late: Option<Evidence>,
+    /// The run cut into windows, each judged against the margin.
+    #[serde(default)]
+    pub windows: Vec<WindowFinding>,
+    /// Where the curves come back inside the margin after a divergence that ended.
+    #[serde(default)]
+    pub rejoin_step: Option<u64>,
+    /// The rounding finding (with a perturbation ensemble and paired runs).
+    #[serde(default)]
+    pub rounding: Option<RoundingFinding>,
 }
 
 impl StatLane {
-    /// Applies steps 3–5 of the decision rule.
+    /// Applies the margin rule: `diverged` iff some window is shown beyond the margin,
+    /// `equivalent` iff the late window is shown inside it, else `inconclusive`.
     pub(crate) fn verdict(&self, alpha: f64) -> Verdict {
-        // Without a yardstick (one curve per arm) nothing measures what benign noise looks like,
-        // so the stated margin is the only notion of relevance: a systematic difference that TOST
-        // shows to lie inside the margin is equivalent (the note records the drift). With an
-        // ensemble, "diverged" means beyond *measured* noise, however small — that is how a
-        // fault 20× below seed noise is caught — so the drift decides first.
-        let single = self.yardstick == Yardstick::SingleCurve;
-        if single && self.divergence_p_value < alpha && self.tost_p_value < alpha {
-            return Verdict::Equivalent;
-        }
         if self.divergence_p_value < alpha {
-            Verdict::Diverged {
+            let peak = self
+                .windows
+                .iter()
+                .filter(|w| w.beyond_margin)
+                .min_by(|x, y| x.p_beyond_adjusted.total_cmp(&y.p_beyond_adjusted));
+            let (estimate, level) = match peak {
+                Some(w) => (
+                    w.evidence.map_or(self.late_difference, |e| e.estimate),
+                    self.window_level(w),
+                ),
+                None => (self.late_difference, self.late_mean_a),
+            };
+            return Verdict::Diverged {
                 onset_step: self.onset.step,
-                direction: if self.late_difference >= 0.0 {
+                direction: if estimate >= 0.0 {
                     Direction::Higher
                 } else {
                     Direction::Lower
                 },
-                effect_size: self.relative_difference,
+                effect_size: (level != 0.0).then(|| estimate / level.abs()),
                 p_value: Some(self.divergence_p_value),
-            }
-        } else if self.tost_p_value < alpha {
+            };
+        }
+        if self.late.is_some() && self.tost_p_value < alpha {
             Verdict::Equivalent
         } else {
             Verdict::Inconclusive {
                 seeds_needed: self.seeds_needed,
             }
+        }
+    }
+
+    /// A's level in a window, recovered from the window's relative margin (or the late mean).
+    fn window_level(&self, w: &WindowFinding) -> f64 {
+        if self.margin > 0.0 && w.margin > 0.0 {
+            self.late_mean_a * w.margin / self.margin
+        } else {
+            self.late_mean_a
         }
     }
 }
@@ -275,68 +345,284 @@ fn drift(
     }
 }
 
+/// Cuts `0..u` into windows of `w` steps ending at `u` (the last is the late window); the first
+/// absorbs the remainder.
+fn windows(u: usize, w: usize) -> Vec<std::ops::Range<usize>> {
+    let count = (u / w).max(1);
+    (0..count)
+        .map(|i| {
+            let end = u - (count - 1 - i) * w;
+            let start = if i == 0 { 0 } else { end - w };
+            start..end
+        })
+        .collect()
+}
+
 /// Computes the statistical lane on the usable steps of `data`.
-pub(crate) fn stat_lane(data: &Aligned, settings: &CompareSettings) -> Result<StatLane> {
+///
+/// `identical_until`: for paired runs, the index of the first step at which some pair differs in
+/// its bits (everything before it is bitwise equal).
+pub(crate) fn stat_lane(
+    data: &Aligned,
+    settings: &CompareSettings,
+    identical_until: Option<usize>,
+) -> Result<StatLane> {
     let u = data.usable;
     let steps = &data.steps[..u];
     let w = ((settings.window_fraction * u as f64).ceil() as usize)
         .max(MIN_WINDOW_STEPS)
         .min(u);
     let w0 = u - w;
-    let late = |c: &Vec<f64>| mean(&c[w0..u]);
-    let late_mean_a = mean(&data.a.iter().map(late).collect::<Vec<_>>());
-    let margin = match settings.margin {
-        Margin::Relative(r) => r * late_mean_a.abs(),
+    let a_mean = |r: std::ops::Range<usize>| {
+        mean(
+            &data
+                .a
+                .iter()
+                .map(|c| mean(&c[r.clone()]))
+                .collect::<Vec<_>>(),
+        )
+    };
+    let late_mean_a = a_mean(w0..u);
+    let margin_at = |level: f64| match settings.margin {
+        Margin::Relative(r) => r * level.abs(),
         Margin::Absolute(m) => m,
     };
+    let margin = margin_at(late_mean_a);
     let mut notes = Vec::new();
-    let m = if data.p.len() >= 2 {
-        super::modes::perturbation_mode(data, settings, w0, margin, &mut notes)?
-    } else if data.a.len() >= 2 && data.b.len() >= 2 {
-        super::modes::seeds_mode(data, settings, w0, margin, &mut notes)?
-    } else {
-        if data.p.len() == 1 {
-            notes.push("one perturbation trace cannot estimate spread: single-curve mode".into());
-        }
-        super::modes::single_mode(data, w0, margin, &mut notes)?
+    if data.p.len() == 1 {
+        notes.push("one perturbation trace cannot estimate spread: no rounding yardstick".into());
+    }
+    let est = Estimator::choose(data, identical_until);
+    if let Estimator::Unresolvable = est {
+        notes.push(
+            "one run per arm with different seeds: seed-to-seed noise cannot be told apart from a change; run at least 3 seeds per arm (or pass --paired if the runs share a seed)"
+                .into(),
+        );
+    }
+    // Whole-curve judgement: every window against its own margin. The late window is the primary
+    // endpoint and keeps half of alpha; the earlier windows share the other half (a weighted
+    // Bonferroni correction, so the family-wise error stays ≤ alpha).
+    let ranges = windows(u, w);
+    let count = ranges.len();
+    let weight = |i: usize| match (count, i + 1 == count) {
+        (1, _) => 1.0,
+        (_, true) => 2.0,
+        (c, false) => 2.0 * (c - 1) as f64,
     };
-    // With a yardstick, the drift test only has to reject zero-mean noise the yardstick does not
-    // model (bf16-like), so the plain rule-of-thumb HAC suffices and keeps power against ramps;
-    // alone, it must be calibrated itself: prewhitened, Andrews bandwidth.
-    let hac = if m.yardstick_test.is_some() {
+    let windows: Vec<WindowFinding> = ranges
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let evidence = est.evidence(data, r.clone());
+            let m = margin_at(a_mean(r.clone()));
+            let p = evidence.map_or(1.0, |e| (e.p_beyond(m) * weight(i)).min(1.0));
+            WindowFinding {
+                first_step: steps[r.start],
+                last_step: steps[r.end - 1],
+                evidence,
+                margin: m,
+                p_beyond_adjusted: p,
+                beyond_margin: p < settings.alpha,
+            }
+        })
+        .collect();
+    let late = windows.last().and_then(|x| x.evidence);
+    let divergence_p_value = windows
+        .iter()
+        .map(|x| x.p_beyond_adjusted)
+        .fold(1.0, f64::min);
+    let late_difference = late.map_or_else(
+        || {
+            let (dbar, _) = est.onset_curve(data);
+            mean(&dbar[w0..u])
+        },
+        |e| e.estimate,
+    );
+    let tost_p_value = late.map_or(1.0, |e| e.p_equivalence(margin));
+    let rounding_parts = rounding(data, settings, w0, &mut notes);
+    let (dbar, scale, band, yardstick_test) = match &rounding_parts {
+        Some(r) => (
+            r.centred.clone(),
+            r.scale.clone(),
+            Some(r.band.clone()),
+            Some(r.test),
+        ),
+        None => {
+            let (d, s) = est.onset_curve(data);
+            let band = (data.a.len() >= 2).then(|| {
+                let observed: Vec<Vec<f64>> = data.b.iter().map(|c| c[..u].to_vec()).collect();
+                let null: Vec<Vec<f64>> = data.a.iter().map(|c| c[..u].to_vec()).collect();
+                modes::band(
+                    BandSource::SeedsOfA,
+                    &null,
+                    &observed,
+                    steps,
+                    settings.alpha,
+                )
+            });
+            (d, s, band, None)
+        }
+    };
+    let raw_dbar: Vec<f64> = match &rounding_parts {
+        Some(r) => r.dbar.clone(),
+        None => dbar.clone(),
+    };
+    let hac = if rounding_parts.is_some() {
         (Bandwidth::NeweyWest1994, Prewhiten::No)
     } else {
         (Bandwidth::Andrews1991Ar1, Prewhiten::Ar1)
     };
-    let (drift_test, drift_p) = drift(&m.dbar, hac, &mut notes)?;
-    let divergence_p_value = match &m.yardstick_test {
-        Some(t) => t.p_value.max(drift_p),
-        None => drift_p,
+    let (drift_test, drift_p) = drift(&raw_dbar, hac, &mut notes)?;
+    let z: Vec<f64> = dbar.iter().zip(&scale).map(|(d, s)| d / s).collect();
+    let paired_start = identical_until.filter(|_| data.pairing.is_paired());
+    let up = if divergence_p_value < settings.alpha {
+        peak_sign(&windows).unwrap_or(late_difference >= 0.0)
+    } else {
+        mean(&raw_dbar) >= 0.0
     };
-    let z: Vec<f64> = m
-        .onset_curve
-        .iter()
-        .zip(&m.scale)
-        .map(|(d, s)| d / s)
-        .collect();
+    let onset = onset::onset(&z, steps, paired_start, w0, up, settings)?;
+    let rounding = rounding_parts.map(|r| {
+        let p_value = r.test.p_value.max(drift_p);
+        let within = p_value >= settings.alpha;
+        RoundingFinding {
+            ensemble: r.ensemble,
+            pairs: r.pairs,
+            within,
+            p_value,
+            ratio: r.ratio,
+            onset_step: (!within).then_some(onset.step),
+            yardstick_test: r.test,
+        }
+    });
+    let rejoin_step = rejoin(&windows);
+    let seeds_needed = late.and_then(|l| {
+        est.unit_spread(&l).and_then(|(spread, two_sample)| {
+            seeds_needed(
+                spread,
+                l.estimate,
+                margin,
+                settings.alpha,
+                settings.power,
+                two_sample,
+            )
+        })
+    });
     Ok(StatLane {
-        yardstick: m.yardstick,
+        yardstick: est.yardstick(data),
         steps_used: u,
         window_start_step: steps[w0],
         window_steps: w,
         late_mean_a,
-        late_difference: m.late_difference,
-        relative_difference: (late_mean_a != 0.0).then(|| m.late_difference / late_mean_a.abs()),
+        late_difference,
+        relative_difference: (late_mean_a != 0.0).then(|| late_difference / late_mean_a.abs()),
         margin,
-        band: m.band,
-        yardstick_test: m.yardstick_test,
+        band,
+        yardstick_test,
         drift_test,
         drift_p_value: drift_p,
-        tost: m.tost.0,
-        tost_p_value: m.tost.1,
+        tost: None,
+        tost_p_value,
         divergence_p_value,
-        onset: super::modes::onset(&z, steps, w0, m.late_difference >= 0.0, settings)?,
-        seeds_needed: m.seeds_needed,
+        onset,
+        seeds_needed,
         notes,
+        late,
+        windows,
+        rejoin_step,
+        rounding,
+    })
+}
+
+/// The sign of the most significant window beyond the margin.
+fn peak_sign(windows: &[WindowFinding]) -> Option<bool> {
+    windows
+        .iter()
+        .filter(|w| w.beyond_margin)
+        .min_by(|x, y| x.p_beyond_adjusted.total_cmp(&y.p_beyond_adjusted))
+        .and_then(|w| w.evidence.map(|e| e.estimate >= 0.0))
+}
+
+/// After a divergence that ended, the first step of the first window after the last one beyond
+/// the margin whose estimate is back inside it.
+fn rejoin(windows: &[WindowFinding]) -> Option<u64> {
+    let last = windows.iter().rposition(|w| w.beyond_margin)?;
+    windows[last + 1..]
+        .iter()
+        .find(|w| w.evidence.is_some_and(|e| e.estimate.abs() <= w.margin))
+        .map(|w| w.first_step)
+}
+
+/// What the perturbation ensemble says, before the verdict is assembled.
+struct RoundingParts {
+    ensemble: usize,
+    pairs: usize,
+    test: TestOutcome,
+    ratio: f64,
+    band: NoiseBand,
+    dbar: Vec<f64>,
+    centred: Vec<f64>,
+    scale: Vec<f64>,
+}
+
+/// Measures the observed `b − a` curves against the null `p − a` curves (paired runs only:
+/// with different seeds, `b − a` carries seed noise the ensemble does not model).
+fn rounding(
+    data: &Aligned,
+    settings: &CompareSettings,
+    w0: usize,
+    notes: &mut Vec<String>,
+) -> Option<RoundingParts> {
+    if data.p.len() < 2 {
+        return None;
+    }
+    if !data.pairing.is_paired() {
+        notes.push(
+            "the perturbation ensemble needs runs that share seeds: no rounding finding for unpaired arms"
+                .into(),
+        );
+        return None;
+    }
+    let u = data.usable;
+    let obs: Vec<Vec<f64>> = (data.pairs.iter())
+        .map(|&(i, j)| (0..u).map(|s| data.b[j][s] - data.a[i][s]).collect())
+        .collect();
+    let null = modes::null_curves(data);
+    let late = |c: &Vec<f64>| mean(&c[w0..]);
+    let (ms, es): (Vec<f64>, Vec<f64>) = (
+        obs.iter().map(late).collect(),
+        null.iter().map(late).collect(),
+    );
+    let test = modes::pooled_t(&ms, &es);
+    let spread = sd(&es);
+    let ratio = if spread > 0.0 {
+        (mean(&ms) - mean(&es)).abs() / spread
+    } else if mean(&ms) == mean(&es) {
+        0.0
+    } else {
+        f64::INFINITY
+    };
+    let dbar: Vec<f64> = (0..u).map(|s| mean(&column(&obs, s))).collect();
+    let (no, k) = (obs.len() as f64, null.len() as f64);
+    let mut scale: Vec<f64> = (0..u)
+        .map(|s| sd(&column(&null, s)) * (1.0 / no + 1.0 / k).sqrt())
+        .collect();
+    modes::floor_scale(&mut scale, &dbar);
+    let centred: Vec<f64> = (0..u).map(|s| dbar[s] - mean(&column(&null, s))).collect();
+    let band = modes::band(
+        BandSource::PerturbationDifferences,
+        &null,
+        &obs,
+        &data.steps[..u],
+        settings.alpha,
+    );
+    Some(RoundingParts {
+        ensemble: null.len(),
+        pairs: obs.len(),
+        test,
+        ratio,
+        band,
+        dbar,
+        centred,
+        scale,
     })
 }

@@ -33,9 +33,12 @@ pub(super) fn check_golden(
                 &[],
                 settings,
             )?;
+            // A same-math arm must also stay within rounding of its golden when the golden's
+            // perturbations can tell; an environment pair (`expect = "changed"`) only the margin.
             let outcome = match c.verdict {
                 Verdict::Identical => GoldenOutcome::Identical,
                 Verdict::Diverged { .. } => GoldenOutcome::Failed,
+                _ if c.beyond_rounding() && !exp.expect.changed => GoldenOutcome::Failed,
                 _ => GoldenOutcome::Passed,
             };
             (outcome, Some(c))
@@ -86,7 +89,17 @@ pub(super) fn check_golden(
         ),
         (GoldenOutcome::Failed, _) => format!(
             "{} against golden {shown}{pending}",
-            comparison.as_ref().map_or("diverged".into(), |c| describe_verdict(&c.verdict))
+            comparison.as_ref().map_or("diverged".into(), |c| match c.rounding() {
+                Some(r) if c.beyond_rounding() && !matches!(c.verdict, Verdict::Diverged { .. }) =>
+                    format!(
+                        "{}, but beyond rounding from step {} ({:.0}× the perturbation spread, p = {:.2e})",
+                        verdict_label(&c.verdict),
+                        r.onset_step.unwrap_or_default(),
+                        r.ratio,
+                        r.p_value
+                    ),
+                _ => describe_verdict(&c.verdict),
+            })
         ),
         (GoldenOutcome::Identical, _) => "bitwise identical to the golden".to_string(),
         (GoldenOutcome::Passed, _) => format!(

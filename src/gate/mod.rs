@@ -175,9 +175,13 @@ impl ExperimentReport {
                 .sweep_gate
                 .as_ref()
                 .is_some_and(|g| g.failing.contains(&i));
+            let rounding_fail = self
+                .sweep_gate
+                .as_ref()
+                .is_some_and(|g| g.beyond_rounding.contains(&i));
             c.problems = expectation_problems(
                 c,
-                holm_fail,
+                (holm_fail, rounding_fail),
                 &self.expected_undeclared,
                 self.expected_changed,
             );
@@ -383,9 +387,13 @@ fn group(
 }
 
 /// Lists why a cross-arm comparison does not meet the expectation.
+///
+/// Expectations choose the question: a same-math pair (`match`, the default) must stay within
+/// rounding when a perturbation ensemble can tell; an environment pair (`changed`) must differ in
+/// some bit yet stay inside the margin; a canary must diverge beyond the margin.
 fn expectation_problems(
     c: &ArmComparison,
-    holm_fail: bool,
+    (holm_fail, rounding_fail): (bool, bool),
     expected_undeclared: &[String],
     expected_changed: bool,
 ) -> Vec<String> {
@@ -413,6 +421,16 @@ fn expectation_problems(
     if !c.expected_diverged && diverged && (holm_fail || is_non_finite(&c.comparison.verdict)) {
         problems.push(describe_verdict(&c.comparison.verdict));
     }
+    if !c.expected_diverged && !expected_changed && !diverged && rounding_fail {
+        if let Some(r) = c.comparison.rounding() {
+            problems.push(format!(
+                "beyond rounding from step {} ({:.0}× the perturbation spread, p = {:.2e} after Holm): expected the same math up to rounding (use expect = \"changed\" for a pair that may change numerics within the margin)",
+                r.onset_step.unwrap_or_default(),
+                r.ratio,
+                r.p_value
+            ));
+        }
+    }
     for key in expected_undeclared {
         if !undeclared.contains(&key.as_str()) {
             problems.push(format!(
@@ -438,7 +456,7 @@ fn is_non_finite(v: &Verdict) -> bool {
     matches!(
         v,
         Verdict::Diverged {
-            direction: crate::compare::Direction::NonFinite,
+            direction: crate::compare::Direction::NonFinite | crate::compare::Direction::Stopped,
             ..
         }
     )
@@ -459,16 +477,29 @@ pub fn describe_verdict(v: &Verdict) -> String {
     match v {
         Verdict::Diverged {
             onset_step,
+            direction: crate::compare::Direction::Stopped,
+            ..
+        } => format!(
+            "diverged: a run stopped after step {}",
+            onset_step.saturating_sub(1)
+        ),
+        Verdict::Diverged {
+            onset_step,
             direction,
             effect_size,
             p_value,
         } => format!(
-            "diverged from step {onset_step} ({direction:?}{}{})",
+            "diverged from step {onset_step} ({}{}{})",
+            match direction {
+                crate::compare::Direction::Higher => "B higher",
+                crate::compare::Direction::Lower => "B lower",
+                _ => "non-finite value in one arm",
+            },
             effect_size
                 .map(|e| format!(", effect {:+.3}%", e * 100.0))
                 .unwrap_or_default(),
             p_value
-                .map(|p| format!(", p = {p:.2e}"))
+                .map(|p| format!(", beyond-margin p = {p:.2e}"))
                 .unwrap_or_default()
         ),
         Verdict::Inconclusive { seeds_needed } => format!(

@@ -21,6 +21,8 @@ use crate::trace::Trace;
 use crate::train::loss_bits;
 use serde::{Deserialize, Serialize};
 
+pub mod synthetic;
+
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct CalibrationOptions {
