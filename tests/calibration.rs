@@ -41,6 +41,13 @@ fn reduced_calibration_is_quiet_on_nulls_and_catches_strong_faults() {
             row.false_positives,
             row.pairs
         );
+        assert!(
+            row.beyond_rounding <= allowed_false_positives(row.pairs),
+            "{}: {} beyond rounding in {} null pairs",
+            row.kind,
+            row.beyond_rounding,
+            row.pairs
+        );
     }
     for strong in [
         Fault::LrDecayToZero,

@@ -91,6 +91,12 @@ enum Command {
         /// Runs at once (default: available cores).
         #[arg(long)]
         jobs: Option<usize>,
+        /// Seeds of the gate model (default: 24 full, 2 reduced).
+        #[arg(long)]
+        seeds: Option<u64>,
+        /// Cases per synthetic family (default: 400 full, 40 reduced; 0 skips them).
+        #[arg(long)]
+        cases: Option<u64>,
     },
     /// Benchmarks.
     Bench {
@@ -241,7 +247,13 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<ExitCode>
             cmd_run(&spec, out, cells, shard, jobs, no_cache, kernels)
         }
         Command::Merge { shards, out } => cmd_merge(&shards, &out),
-        Command::Calibrate { out, reduced, jobs } => {
+        Command::Calibrate {
+            out,
+            reduced,
+            jobs,
+            seeds,
+            cases,
+        } => {
             set_threads(None);
             let mut opts = match reduced {
                 true => crate::calibrate::CalibrationOptions::reduced(),
@@ -249,6 +261,12 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<ExitCode>
             };
             if let Some(j) = jobs {
                 opts.runner.jobs = j;
+            }
+            if let Some(n) = seeds {
+                opts.seeds = (101..101 + n).collect();
+            }
+            if let Some(n) = cases {
+                opts.synthetic_cases = n;
             }
             let c = crate::calibrate::calibrate(&opts)?;
             let md = crate::calibrate::to_markdown(&c);
