@@ -126,6 +126,11 @@ pub fn resolve_inside(dir: &Path, rel: &str, file: &Path, key: &str) -> Result<P
     }
     let joined = dir.join(rel);
     if let Ok(real) = joined.canonicalize() {
+        // `Path::parent` of a bare file name is "", which is the working directory.
+        let dir = match dir.as_os_str().is_empty() {
+            true => Path::new("."),
+            false => dir,
+        };
         let root = dir.canonicalize().map_err(|e| Error::io(dir, e))?;
         if !real.starts_with(&root) {
             return Err(outside());

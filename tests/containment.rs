@@ -113,7 +113,7 @@ fn issue_21_item_3_footprints_and_corpora_are_refused_before_anything_is_allocat
 
     // A corpus that never ends is refused before it is opened; one over the input limit is
     // refused with the limit, not read whole.
-    let corpus = "[model]\nvocab_size = 256\n[data]\nsource = \"file\"\npath = ";
+    let corpus = "[train]\nlr_warmup_iters = 1\n[model]\nvocab_size = 256\n[data]\nsource = \"file\"\npath = ";
     let o = train_gate(&format!("{corpus}\"/dev/zero\"\n"), &[]);
     assert_refused(&o, &["/dev/zero: is a device, not a regular file"]);
     let dir = tempfile::tempdir().unwrap();
