@@ -653,14 +653,54 @@ impl RunConfig {
         let positive = |x: f64| x.is_finite() && x > 0.0;
         let non_negative = |x: f64| x.is_finite() && x >= 0.0;
         let checks: [(&str, f64, bool, &str); 8] = [
-            ("train.adam_beta1", t.adam_beta1, in_unit(t.adam_beta1), "a value in [0, 1)"),
-            ("train.adam_beta2", t.adam_beta2, in_unit(t.adam_beta2), "a value in [0, 1)"),
-            ("train.adam_eps", t.adam_eps, positive(t.adam_eps), "a finite value > 0"),
-            ("train.weight_decay", t.weight_decay, non_negative(t.weight_decay), "a finite value >= 0"),
-            ("train.clip_grad", t.clip_grad, non_negative(t.clip_grad), "a finite value >= 0 (0 disables clipping)"),
-            ("train.lr_warmup_init", t.lr_warmup_init, non_negative(t.lr_warmup_init), "a finite learning rate >= 0"),
-            ("model.init_method_std", m.init_method_std, non_negative(m.init_method_std), "a finite standard deviation >= 0"),
-            ("model.layernorm_epsilon", m.layernorm_epsilon, positive(m.layernorm_epsilon), "a finite value > 0"),
+            (
+                "train.adam_beta1",
+                t.adam_beta1,
+                in_unit(t.adam_beta1),
+                "a value in [0, 1)",
+            ),
+            (
+                "train.adam_beta2",
+                t.adam_beta2,
+                in_unit(t.adam_beta2),
+                "a value in [0, 1)",
+            ),
+            (
+                "train.adam_eps",
+                t.adam_eps,
+                positive(t.adam_eps),
+                "a finite value > 0",
+            ),
+            (
+                "train.weight_decay",
+                t.weight_decay,
+                non_negative(t.weight_decay),
+                "a finite value >= 0",
+            ),
+            (
+                "train.clip_grad",
+                t.clip_grad,
+                non_negative(t.clip_grad),
+                "a finite value >= 0 (0 disables clipping)",
+            ),
+            (
+                "train.lr_warmup_init",
+                t.lr_warmup_init,
+                non_negative(t.lr_warmup_init),
+                "a finite learning rate >= 0",
+            ),
+            (
+                "model.init_method_std",
+                m.init_method_std,
+                non_negative(m.init_method_std),
+                "a finite standard deviation >= 0",
+            ),
+            (
+                "model.layernorm_epsilon",
+                m.layernorm_epsilon,
+                positive(m.layernorm_epsilon),
+                "a finite value > 0",
+            ),
         ];
         match checks.iter().find(|(_, _, ok, _)| !ok) {
             None => Ok(()),

@@ -317,7 +317,6 @@ impl Experiment {
         Ok(out)
     }
 
-
     /// Returns the sweep grid's cells (one `default` cell without a sweep), in spec order.
     pub fn cells(&self) -> Vec<Cell> {
         let mut cells = vec![Vec::<(String, String)>::new()];
@@ -747,13 +746,13 @@ mod tests {
     /// Issue 21: a sweep value is a config like an arm's, so it is checked before anything runs.
     #[test]
     fn sweep_values_that_break_a_config_are_refused_at_load() {
-        let err = parse(&SPEC.replace(
-            "lr_decay_iters = [50, 100]",
-            "adam_beta1 = [0.9, 1.0]",
-        ))
-        .unwrap_err()
-        .to_string();
-        assert!(err.contains("train.adam_beta1") && err.contains("[0, 1)"), "{err}");
+        let err = parse(&SPEC.replace("lr_decay_iters = [50, 100]", "adam_beta1 = [0.9, 1.0]"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("train.adam_beta1") && err.contains("[0, 1)"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -790,6 +789,9 @@ mod tests {
         let err = parse(&SPEC.replace("threads = 2", "threads = 1000"))
             .unwrap_err()
             .to_string();
-        assert!(err.contains("arm.flash.threads") && err.contains("256"), "{err}");
+        assert!(
+            err.contains("arm.flash.threads") && err.contains("256"),
+            "{err}"
+        );
     }
 }

@@ -268,10 +268,7 @@ fn misspelled_external_arm_key_suggests_the_valid_one() {
 #[test]
 fn compare_alpha_out_of_range_is_refused_before_anything_trains() {
     let dir = tempfile::tempdir().unwrap();
-    let spec = format!(
-        "{}[compare]\nalpha = 0.7\n",
-        common::tiny_experiment("x")
-    );
+    let spec = format!("{}[compare]\nalpha = 0.7\n", common::tiny_experiment("x"));
     write(dir.path(), "exp.toml", &spec);
     let o = lossdiff_in(dir.path(), &["run", "exp.toml", "--out", "report"], &[]);
     assert_refused(

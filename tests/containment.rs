@@ -69,7 +69,14 @@ fn train_gate(extra: &str, env: &[(&str, &str)]) -> std::process::Output {
         "spec.toml",
         &format!("preset = \"gate\"\n{extra}"),
     );
-    let args = ["train", "spec.toml", "--out", "t.json", "--set", "train_iters=2"];
+    let args = [
+        "train",
+        "spec.toml",
+        "--out",
+        "t.json",
+        "--set",
+        "train_iters=2",
+    ];
     lossdiff_in(dir.path(), &args, env)
 }
 
@@ -82,7 +89,11 @@ fn issue_21_item_3_footprints_and_corpora_are_refused_before_anything_is_allocat
             "activations",
             "`micro_batch_size`",
         ),
-        ("[model]\nhidden_size = 65536\n", "parameters", "`hidden_size`"),
+        (
+            "[model]\nhidden_size = 65536\n",
+            "parameters",
+            "`hidden_size`",
+        ),
         (
             "[model]\nvocab_size = 1000000000\n",
             "logits",
@@ -123,7 +134,10 @@ fn issue_21_item_3_footprints_and_corpora_are_refused_before_anything_is_allocat
         &format!("{corpus}{:?}\n", big.display().to_string()),
         &[("LOSSDIFF_MAX_INPUT_BYTES", "1000")],
     );
-    assert_refused(&o, &["corpus.txt: 5000 bytes", "over the input limit of 1000"]);
+    assert_refused(
+        &o,
+        &["corpus.txt: 5000 bytes", "over the input limit of 1000"],
+    );
 }
 
 #[test]
@@ -134,7 +148,11 @@ fn issue_21_item_4_include_cycles_and_duplicate_cells_are_refused_at_load() {
     write(dir.path(), "b.toml", &nightly("\"a.toml\""));
     write(dir.path(), "self.toml", &nightly("\"self.toml\""));
     write(dir.path(), "one.toml", &common::tiny_experiment("one"));
-    write(dir.path(), "twice.toml", &nightly("\"one.toml\", \"one.toml\""));
+    write(
+        dir.path(),
+        "twice.toml",
+        &nightly("\"one.toml\", \"one.toml\""),
+    );
 
     let o = lossdiff_in(dir.path(), &["run", "a.toml"], &[]);
     assert_refused(
@@ -182,7 +200,10 @@ fn issue_21_item_9_store_walks_fifos_threads_and_optimiser_values() {
     std::os::unix::fs::symlink(&outside, dir.path().join("golden/link")).unwrap();
     let o = lossdiff_in(dir.path(), &["golden", "check"], &[]);
     assert_eq!(o.status.code(), Some(0), "{o:?}");
-    assert!(stray.exists(), "golden check deleted a file outside the store");
+    assert!(
+        stray.exists(),
+        "golden check deleted a file outside the store"
+    );
 
     // A FIFO nobody writes is refused, not opened (opening it would block forever).
     let fifo = dir.path().join("a.jsonl");

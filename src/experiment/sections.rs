@@ -145,9 +145,12 @@ pub(super) fn parse_experiment(v: Option<toml::Value>, path: &Path) -> Result<Ex
             "[]".into(),
         ));
     }
-    let perturbations =
-        seed_list(exp.remove("perturbations"), "experiment.perturbations", origin)?
-            .unwrap_or_default();
+    let perturbations = seed_list(
+        exp.remove("perturbations"),
+        "experiment.perturbations",
+        origin,
+    )?
+    .unwrap_or_default();
     let include = parse_include(exp.remove("include"), path)?;
     let declared = exp
         .remove("declared")
@@ -201,12 +204,7 @@ fn parse_expectation(exp: &mut toml::Table, origin: &str) -> Result<Expectation>
         }
     }
     if let Some(v) = exp.remove("expect_diverged") {
-        let cells = string_list(
-            v,
-            "experiment.expect_diverged",
-            origin,
-            "a list of strings",
-        )?;
+        let cells = string_list(v, "experiment.expect_diverged", origin, "a list of strings")?;
         expect.diverged.extend(cells);
     }
     if let Some(v) = exp.remove("expect_undeclared") {
@@ -643,7 +641,10 @@ fn check_overrides_used(
     }
 }
 
-pub(super) fn parse_sweep(v: Option<toml::Value>, origin: &str) -> Result<Vec<(String, Vec<String>)>> {
+pub(super) fn parse_sweep(
+    v: Option<toml::Value>,
+    origin: &str,
+) -> Result<Vec<(String, Vec<String>)>> {
     let table = match v {
         None => return Ok(vec![]),
         Some(toml::Value::Table(t)) => t,
