@@ -120,7 +120,10 @@ impl GptConfig {
 
     /// Returns the MLP inner width, resolving the default.
     pub fn ffn(&self) -> usize {
-        self.ffn_hidden_size.unwrap_or(4 * self.hidden_size)
+        // Saturating: a spec's `hidden_size` is checked against the training budget after this is
+        // called, so it may still be absurd here.
+        self.ffn_hidden_size
+            .unwrap_or(self.hidden_size.saturating_mul(4))
     }
 }
 
@@ -347,7 +350,8 @@ impl RunConfig {
     /// [`Error::Io`], [`Error::Toml`]; [`Error::UnknownKey`] (with the closest valid key) and
     /// [`Error::InvalidValue`] naming the file and key.
     pub fn load(path: &Path) -> Result<RunConfig> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        // Under the input limit, and never a FIFO, which would block the open.
+        let text = crate::import::limits::read_input_to_string(path)?;
         RunConfig::parse(&text, path)
     }
 
@@ -551,6 +555,10 @@ impl RunConfig {
                 m.num_attention_heads.to_string(),
             );
         }
+        // Before anything below resolves the config: a footprint over the budget is refused
+        // with the estimate, not discovered by the allocator.
+        crate::footprint::check(self, crate::footprint::max_train_bytes()?, origin)?;
+        self.validate_numerics(origin)?;
         for (key, p) in [
             ("model.attention_dropout", m.attention_dropout),
             ("model.hidden_dropout", m.hidden_dropout),
@@ -635,6 +643,74 @@ impl RunConfig {
             );
         }
         Ok(())
+    }
+
+    /// Checks the optimiser's and the model's real-valued knobs against their ranges: outside
+    /// them training runs, but to NaN (`adam_beta1 = 1.0` divides by `1 − β₁ᵗ = 0` at step 1).
+    fn validate_numerics(&self, origin: &str) -> Result<()> {
+        let (m, t) = (&self.model, &self.train);
+        let in_unit = |x: f64| (0.0..1.0).contains(&x);
+        let positive = |x: f64| x.is_finite() && x > 0.0;
+        let non_negative = |x: f64| x.is_finite() && x >= 0.0;
+        let checks: [(&str, f64, bool, &str); 8] = [
+            (
+                "train.adam_beta1",
+                t.adam_beta1,
+                in_unit(t.adam_beta1),
+                "a value in [0, 1)",
+            ),
+            (
+                "train.adam_beta2",
+                t.adam_beta2,
+                in_unit(t.adam_beta2),
+                "a value in [0, 1)",
+            ),
+            (
+                "train.adam_eps",
+                t.adam_eps,
+                positive(t.adam_eps),
+                "a finite value > 0",
+            ),
+            (
+                "train.weight_decay",
+                t.weight_decay,
+                non_negative(t.weight_decay),
+                "a finite value >= 0",
+            ),
+            (
+                "train.clip_grad",
+                t.clip_grad,
+                non_negative(t.clip_grad),
+                "a finite value >= 0 (0 disables clipping)",
+            ),
+            (
+                "train.lr_warmup_init",
+                t.lr_warmup_init,
+                non_negative(t.lr_warmup_init),
+                "a finite learning rate >= 0",
+            ),
+            (
+                "model.init_method_std",
+                m.init_method_std,
+                non_negative(m.init_method_std),
+                "a finite standard deviation >= 0",
+            ),
+            (
+                "model.layernorm_epsilon",
+                m.layernorm_epsilon,
+                positive(m.layernorm_epsilon),
+                "a finite value > 0",
+            ),
+        ];
+        match checks.iter().find(|(_, _, ok, _)| !ok) {
+            None => Ok(()),
+            Some((key, v, _, expected)) => Err(Error::InvalidValue {
+                origin: origin.to_string(),
+                key: key.to_string(),
+                expected: expected.to_string(),
+                got: v.to_string(),
+            }),
+        }
     }
 
     /// Returns the config with every derived value filled in; what traces record.

@@ -119,8 +119,9 @@ impl Corpus {
     /// Builds the corpus a config asks for.
     ///
     /// # Errors
-    /// [`Error::Io`] when the byte file cannot be read; [`Error::InvalidValue`] when it is shorter
-    /// than one window.
+    /// [`Error::Io`] when the byte file cannot be read; [`Error::NotARegularFile`] for a FIFO or a
+    /// device; [`Error::InputTooLarge`] over the input limit (`LOSSDIFF_MAX_INPUT_BYTES`);
+    /// [`Error::InvalidValue`] when it is shorter than one window.
     pub fn from_config(data: &DataConfig, vocab: usize, seq_len: usize) -> Result<Corpus> {
         match data.source {
             DataSource::Synthetic => Ok(Corpus::Synthetic(Synthetic::new(
@@ -130,7 +131,10 @@ impl Corpus {
             ))),
             DataSource::File => {
                 let path = data.path.as_deref().unwrap_or(std::path::Path::new(""));
-                let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+                // Under the input limit like every other file lossdiff reads; a FIFO or a device
+                // (`/dev/zero`) is refused before it is opened.
+                let limit = crate::import::limits::max_input_bytes()?;
+                let bytes = crate::import::limits::read_limited(path, limit)?;
                 if bytes.len() < seq_len + 2 {
                     return Err(Error::InvalidValue {
                         origin: path.display().to_string(),

@@ -3,6 +3,9 @@
 
 use std::path::PathBuf;
 
+/// Bytes in a GiB, for messages.
+const GIB: f64 = (1u64 << 30) as f64;
+
 /// Errors returned by the lossdiff library.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -42,6 +45,29 @@ pub enum Error {
         message: String,
     },
 
+    /// A path read from a file (a summary's `figure_path`, a spec's `include`) that leads out of
+    /// the directory it belongs to: absolute, through `..`, or through a symlink.
+    #[error("{}: `{key}` = {path:?} is outside {}; expected a relative path inside that directory (no absolute path, no `..`, no symlink leading out)", file.display(), dir.display())]
+    PathOutsideDir {
+        /// The file that named the path.
+        file: PathBuf,
+        /// The key that held it.
+        key: String,
+        /// The path as written.
+        path: String,
+        /// The directory it must stay in.
+        dir: PathBuf,
+    },
+    /// An input that is not a regular file (a FIFO, a device, a directory): reading it could
+    /// block forever or never end.
+    #[error("{}: is {kind}, not a regular file; lossdiff reads inputs from regular files (save the stream to a file first)", path.display())]
+    NotARegularFile {
+        /// The path given.
+        path: PathBuf,
+        /// What it is instead, e.g. `a FIFO (named pipe)`.
+        kind: &'static str,
+    },
+
     // === Configuration ===
     /// A config key that no section knows.
     #[error("{origin}: unknown key `{key}`{}", suggestion.as_ref().map(|s| format!(" (did you mean `{s}`?)")).unwrap_or_default())]
@@ -64,6 +90,29 @@ pub enum Error {
         expected: String,
         /// What was given.
         got: String,
+    },
+
+    /// A run whose estimated memory footprint is over the training budget (see `footprint`).
+    #[error("{origin}: training needs about {bytes} bytes ({:.2} GiB) by estimate, over the limit of {limit} bytes ({:.2} GiB); the largest part is {part} ({:.2} GiB): lower {knobs}, or raise the limit with LOSSDIFF_MAX_TRAIN_BYTES=<bytes> if the machine has the memory", *bytes as f64 / GIB, *limit as f64 / GIB, *part_bytes as f64 / GIB)]
+    TrainTooLarge {
+        /// The spec or flag the config came from.
+        origin: String,
+        /// The estimated total.
+        bytes: u64,
+        /// The budget.
+        limit: u64,
+        /// The largest part of the estimate.
+        part: &'static str,
+        /// Its bytes.
+        part_bytes: u64,
+        /// The config keys that shrink it.
+        knobs: &'static str,
+    },
+    /// Specs that include each other in a loop.
+    #[error("include cycle: {}; a spec may not include itself, directly or through others", chain.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(" includes "))]
+    IncludeCycle {
+        /// The chain of including specs, ending with the one that closes the loop.
+        chain: Vec<PathBuf>,
     },
 
     // === Traces ===

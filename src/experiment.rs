@@ -37,45 +37,17 @@
 //! This module parses and expands specs into [`Cell`]s and [`RunRequest`]s; running them is
 //! `runner`'s job, judging them `compare`'s, storing them `golden`'s.
 
-use crate::config::{self, RunConfig};
+mod sections;
+
+pub use sections::CompareSpec;
+
+use crate::config::RunConfig;
 use crate::error::{Error, Result};
-use crate::external::{ExternalSpec, TraceSource, DEFAULT_TIMEOUT_S};
+use crate::external::ExternalSpec;
 use crate::faults::Fault;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
-
-/// Keys of an `[[arm]]` table that are not config overrides.
-const ARM_ENV_KEYS: &[&str] = &[
-    "name",
-    "threads",
-    "command",
-    "trace",
-    "format",
-    "timeout_s",
-    "env",
-    "workdir",
-];
-/// Arm keys that only make sense with `command`.
-const EXTERNAL_KEYS: &[&str] = &["trace", "format", "timeout_s", "env", "workdir"];
-const EXPERIMENT_KEYS: &[&str] = &[
-    "name",
-    "description",
-    "seeds",
-    "perturbations",
-    "declared",
-    "expect",
-    "expect_diverged",
-    "expect_undeclared",
-    "include",
-];
-const TOP_KEYS: &[&str] = &["experiment", "base", "arm", "sweep", "compare"];
-/// Largest seed count (`seeds = n`) and sweep grid accepted. Each is a number of training runs,
-/// far past any real spec. Without a bound, `seeds = 100000000000` or twenty two-value sweep
-/// keys made the parser allocate until the machine ran out of memory (found writing the fuzz
-/// target).
-const MAX_SEEDS: i64 = 10_000;
-const MAX_CELLS: usize = 10_000;
 
 /// Config keys that say *where* a run executes rather than *what* the experiment is: like the
 /// candle release or the CPU, they are the environment a gate judges. Their resolved defaults
@@ -121,8 +93,8 @@ pub struct Experiment {
     pub arms: Vec<Arm>,
     /// Sweep axes: `(qualified key, values as TOML text)`.
     pub sweep: Vec<(String, Vec<String>)>,
-    /// The `[compare]` table, handed to the comparison engine as is.
-    pub compare: toml::Table,
+    /// The `[compare]` settings, checked at load.
+    pub compare: CompareSpec,
     /// Other experiments this one includes (the nightly).
     pub include: Vec<PathBuf>,
     /// What the comparisons must show.
@@ -212,13 +184,17 @@ impl Experiment {
     /// I/O and TOML errors naming the file; [`Error::UnknownKey`] with the closest valid key for a
     /// misspelled section, experiment key or config key; [`Error::InvalidValue`] naming the key.
     pub fn load(path: &Path) -> Result<Experiment> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        // Under the input limit, and never a FIFO: a spec is an input like any other.
+        let text = crate::import::limits::read_input_to_string(path)?;
         Experiment::parse(&text, path)
     }
 
     /// Parses a spec already in memory. `path` names it in errors and anchors the relative paths
-    /// it holds (`include`, `workdir`); nothing is read from disk and nothing is run, so any text
-    /// is safe to parse (this is what the fuzz target drives).
+    /// it holds (`include`, `workdir`); nothing is read from disk (an `include` that exists is
+    /// only resolved, to refuse a symlink out of the spec's directory) and nothing is run, so any
+    /// text is safe to parse (this is what the fuzz target drives). Every section is checked
+    /// here, `[compare]` and each cell × arm config included, so a bad value never waits for
+    /// training to be found.
     ///
     /// # Errors
     /// As [`Experiment::load`], without the I/O error.
@@ -232,219 +208,113 @@ impl Experiment {
 
     fn from_table(mut doc: toml::Table, path: &Path) -> Result<Experiment> {
         let origin = path.display().to_string();
-        if let Some(k) = doc.keys().find(|k| !TOP_KEYS.contains(&k.as_str())) {
-            return Err(config::unknown_key(&origin, k, TOP_KEYS.iter().copied()));
-        }
+        sections::check_sections(&doc, &origin)?;
+        let head = sections::parse_experiment(doc.remove("experiment"), path)?;
+        let (base, base_pins) = sections::parse_base(doc.remove("base"), &origin)?;
+        let spec_dir = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        let arms = sections::parse_arms(doc.remove("arm"), &origin, &base, spec_dir)?;
+        let sweep = sections::parse_sweep(doc.remove("sweep"), &origin)?;
+        let compare = sections::parse_compare(doc.remove("compare"), &origin)?;
+        let exp = Experiment {
+            path: path.to_path_buf(),
+            name: head.name,
+            description: head.description,
+            seeds: head.seeds,
+            perturbations: head.perturbations,
+            declared: head
+                .declared
+                .unwrap_or_else(|| sections::default_declared(&arms)),
+            base,
+            base_pins,
+            arms,
+            sweep,
+            compare,
+            include: head.include,
+            expect: head.expect,
+        };
+        exp.check_across_sections()?;
+        Ok(exp)
+    }
+
+    /// Checks what no one section can: arm count, perturbations against external arms, cell
+    /// ids (distinct, and those `expect_diverged` names real), and every cell × arm config —
+    /// so a sweep value that breaks a config, or a duplicate cell, is refused before anything
+    /// trains rather than when its cell comes up.
+    fn check_across_sections(&self) -> Result<()> {
+        let origin = self.path.display().to_string();
         let bad = |key: &str, expected: &str, got: String| Error::InvalidValue {
             origin: origin.clone(),
             key: key.to_string(),
             expected: expected.to_string(),
             got,
         };
-        let mut exp = match doc.remove("experiment") {
-            Some(toml::Value::Table(t)) => t,
-            Some(other) => return Err(bad("experiment", "a table", other.to_string())),
-            None => {
-                return Err(bad(
-                    "experiment",
-                    "an [experiment] table with a name",
-                    "nothing".into(),
-                ))
-            }
-        };
-        if let Some(k) = exp.keys().find(|k| !EXPERIMENT_KEYS.contains(&k.as_str())) {
-            return Err(Error::UnknownKey {
-                origin,
-                key: format!("experiment.{k}"),
-                suggestion: config::closest(k, EXPERIMENT_KEYS.iter().copied())
-                    .map(|s| format!("experiment.{s}")),
-            });
-        }
-        let name = match exp.remove("name") {
-            Some(toml::Value::String(s)) if valid_name(&s) => s,
-            other => {
-                return Err(bad(
-                    "experiment.name",
-                    "a name of letters, digits, '_' or '-'",
-                    other.map_or("nothing".into(), |v| v.to_string()),
-                ))
-            }
-        };
-        let description = match exp.remove("description") {
-            Some(toml::Value::String(s)) => s,
-            None => String::new(),
-            Some(other) => {
-                return Err(bad("experiment.description", "a string", other.to_string()))
-            }
-        };
-        let seeds =
-            seed_list(exp.remove("seeds"), "experiment.seeds", &origin)?.unwrap_or_else(|| vec![1]);
-        if seeds.is_empty() {
-            return Err(bad("experiment.seeds", "at least one seed", "[]".into()));
-        }
-        let perturbations = seed_list(
-            exp.remove("perturbations"),
-            "experiment.perturbations",
-            &origin,
-        )?
-        .unwrap_or_default();
-        let include = match exp.remove("include") {
-            None => vec![],
-            Some(toml::Value::Array(a)) => a
-                .into_iter()
-                .map(|v| match v {
-                    toml::Value::String(s) => Ok(path.parent().unwrap_or(Path::new(".")).join(s)),
-                    other => Err(bad("include", "a list of spec paths", other.to_string())),
-                })
-                .collect::<Result<_>>()?,
-            Some(other) => return Err(bad("include", "a list of spec paths", other.to_string())),
-        };
-        let (base, base_pins) = match doc.remove("base") {
-            Some(toml::Value::Table(t)) => {
-                let pins = pinned_in_table(&t);
-                (RunConfig::from_table(t, &format!("{origin} [base]"))?, pins)
-            }
-            None => (RunConfig::default(), vec![]),
-            Some(other) => return Err(bad("base", "a run-spec table", other.to_string())),
-        };
-        let spec_dir = match path.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p,
-            _ => Path::new("."),
-        };
-        let arms = parse_arms(doc.remove("arm"), &origin, &base, spec_dir)?;
-        if !perturbations.is_empty() {
-            if let Some(a) = arms.iter().find(|a| a.command.is_some()) {
+        if !self.perturbations.is_empty() {
+            if let Some(a) = self.arms.iter().find(|a| a.command.is_some()) {
                 return Err(bad(
                     "experiment.perturbations",
                     &format!("no perturbations: arm `{}` runs an external command, which has no last-bit perturbation switch; use more seeds", a.name),
-                    format!("{perturbations:?}"),
+                    format!("{:?}", self.perturbations),
                 ));
             }
         }
-        if arms.len() < 2 && include.is_empty() {
+        if self.arms.len() < 2 && self.include.is_empty() {
             return Err(bad(
                 "arm",
                 "two or more [[arm]] tables",
-                format!("{}", arms.len()),
+                format!("{}", self.arms.len()),
             ));
         }
-        let sweep = parse_sweep(doc.remove("sweep"), &origin)?;
-        let declared = match exp.remove("declared") {
-            Some(toml::Value::Array(a)) => a
-                .into_iter()
-                .map(|v| match v {
-                    toml::Value::String(s) => qualify_factor(&s, &origin),
-                    other => Err(bad(
-                        "experiment.declared",
-                        "a list of config keys",
-                        other.to_string(),
-                    )),
-                })
-                .collect::<Result<Vec<_>>>()?,
-            None => {
-                let mut keys: Vec<String> = arms
-                    .iter()
-                    .flat_map(|a| a.overrides.iter().map(|(k, _)| k.clone()))
-                    .collect();
-                // An external arm's command and env are keys it sets, too.
-                for ext in arms.iter().filter_map(|a| a.command.as_ref()) {
-                    keys.push("external.command".into());
-                    if !ext.env.is_empty() {
-                        keys.push("external.env".into());
-                    }
-                }
-                keys.sort();
-                keys.dedup();
-                keys
-            }
-            Some(other) => {
+        let cells = self.cells();
+        let mut seen: std::collections::HashMap<&str, &Cell> = std::collections::HashMap::new();
+        for cell in &cells {
+            if let Some(first) = seen.insert(&cell.id, cell) {
                 return Err(bad(
-                    "experiment.declared",
-                    "a list of config keys",
-                    other.to_string(),
-                ))
+                    "sweep",
+                    "distinct cells: each cell is run, judged and blessed under its id",
+                    format!(
+                        "cell `{}` twice ({} and {})",
+                        cell.id,
+                        assignments_text(&first.assignments),
+                        assignments_text(&cell.assignments)
+                    ),
+                ));
             }
-        };
-        let mut expect = Expectation::default();
-        match exp.remove("expect") {
-            None => {}
-            Some(toml::Value::String(s)) if s == "match" => {}
-            Some(toml::Value::String(s)) if s == "diverged" => expect.diverged = vec!["*".into()],
-            Some(toml::Value::String(s)) if s == "changed" => expect.changed = true,
-            Some(other) => {
-                return Err(bad(
-                    "experiment.expect",
-                    "\"match\", \"changed\" or \"diverged\"",
-                    other.to_string(),
-                ))
+            for arm in &self.arms {
+                self.config_for(cell, arm, self.seeds[0])?;
             }
         }
-        for (key, list) in [
-            ("expect_diverged", &mut expect.diverged),
-            ("expect_undeclared", &mut expect.undeclared),
-        ] {
-            match exp.remove(key) {
-                None => {}
-                Some(toml::Value::Array(a)) => {
-                    for v in a {
-                        match v {
-                            toml::Value::String(s) if key == "expect_undeclared" => {
-                                list.push(qualify_factor(&s, &origin)?)
-                            }
-                            toml::Value::String(s) => list.push(s),
-                            other => {
-                                return Err(bad(
-                                    &format!("experiment.{key}"),
-                                    "a list of strings",
-                                    other.to_string(),
-                                ))
-                            }
-                        }
-                    }
-                }
-                Some(other) => {
-                    return Err(bad(
-                        &format!("experiment.{key}"),
-                        "a list of strings",
-                        other.to_string(),
-                    ))
-                }
-            }
-        }
-        let compare = match doc.remove("compare") {
-            Some(toml::Value::Table(t)) => t,
-            None => toml::Table::new(),
-            Some(other) => return Err(bad("compare", "a table", other.to_string())),
-        };
-        let exp = Experiment {
-            path: path.to_path_buf(),
-            name,
-            description,
-            seeds,
-            perturbations,
-            declared,
-            base,
-            base_pins,
-            arms,
-            sweep,
-            compare,
-            include,
-            expect,
-        };
-        let cells: Vec<String> = exp.cells().into_iter().map(|c| c.id).collect();
-        if let Some(c) = exp
+        if let Some(c) = self
             .expect
             .diverged
             .iter()
-            .find(|c| *c != "*" && !cells.contains(c))
+            .find(|c| *c != "*" && !seen.contains_key(c.as_str()))
         {
+            let ids: Vec<&str> = cells.iter().map(|c| c.id.as_str()).collect();
             return Err(bad(
                 "experiment.expect_diverged",
-                &format!("cell ids of this sweep ({})", cells.join(", ")),
+                &format!("cell ids of this sweep ({})", ids.join(", ")),
                 c.clone(),
             ));
         }
-        Ok(exp)
+        Ok(())
+    }
+
+    /// Returns the spec files `spec` stands for: itself, or (for a nightly) the specs it
+    /// `include`s, depth first.
+    ///
+    /// # Errors
+    /// As [`Experiment::load`] for every spec reached; [`Error::IncludeCycle`] naming the chain
+    /// when a spec includes itself, directly or through others; [`Error::InvalidValue`] for a
+    /// missing include, or two experiments with one name (the same spec included twice, or two
+    /// specs whose goldens and cells would collide).
+    pub fn expand(spec: &Path) -> Result<Vec<PathBuf>> {
+        let mut out = Vec::new();
+        let mut names = Vec::new();
+        expand_into(spec, &mut Vec::new(), &mut out, &mut names)?;
+        Ok(out)
     }
 
     /// Returns the sweep grid's cells (one `default` cell without a sweep), in spec order.
@@ -596,30 +466,9 @@ fn relabel(e: Error, path: &Path, arm: &str) -> Error {
     }
 }
 
-/// Returns the [`ENVIRONMENT_KEYS`] a `[base]` table sets (`[base.model] kernels = …`).
-fn pinned_in_table(base: &toml::Table) -> Vec<String> {
-    ENVIRONMENT_KEYS
-        .iter()
-        .filter(|key| {
-            key.split_once('.').is_some_and(|(section, field)| {
-                base.get(section)
-                    .and_then(|v| v.as_table())
-                    .is_some_and(|t| t.contains_key(field))
-            })
-        })
-        .map(|k| k.to_string())
-        .collect()
-}
-
 /// Returns lowercase hex of bytes.
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn valid_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
 fn cell_id(assignments: &[(String, String)]) -> String {
@@ -640,326 +489,60 @@ fn cell_id(assignments: &[(String, String)]) -> String {
         .join(",")
 }
 
-/// Qualifies a declared factor: a config key, or `external` / `external.*` (the recorded command,
-/// env and format of external-command arms).
-fn qualify_factor(key: &str, origin: &str) -> Result<String> {
-    if key == "external" || key.starts_with("external.") {
-        return Ok(key.to_string());
-    }
-    RunConfig::qualify(key, origin)
-}
-
-/// Returns every config key, qualified and bare, for suggestions.
-fn key_candidates() -> Vec<String> {
-    let all = RunConfig::all_keys();
-    let bare: Vec<String> = all
-        .iter()
-        .filter_map(|k| k.rsplit('.').next().map(str::to_string))
-        .collect();
-    all.into_iter().chain(bare).collect()
-}
-
-/// Parses an arm's external-command keys (`command`, `trace`, `format`, `timeout_s`, `env`,
-/// `workdir`) and checks its placeholders; `Ok(None)` for a built-in arm.
-fn parse_external(
-    t: &mut toml::Table,
-    name: &str,
-    origin: &str,
-    spec_dir: &Path,
-) -> Result<Option<ExternalSpec>> {
-    let bad = |key: &str, expected: &str, got: String| Error::InvalidValue {
-        origin: format!("{origin} [[arm]] {name}"),
-        key: key.to_string(),
-        expected: expected.to_string(),
-        got,
-    };
-    let command = match t.remove("command") {
-        None => {
-            if let Some(k) = EXTERNAL_KEYS.iter().find(|k| t.contains_key(**k)) {
-                return Err(bad(
-                    k,
-                    "no value: it only applies to arms with a `command`",
-                    t[*k].to_string(),
-                ));
-            }
-            return Ok(None);
-        }
-        Some(toml::Value::String(s)) => s,
-        Some(other) => return Err(bad("command", "a command string", other.to_string())),
-    };
-    let spec = external_keys(t, command, &bad, spec_dir)?;
-    spec.check(
-        &format!("{origin} [[arm]] {name}"),
-        |n| RunConfig::qualify(n, origin).is_ok(),
-        &key_candidates(),
-    )?;
-    Ok(Some(spec))
-}
-
-/// Parses the optional keys of an external arm around its `command`.
-fn external_keys(
-    t: &mut toml::Table,
-    command: String,
-    bad: &dyn Fn(&str, &str, String) -> Error,
-    spec_dir: &Path,
-) -> Result<ExternalSpec> {
-    let trace = match t.remove("trace") {
-        None => TraceSource::File,
-        Some(toml::Value::String(s)) if s == "file" => TraceSource::File,
-        Some(toml::Value::String(s)) if s == "stdout" => TraceSource::Stdout,
-        Some(other) => return Err(bad("trace", "\"file\" or \"stdout\"", other.to_string())),
-    };
-    let format = match t.remove("format") {
-        None => None,
-        Some(toml::Value::String(s)) => {
-            s.parse::<crate::import::Format>().map_err(|e| match e {
-                Error::InvalidValue { expected, .. } => bad("format", &expected, format!("{s:?}")),
-                other => other,
-            })?;
-            Some(s)
-        }
-        Some(other) => return Err(bad("format", "a format name", other.to_string())),
-    };
-    let timeout_s = match t.remove("timeout_s") {
-        None => DEFAULT_TIMEOUT_S,
-        Some(toml::Value::Integer(n)) if n > 0 => n as f64,
-        Some(toml::Value::Float(x)) if x > 0.0 && x.is_finite() => x,
-        Some(other) => {
-            return Err(bad(
-                "timeout_s",
-                "a positive number of seconds",
-                other.to_string(),
-            ))
-        }
-    };
-    let env = match t.remove("env") {
-        None => vec![],
-        Some(toml::Value::Table(env)) => env
-            .into_iter()
-            .map(|(k, v)| match v {
-                toml::Value::String(s) => Ok((k, s)),
-                other => Err(bad(&format!("env.{k}"), "a string", other.to_string())),
-            })
-            .collect::<Result<_>>()?,
-        Some(other) => return Err(bad("env", "a table of NAME = \"value\"", other.to_string())),
-    };
-    let workdir = match t.remove("workdir") {
-        None => spec_dir.to_path_buf(),
-        Some(toml::Value::String(s)) => spec_dir.join(s),
-        Some(other) => return Err(bad("workdir", "a directory path", other.to_string())),
-    };
-    Ok(ExternalSpec {
-        command,
-        trace,
-        format,
-        timeout_s,
-        env,
-        workdir,
-    })
-}
-
-fn seed_list(v: Option<toml::Value>, key: &str, origin: &str) -> Result<Option<Vec<u64>>> {
-    let bad = |got: String| Error::InvalidValue {
-        origin: origin.to_string(),
-        key: key.to_string(),
-        expected: format!(
-            "a count (n → seeds 1..=n, n ≤ {MAX_SEEDS}) or a list of non-negative integers"
-        ),
-        got,
-    };
-    match v {
-        None => Ok(None),
-        Some(toml::Value::Integer(n)) if (0..=MAX_SEEDS).contains(&n) => {
-            Ok(Some((1..=n as u64).collect()))
-        }
-        Some(toml::Value::Array(a)) => a
-            .into_iter()
-            .map(|x| match x {
-                toml::Value::Integer(n) if n >= 0 => Ok(n as u64),
-                other => Err(bad(other.to_string())),
-            })
-            .collect::<Result<Vec<_>>>()
-            .map(Some),
-        Some(other) => Err(bad(other.to_string())),
-    }
-}
-
-fn parse_arms(
-    v: Option<toml::Value>,
-    origin: &str,
-    base: &RunConfig,
-    spec_dir: &Path,
-) -> Result<Vec<Arm>> {
-    let bad = |key: &str, expected: &str, got: String| Error::InvalidValue {
-        origin: origin.to_string(),
-        key: key.to_string(),
-        expected: expected.to_string(),
-        got,
-    };
-    let tables = match v {
-        None => return Ok(vec![]),
-        Some(toml::Value::Array(a)) => a,
-        Some(other) => return Err(bad("arm", "[[arm]] tables", other.to_string())),
-    };
-    let mut arms: Vec<Arm> = Vec::new();
-    for (i, t) in tables.into_iter().enumerate() {
-        let toml::Value::Table(mut t) = t else {
-            return Err(bad(&format!("arm[{i}]"), "a table", "another value".into()));
-        };
-        let name = match t.remove("name") {
-            Some(toml::Value::String(s)) if valid_name(&s) => s,
-            other => {
-                return Err(bad(
-                    &format!("arm[{i}].name"),
-                    "a name of letters, digits, '_' or '-'",
-                    other.map_or("nothing".into(), |v| v.to_string()),
-                ))
-            }
-        };
-        if arms.iter().any(|a| a.name == name) {
-            return Err(bad(
-                &format!("arm[{i}].name"),
-                "a name no other arm has",
-                name,
-            ));
-        }
-        let threads = match t.remove("threads") {
-            None => None,
-            Some(toml::Value::Integer(n)) if n > 0 => Some(n as usize),
-            Some(other) => {
-                return Err(bad(
-                    &format!("arm.{name}.threads"),
-                    "a positive integer",
-                    other.to_string(),
-                ))
-            }
-        };
-        let command = parse_external(&mut t, &name, origin, spec_dir)?;
-        let arm_origin = format!("{origin} [[arm]] {name}");
-        let mut overrides = Vec::new();
-        let mut probe = base.clone();
-        for (k, v) in t {
-            let key = RunConfig::qualify(&k, &arm_origin).map_err(|e| match e {
-                Error::UnknownKey {
-                    origin,
-                    key,
-                    suggestion,
-                } => Error::UnknownKey {
-                    origin,
-                    suggestion: suggestion
-                        .or_else(|| config::closest(&key, ARM_ENV_KEYS.iter().copied())),
-                    key,
-                },
-                other => other,
-            })?;
-            if matches!(
-                key.as_str(),
-                "train.seed" | "train.perturb_seed" | "train.data_seed"
-            ) {
-                return Err(Error::InvalidValue {
-                    origin: arm_origin,
-                    key,
-                    expected: "no per-arm seed: seeds come from [experiment] seeds and perturbations, so arms stay paired".into(),
-                    got: v.to_string(),
-                });
-            }
-            let text = v.to_string();
-            // Apply once now so a bad value fails at load, naming the arm.
-            probe
-                .set_override(&format!("{key}={text}"))
-                .map_err(|e| relabel(e, Path::new(origin), &name))?;
-            overrides.push((key, text));
-        }
-        // Consistency is checked once all of the arm's keys are in (their order is free).
-        probe
-            .validate(&arm_origin)
-            .map_err(|e| relabel(e, Path::new(origin), &name))?;
-        if let Some(ext) = &command {
-            check_overrides_used(ext, &overrides, &arm_origin)?;
-        }
-        arms.push(Arm {
-            name,
-            overrides,
-            threads,
-            command,
-        });
-    }
-    Ok(arms)
-}
-
-/// Refuses an override an external arm's command never sees: it would be recorded as a
-/// difference the run does not have.
-fn check_overrides_used(
-    ext: &ExternalSpec,
-    overrides: &[(String, String)],
-    arm_origin: &str,
+/// Walks the include tree below `spec`; `chain` holds the including specs above it (canonical
+/// path, path as written), `names` every experiment seen with its spec.
+fn expand_into(
+    spec: &Path,
+    chain: &mut Vec<(PathBuf, PathBuf)>,
+    out: &mut Vec<PathBuf>,
+    names: &mut Vec<(String, PathBuf)>,
 ) -> Result<()> {
-    let used: Vec<String> = ext
-        .placeholders(arm_origin)?
-        .iter()
-        .filter_map(|p| RunConfig::qualify(p, arm_origin).ok())
-        .collect();
-    match overrides.iter().find(|(k, _)| !used.contains(k)) {
-        None => Ok(()),
-        Some((key, v)) => Err(Error::InvalidValue {
-            origin: arm_origin.to_string(),
-            key: key.clone(),
-            expected: format!(
-                "a key the command uses: an external arm's overrides reach its command only through placeholders such as `{{{}}}`",
-                key.rsplit('.').next().unwrap_or(key)
-            ),
-            got: v.clone(),
-        }),
+    let real = spec.canonicalize().map_err(|e| Error::io(spec, e))?;
+    if let Some(i) = chain.iter().position(|(r, _)| *r == real) {
+        let mut shown: Vec<PathBuf> = chain[i..].iter().map(|(_, p)| p.clone()).collect();
+        shown.push(spec.to_path_buf());
+        return Err(Error::IncludeCycle { chain: shown });
     }
+    let exp = Experiment::load(spec)?;
+    if exp.include.is_empty() {
+        if let Some((_, other)) = names.iter().find(|(n, _)| *n == exp.name) {
+            return Err(Error::InvalidValue {
+                origin: spec.display().to_string(),
+                key: "experiment.name".into(),
+                expected: format!(
+                    "a name no other experiment of the nightly has ({} has it too; goldens and cells are keyed by it)",
+                    other.display()
+                ),
+                got: exp.name,
+            });
+        }
+        names.push((exp.name, spec.to_path_buf()));
+        out.push(spec.to_path_buf());
+        return Ok(());
+    }
+    chain.push((real, spec.to_path_buf()));
+    for p in &exp.include {
+        if !p.is_file() {
+            return Err(Error::InvalidValue {
+                origin: spec.display().to_string(),
+                key: "include".into(),
+                expected: "paths of experiment specs, relative to the including spec".into(),
+                got: format!("{} (no such file)", p.display()),
+            });
+        }
+        expand_into(p, chain, out, names)?;
+    }
+    chain.pop();
+    Ok(())
 }
 
-fn parse_sweep(v: Option<toml::Value>, origin: &str) -> Result<Vec<(String, Vec<String>)>> {
-    let table = match v {
-        None => return Ok(vec![]),
-        Some(toml::Value::Table(t)) => t,
-        Some(other) => {
-            return Err(Error::InvalidValue {
-                origin: origin.to_string(),
-                key: "sweep".into(),
-                expected: "a table of key = [values]".into(),
-                got: other.to_string(),
-            })
-        }
-    };
-    let sweep: Vec<(String, Vec<String>)> = table
-        .into_iter()
-        .map(|(k, v)| {
-            let key = RunConfig::qualify(&k, &format!("{origin} [sweep]"))?;
-            match v {
-                toml::Value::Array(values) if !values.is_empty() => {
-                    Ok((key, values.iter().map(|x| x.to_string()).collect()))
-                }
-                other => Err(Error::InvalidValue {
-                    origin: origin.to_string(),
-                    key: format!("sweep.{k}"),
-                    expected: "a non-empty list of values".into(),
-                    got: other.to_string(),
-                }),
-            }
-        })
-        .collect::<Result<_>>()?;
-    let cells = sweep
+/// Renders a cell's assignments as the spec wrote them, for messages.
+fn assignments_text(assignments: &[(String, String)]) -> String {
+    assignments
         .iter()
-        .try_fold(1usize, |n, (_, values)| n.checked_mul(values.len()))
-        .filter(|&n| n <= MAX_CELLS);
-    if cells.is_none() {
-        return Err(Error::InvalidValue {
-            origin: origin.to_string(),
-            key: "sweep".into(),
-            expected: format!("a grid of at most {MAX_CELLS} cells"),
-            got: sweep
-                .iter()
-                .map(|(k, v)| format!("{} × {k}", v.len()))
-                .collect::<Vec<_>>()
-                .join(", "),
-        });
-    }
-    Ok(sweep)
+        .map(|(k, v)| format!("{k} = {v}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 #[cfg(test)]
@@ -1134,5 +717,81 @@ mod tests {
             .unwrap();
         let err = parse(one).unwrap_err().to_string();
         assert!(err.contains("two or more"), "{err}");
+    }
+
+    /// Issue 17: `[compare]` is a section like the others, parsed at load with its key named.
+    #[test]
+    fn compare_values_are_checked_at_load_naming_the_qualified_key() {
+        let with = |compare: &str| parse(&format!("{SPEC}\n[compare]\n{compare}\n"));
+        let e = with("alpha = 0.01\nmargin_abs = 0.002\nmetric = \"grad_norm\"").unwrap();
+        assert_eq!(e.compare.alpha, Some(0.01));
+        assert_eq!(e.compare.margin_abs, Some(0.002));
+        for (line, key) in [
+            ("alpha = 0.7", "compare.alpha"),
+            ("alpha = 0", "compare.alpha"),
+            ("window_fraction = 1.5", "compare.window_fraction"),
+            ("margin = -0.1", "compare.margin"),
+            ("rtol = nan", "compare.rtol"),
+            ("metric = \"\"", "compare.metric"),
+            ("margin = 0.01\nmargin_abs = 0.01", "compare.margin_abs"),
+        ] {
+            let err = with(line).unwrap_err().to_string();
+            assert!(
+                err.starts_with("exp.toml: ") && err.contains(&format!("`{key}`")),
+                "{line}: {err}"
+            );
+        }
+    }
+
+    /// Issue 21: a sweep value is a config like an arm's, so it is checked before anything runs.
+    #[test]
+    fn sweep_values_that_break_a_config_are_refused_at_load() {
+        let err = parse(&SPEC.replace("lr_decay_iters = [50, 100]", "adam_beta1 = [0.9, 1.0]"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("train.adam_beta1") && err.contains("[0, 1)"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn duplicate_sweep_cells_are_refused_naming_both() {
+        let err = parse(&SPEC.replace("[50, 100]", "[50, 100, 50]"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("cell `lr_decay_iters=50` twice"), "{err}");
+    }
+
+    #[test]
+    fn includes_stay_inside_the_including_specs_directory() {
+        let nightly = |inc: &str| {
+            Experiment::parse(
+                &format!("[experiment]\nname = \"n\"\ninclude = [\"{inc}\"]\n"),
+                Path::new("experiments/nightly.toml"),
+            )
+        };
+        assert_eq!(
+            nightly("a.toml").unwrap().include,
+            [Path::new("experiments/a.toml")]
+        );
+        for inc in ["../a.toml", "/etc/a.toml", "sub/../../a.toml"] {
+            let err = nightly(inc).unwrap_err().to_string();
+            assert!(
+                err.contains("experiment.include") && err.contains(&format!("{inc:?} is outside")),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn arm_threads_are_bounded() {
+        let err = parse(&SPEC.replace("threads = 2", "threads = 1000"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("arm.flash.threads") && err.contains("256"),
+            "{err}"
+        );
     }
 }

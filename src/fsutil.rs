@@ -86,8 +86,11 @@ pub fn remove_stale_temp_files(dir: &Path) -> Result<Vec<PathBuf>> {
         let Ok(entries) = std::fs::read_dir(&d) else {
             continue;
         };
-        for p in entries.flatten().map(|e| e.path()) {
-            if p.is_dir() {
+        for e in entries.flatten() {
+            let p = e.path();
+            // A symlinked directory is not walked: it leads out of the store, and what lies
+            // there is not ours to delete.
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
                 stack.push(p);
             } else if temp_file_pid(&p).is_some_and(|pid| !process_alive(pid)) {
                 std::fs::remove_file(&p).map_err(|e| Error::io(&p, e))?;
@@ -97,6 +100,43 @@ pub fn remove_stale_temp_files(dir: &Path) -> Result<Vec<PathBuf>> {
     }
     removed.sort();
     Ok(removed)
+}
+
+/// Resolves `rel`, a path that `file` names under `key`, inside `dir`: a relative path of plain
+/// components whose target (after symlinks, when it exists) is still inside `dir`. Paths in
+/// summaries and specs are data, and data must not be able to point lossdiff at `/etc/hostname`
+/// or `../../x` and have it copied into a report.
+///
+/// # Errors
+/// [`Error::PathOutsideDir`] naming `file`, `key`, the path and `dir`; [`Error::Io`] when `dir`
+/// cannot be resolved.
+pub fn resolve_inside(dir: &Path, rel: &str, file: &Path, key: &str) -> Result<PathBuf> {
+    use std::path::Component;
+    let outside = || Error::PathOutsideDir {
+        file: file.to_path_buf(),
+        key: key.to_string(),
+        path: rel.to_string(),
+        dir: dir.to_path_buf(),
+    };
+    let plain = Path::new(rel)
+        .components()
+        .all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
+    if rel.is_empty() || !plain {
+        return Err(outside());
+    }
+    let joined = dir.join(rel);
+    if let Ok(real) = joined.canonicalize() {
+        // `Path::parent` of a bare file name is "", which is the working directory.
+        let dir = match dir.as_os_str().is_empty() {
+            true => Path::new("."),
+            false => dir,
+        };
+        let root = dir.canonicalize().map_err(|e| Error::io(dir, e))?;
+        if !real.starts_with(&root) {
+            return Err(outside());
+        }
+    }
+    Ok(joined)
 }
 
 /// Whether a process with this pid exists (Linux `/proc`; elsewhere every writer counts as alive,

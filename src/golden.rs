@@ -334,7 +334,8 @@ impl GoldenStore {
             };
             for e in entries.flatten() {
                 let p = e.path();
-                if p.is_dir() {
+                // Not followed through symlinks: a link to `/` would walk the whole disk.
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
                     stack.push(p);
                 } else if p.to_string_lossy().ends_with(suffix) {
                     out.push(p);

@@ -56,6 +56,7 @@ pub mod experiment;
 pub mod external;
 pub mod faults;
 pub mod fingerprint;
+pub mod footprint;
 pub mod fsutil;
 pub mod gate;
 pub mod golden;

@@ -261,3 +261,23 @@ fn misspelled_external_arm_key_suggests_the_valid_one() {
         &["exp.toml [[arm]] b: unknown key `timout` (did you mean `timeout_s`?)"],
     );
 }
+
+/// `[compare]` is parsed with the rest of the spec, so a bad value is refused before any run
+/// trains: it used to train every run and then fail without naming the file or the key.
+// See: issue 17 ("`[compare]` is checked after training")
+#[test]
+fn compare_alpha_out_of_range_is_refused_before_anything_trains() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = format!("{}[compare]\nalpha = 0.7\n", common::tiny_experiment("x"));
+    write(dir.path(), "exp.toml", &spec);
+    let o = lossdiff_in(dir.path(), &["run", "exp.toml", "--out", "report"], &[]);
+    assert_refused(
+        &o,
+        &["exp.toml: `compare.alpha` = 0.7: expected a level in (0, 0.5)"],
+    );
+    // The runner's cache is where every trained run lands; nothing may be there.
+    assert!(
+        !dir.path().join(".cache").exists(),
+        "runs were trained before the refusal"
+    );
+}

@@ -53,18 +53,8 @@ pub fn attention(
     }
 }
 
-/// `(B, nh, T, T)` f32 matrices naive attention holds at its forward+backward peak. candle's
-/// composed path keeps every intermediate for autograd (scores, scaled, masked, max-shifted,
-/// exponentials, probabilities) plus their gradients: measured 4.32 GiB at B = 1, nh = 4,
-/// T = 4096, i.e. 17.3 such matrices (`lossdiff bench attention`). Rounded up.
-const NAIVE_PEAK_MATRICES: u64 = 18;
-
-/// Returns the bytes naive attention needs at its forward+backward peak for `(B, nh, T, T)`
-/// score matrices (two more with dropout: the mask and its product).
-pub fn naive_attention_bytes(b: usize, nh: usize, t: usize, dropout: bool) -> u64 {
-    let matrices = NAIVE_PEAK_MATRICES + if dropout { 2 } else { 0 };
-    (b as u64) * (nh as u64) * (t as u64) * (t as u64) * 4 * matrices
-}
+// The peak count lives with the rest of the training budget, which refuses a config at load.
+pub use crate::footprint::naive_attention_bytes;
 
 /// Computes causal attention the textbook way, materialising the `T × T` scores.
 ///

@@ -204,6 +204,9 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<ExitCode>
             threads,
             name,
         } => {
+            if let Some(n) = threads {
+                check_threads(n)?;
+            }
             set_threads(threads);
             cmd_train(&spec, &out, &overrides, name)
         }
@@ -304,6 +307,29 @@ pub fn error_message(err: &anyhow::Error) -> String {
     }
     out
 }
+
+/// Refuses a thread count far above this machine's cores. Losses are identical for any count, so
+/// extra threads only contend: `--threads 1000` on two cores practically stalled (issue 21). Up
+/// to four per core is allowed, so a command written on a bigger machine (`--threads 2`) still
+/// runs on a one-core runner.
+fn check_threads(n: usize) -> crate::Result<()> {
+    let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
+    let max = MAX_THREADS_PER_CORE * cores;
+    match (1..=max).contains(&n) {
+        true => Ok(()),
+        false => Err(crate::Error::InvalidValue {
+            origin: "--threads".into(),
+            key: "threads".into(),
+            expected: format!(
+                "1..={max} ({MAX_THREADS_PER_CORE} per core of this machine's {cores}; losses are bitwise identical for any count)"
+            ),
+            got: n.to_string(),
+        }),
+    }
+}
+
+/// Threads per core `--threads` may ask for.
+const MAX_THREADS_PER_CORE: usize = 4;
 
 /// Sets candle's thread count through `RAYON_NUM_THREADS`, the only knob candle reads.
 ///
@@ -546,8 +572,7 @@ fn used_goldens(dir: &Path) -> anyhow::Result<Vec<(String, String, String)>> {
         .collect();
     paths.sort();
     for p in paths {
-        let text = std::fs::read_to_string(&p)
-            .with_context(|| format!("failed to read {}", p.display()))?;
+        let text = crate::import::limits::read_input_to_string(&p)?;
         // Run specs (no [experiment] table) produce no goldens.
         if !text.contains("[experiment]") {
             continue;

@@ -14,9 +14,9 @@
 use crate::compare::{
     compare, gate_sweep, CompareSettings, Comparison, Margin, SweepGate, Verdict,
 };
-use crate::config::{self, Kernels};
+use crate::config::Kernels;
 use crate::error::{Error, Result};
-use crate::experiment::{Cell, Experiment, Role, RunRequest};
+use crate::experiment::{Cell, CompareSpec, Experiment, Role, RunRequest};
 use crate::faults::Fault;
 use crate::golden::{is_ci, GoldenOutcome, GoldenStore, UpdateMode};
 use crate::runner::{run_all, RunStats, RunnerOptions};
@@ -245,7 +245,7 @@ pub type ExperimentRun = (ExperimentReport, Vec<(Cell, CellTraces)>);
 /// Spec, training and golden I/O errors. A divergence is not an error: it is a failed report.
 pub fn run_experiment(spec: &Path, opts: &GateOptions) -> Result<ExperimentRun> {
     let exp = Experiment::load(spec)?;
-    let settings = settings_from_table(&exp.compare, &spec.display().to_string())?;
+    let settings = settings_from_spec(&exp.compare);
     let cells = select_cells(&exp, opts)?;
     let requests: Vec<RunRequest> = exp
         .runs(opts.inject)?
@@ -512,63 +512,24 @@ pub fn describe_verdict(v: &Verdict) -> String {
     }
 }
 
-/// Builds comparison settings from an experiment's `[compare]` table.
-///
-/// Keys: `alpha`, `margin` (relative), `margin_abs`, `window_fraction`, `rtol`, `atol`, `metric`.
-///
-/// # Errors
-/// [`Error::UnknownKey`] (with a suggestion) and [`Error::InvalidValue`] naming `origin`.
-pub fn settings_from_table(t: &toml::Table, origin: &str) -> Result<CompareSettings> {
-    const KEYS: &[&str] = &[
-        "alpha",
-        "margin",
-        "margin_abs",
-        "window_fraction",
-        "rtol",
-        "atol",
-        "metric",
-    ];
+/// Builds comparison settings from an experiment's `[compare]` section (checked when the spec
+/// was loaded); what it leaves out keeps the engine's default.
+pub fn settings_from_spec(spec: &CompareSpec) -> CompareSettings {
     let mut s = CompareSettings::default();
-    for (k, v) in t {
-        let num = || {
-            v.as_float()
-                .or_else(|| v.as_integer().map(|i| i as f64))
-                .ok_or_else(|| Error::InvalidValue {
-                    origin: origin.to_string(),
-                    key: format!("compare.{k}"),
-                    expected: "a number".into(),
-                    got: v.to_string(),
-                })
-        };
-        match k.as_str() {
-            "alpha" => s.alpha = num()?,
-            "margin" => s.margin = Margin::Relative(num()?),
-            "margin_abs" => s.margin = Margin::Absolute(num()?),
-            "window_fraction" => s.window_fraction = num()?,
-            "rtol" => s.rtol = num()?,
-            "atol" => s.atol = num()?,
-            "metric" => {
-                s.metric = v
-                    .as_str()
-                    .map(str::to_string)
-                    .ok_or_else(|| Error::InvalidValue {
-                        origin: origin.to_string(),
-                        key: "compare.metric".into(),
-                        expected: "a series name such as \"lm_loss\"".into(),
-                        got: v.to_string(),
-                    })?
-            }
-            other => {
-                return Err(Error::UnknownKey {
-                    origin: origin.to_string(),
-                    key: format!("compare.{other}"),
-                    suggestion: config::closest(other, KEYS.iter().copied())
-                        .map(|k| format!("compare.{k}")),
-                })
-            }
-        }
+    if let Some(m) = spec.margin {
+        s.margin = Margin::Relative(m);
     }
-    Ok(s)
+    if let Some(m) = spec.margin_abs {
+        s.margin = Margin::Absolute(m);
+    }
+    s.alpha = spec.alpha.unwrap_or(s.alpha);
+    s.window_fraction = spec.window_fraction.unwrap_or(s.window_fraction);
+    s.rtol = spec.rtol.unwrap_or(s.rtol);
+    s.atol = spec.atol.unwrap_or(s.atol);
+    if let Some(m) = &spec.metric {
+        s.metric = m.clone();
+    }
+    s
 }
 
 /// Formats a relative effect as a percentage with three significant digits (`-1.23e-4%` for tiny

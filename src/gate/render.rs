@@ -53,10 +53,11 @@ pub fn write_report_dir_reusing(
         experiments,
     };
     let json = serde_json::to_string_pretty(&summary).expect("reports serialise");
+    // Before anything is written: a shard naming a path outside itself stops the merge whole.
+    let reused = reusable_figures(shard_dirs)?;
     crate::report::check_report_dir(dir)?;
     crate::fsutil::write_atomic(&dir.join(EXPERIMENTS_JSON), json.as_bytes())?;
 
-    let reused = reusable_figures(shard_dirs);
     let mut entries = Vec::new();
     let mut keys = Vec::new();
     let mut sweep_figures = Vec::new();
@@ -347,33 +348,40 @@ fn sweep_figure(report: &ExperimentReport, cells: &[(Cell, CellTraces)]) -> Opti
 }
 
 /// Returns figures of earlier report directories by entry name (from their summary.json).
-fn reusable_figures(dirs: &[PathBuf]) -> std::collections::BTreeMap<String, PathBuf> {
+///
+/// # Errors
+/// [`crate::Error::PathOutsideDir`] for a `figure_path`, or a file in `figures/`, that leads out
+/// of its report directory: a shard's summary is data, and must not get `/etc/hostname` copied
+/// into the merged report.
+fn reusable_figures(dirs: &[PathBuf]) -> Result<std::collections::BTreeMap<String, PathBuf>> {
     let mut out = std::collections::BTreeMap::new();
     for dir in dirs {
-        let Ok(text) = std::fs::read_to_string(dir.join("summary.json")) else {
+        let summary_path = dir.join("summary.json");
+        let Ok(text) = std::fs::read_to_string(&summary_path) else {
             continue;
         };
         let Ok(summary) = serde_json::from_str::<ReportSummary>(&text) else {
             continue;
         };
-        for e in summary.entries {
+        for (i, e) in summary.entries.into_iter().enumerate() {
             if let Some(p) = e.figure_path {
-                out.insert(e.entry.name, dir.join(p));
+                let key = format!("entries[{i}].figure_path");
+                let path = crate::fsutil::resolve_inside(dir, &p, &summary_path, &key)?;
+                out.insert(e.entry.name, path);
             }
         }
         let figures = dir.join("figures");
         if let Ok(rd) = std::fs::read_dir(&figures) {
             for f in rd.flatten() {
-                let name = f
-                    .file_name()
-                    .to_string_lossy()
-                    .trim_end_matches(".png")
-                    .to_string();
-                out.entry(name).or_insert(f.path());
+                let file_name = f.file_name().to_string_lossy().into_owned();
+                let rel = format!("figures/{file_name}");
+                let path = crate::fsutil::resolve_inside(dir, &rel, &figures, "file")?;
+                let name = file_name.trim_end_matches(".png").to_string();
+                out.entry(name).or_insert(path);
             }
         }
     }
-    out
+    Ok(out)
 }
 
 /// Returns the current UTC time as `YYYY-MM-DD HH:MM:SS UTC` (civil-from-days, Hinnant 2013).

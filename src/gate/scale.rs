@@ -10,25 +10,10 @@ use std::path::{Path, PathBuf};
 /// experiment spec expands to itself.
 ///
 /// # Errors
-/// As [`Experiment::load`], for the nightly spec and every included spec.
+/// As [`Experiment::expand`].
 pub fn expand_specs(spec: &Path) -> Result<Vec<PathBuf>> {
-    let exp = Experiment::load(spec)?;
-    if exp.include.is_empty() {
-        return Ok(vec![spec.to_path_buf()]);
-    }
-    let mut out = Vec::new();
-    for p in &exp.include {
-        if !p.is_file() {
-            return Err(crate::Error::InvalidValue {
-                origin: spec.display().to_string(),
-                key: "include".into(),
-                expected: "paths of experiment specs, relative to the including spec".into(),
-                got: format!("{} (no such file)", p.display()),
-            });
-        }
-        out.extend(expand_specs(p)?);
-    }
-    Ok(out)
+    // Cycles and duplicate experiments are refused where specs are loaded.
+    Experiment::expand(spec)
 }
 
 /// Runs every experiment of `spec` (a nightly or a single experiment). With a shard, cells are

@@ -46,6 +46,7 @@ pub fn max_input_bytes() -> Result<u64> {
 /// # Errors
 /// [`Error::Io`] naming the file; [`Error::InputTooLarge`] naming it, its size and the limit.
 pub fn read_limited(path: &Path, limit: u64) -> Result<Vec<u8>> {
+    check_regular_file(path)?;
     let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
     let too_large = |size: u64| Error::InputTooLarge {
         path: path.to_path_buf(),
@@ -64,6 +65,42 @@ pub fn read_limited(path: &Path, limit: u64) -> Result<Vec<u8>> {
         true => Err(too_large(bytes.len() as u64)),
         false => Ok(bytes),
     }
+}
+
+/// Refuses anything but a regular file, before opening it: opening a FIFO blocks until a writer
+/// comes (forever, for a pipe nobody writes), and `/dev/zero` never ends.
+///
+/// # Errors
+/// [`Error::Io`] when the path cannot be inspected; [`Error::NotARegularFile`] naming what it is.
+pub fn check_regular_file(path: &Path) -> Result<()> {
+    let t = std::fs::metadata(path)
+        .map_err(|e| Error::io(path, e))?
+        .file_type();
+    let kind = match () {
+        _ if t.is_file() => return Ok(()),
+        _ if t.is_dir() => "a directory",
+        _ => special_kind(&t),
+    };
+    Err(Error::NotARegularFile {
+        path: path.to_path_buf(),
+        kind,
+    })
+}
+
+#[cfg(unix)]
+fn special_kind(t: &std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    match () {
+        _ if t.is_fifo() => "a FIFO (named pipe)",
+        _ if t.is_socket() => "a socket",
+        _ if t.is_char_device() || t.is_block_device() => "a device",
+        _ => "not a regular file",
+    }
+}
+
+#[cfg(not(unix))]
+fn special_kind(_: &std::fs::FileType) -> &'static str {
+    "not a regular file"
 }
 
 /// Reads a whole file under the limit from the environment ([`max_input_bytes`]).
