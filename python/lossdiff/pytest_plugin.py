@@ -17,7 +17,13 @@ from typing import List
 
 import pytest
 
+from . import testing
 from .testing import Lossdiff, find_lossdiff
+
+
+def pytest_configure(config) -> None:
+    """Records the rootdir, so bless hints name the test relative to where pytest was started."""
+    testing._pytest_rootdir = config.rootpath
 
 
 @pytest.fixture(scope="session")

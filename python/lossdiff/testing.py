@@ -285,6 +285,10 @@ def assert_run_passes(
     for cell in cells:
         cmd += ["--cell", cell]
     cmd += [str(x) for x in args]
+    bless = bless_command()
+    if bless is not None:
+        # lossdiff's own "no golden … bless it with `…`" hint then names this test's command.
+        env = {"LOSSDIFF_BLESS_COMMAND": bless, **(env or {})}
     proc = _run(cmd, cwd, env, timeout)
     _check_exit(proc, cmd)
     if proc.returncode == 1:
@@ -298,8 +302,10 @@ def _run_failure(stdout: str, report: Path, cmd: List[str]) -> str:
     for name, figure in _failing_figures(report):
         msg += f"  figure ({name}): {figure}\n"
     msg += f"  report: {report / 'index.md'}\n"
-    if "no golden at" in stdout or "is stale" in stdout:
-        msg += f"  to bless: {bless_command()}, or run `lossdiff golden accept` where golden/ is\n"
+    bless = bless_command() or "LOSSDIFF_UPDATE=always set on a re-run"
+    if ("no golden at" in stdout or "is stale" in stdout) and bless not in stdout:
+        # A lossdiff that ignores LOSSDIFF_BLESS_COMMAND names `cargo test`; say the right command.
+        msg += f"  to bless: `{bless}`, or `lossdiff golden accept` where golden/ is\n"
     msg += f"  command: {shlex.join(cmd)}\n  lossdiff's full output:\n{_indent(stdout)}"
     return msg
 
@@ -318,17 +324,31 @@ def _failing_figures(report: Path) -> List[tuple]:
         return []  # the failing lines above still say what failed; the report has the rest
 
 
-def bless_command(environ: Optional[Mapping[str, str]] = None) -> str:
-    """Returns the command that re-runs the current test with goldens blessed.
+#: pytest's rootdir, set by the plugin: test ids in ``PYTEST_CURRENT_TEST`` are relative to it.
+_pytest_rootdir: Optional[Path] = None
 
-    Under pytest this names the test (from ``PYTEST_CURRENT_TEST``); otherwise it is generic.
+
+def bless_command(environ: Optional[Mapping[str, str]] = None,
+                  rootdir: Optional[PathLike] = None) -> Optional[str]:
+    """Returns the command that re-runs the current pytest test with goldens blessed, or None
+    outside pytest. The test id (``PYTEST_CURRENT_TEST``, relative to pytest's ``rootdir``) is
+    rewritten relative to the current directory, so the command works where pytest was started.
     """
     environ = os.environ if environ is None else environ
     current = environ.get("PYTEST_CURRENT_TEST", "")
     node = current.rsplit(" (", 1)[0] if current else ""
-    if node:
-        return f"`LOSSDIFF_UPDATE=always python3 -m pytest {shlex.quote(node)}`"
-    return "re-run this test with `LOSSDIFF_UPDATE=always` set"
+    if not node:
+        return None
+    root = rootdir if rootdir is not None else _pytest_rootdir
+    if root is not None:
+        file, sep, rest = node.partition("::")
+        full = Path(root, file).resolve()
+        try:
+            file = str(full.relative_to(Path.cwd().resolve()))
+        except ValueError:
+            file = str(full)
+        node = file + sep + rest
+    return f"LOSSDIFF_UPDATE=always python3 -m pytest {shlex.quote(node)}"
 
 
 class Lossdiff:

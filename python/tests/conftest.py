@@ -35,7 +35,7 @@ def write_plain_jsonl(path, losses):
     """Writes `{"step", "loss"}` lines without a metadata record (what every importer reads)."""
     with open(path, "w") as f:
         for s, loss in enumerate(losses, start=1):
-            f.write(json.dumps({"step": s, "loss": loss}) + "\n")
+            f.write(json.dumps({"step": s, "loss": "nan" if math.isnan(loss) else loss}) + "\n")
     return path
 
 

@@ -4,7 +4,7 @@ goldens. The binary comes from LOSSDIFF_BIN, PATH, or `cargo run` (see lossdiff.
 
 import pytest
 
-from lossdiff import LossdiffInputError
+from lossdiff import LossdiffInputError, testing
 
 from conftest import REPO, curve, write_plain_jsonl
 
@@ -59,17 +59,17 @@ def test_a_malformed_file_is_an_input_error_naming_it(lossdiff, tmp_path):
 SPEC = """\
 [experiment]
 name = "py_helper"
-seeds = 2
+seeds = 3
 declared = ["external.command"]
 
 [[arm]]
 name = "clean"
-command = "python3 TOY --seed {seed} --steps 60 --out {out}"
+command = "python3 TOY --seed {seed} --steps 100 --out {out}"
 timeout_s = 60
 
 [[arm]]
 name = "other"
-command = "python3 TOY --out {out} --seed {seed} --steps 60 BUG"
+command = "python3 TOY --out {out} --seed {seed} --steps 100 BUG"
 timeout_s = 60
 """
 
@@ -88,8 +88,9 @@ def test_run_gate_blesses_passes_and_fails_with_figures(lossdiff, tmp_path):
     with pytest.raises(AssertionError) as e:
         lossdiff.assert_run_passes(s, env=local, **kw)
     assert "no golden at" in str(e.value)
-    assert "to bless: `LOSSDIFF_UPDATE=always python3 -m pytest" in str(e.value)
-    assert "test_run_gate_blesses_passes_and_fails_with_figures" in str(e.value)
+    # lossdiff's own hint names this test (the helper passes LOSSDIFF_BLESS_COMMAND).
+    assert f"bless it with `{testing.bless_command()}`" in str(e.value)
+    assert "test_helpers_binary.py::test_run_gate_blesses_passes_and_fails_with_figures`" in str(e.value)
 
     lossdiff.assert_run_passes(s, env={**local, "LOSSDIFF_UPDATE": "always"}, **kw)
     r = lossdiff.assert_run_passes(s, env=local, **kw)
@@ -100,7 +101,7 @@ def test_run_gate_blesses_passes_and_fails_with_figures(lossdiff, tmp_path):
     with pytest.raises(AssertionError) as e:
         lossdiff.assert_run_passes(s, env=local, **kw)
     msg = str(e.value)
-    assert "clean vs other: diverged" in msg
+    assert "clean vs other: diverged" in msg, msg
     figures = [line.split("): ", 1)[1] for line in msg.splitlines() if line.strip().startswith("figure (")]
     assert figures, msg
     assert all(open(f, "rb").read().startswith(PNG_MAGIC) for f in figures)

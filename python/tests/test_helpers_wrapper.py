@@ -30,6 +30,7 @@ if "--json" in args:
     with open(args[args.index("--json") + 1], "w") as f:
         json.dump([{{"a": [], "b": [], "comparison": {{"verdict": {{"kind": os.environ.get("FAKE_VERDICT", "equivalent")}}}}}}], f)
 sys.stdout.write(os.environ.get("FAKE_STDOUT", ""))
+sys.stdout.write("LOSSDIFF_BLESS_COMMAND=%s\\n" % os.environ.get("LOSSDIFF_BLESS_COMMAND"))
 sys.stderr.write(os.environ.get("FAKE_STDERR", ""))
 sys.exit(int(os.environ.get("FAKE_EXIT", "0")))
 """
@@ -145,8 +146,22 @@ def test_seed_lists_and_options_become_flags(fake, tmp_path):
 
 def test_bless_command_names_the_current_test():
     env = {"PYTEST_CURRENT_TEST": "tests/test_x.py::test_gate[a b] (call)"}
-    assert testing.bless_command(env) == "`LOSSDIFF_UPDATE=always python3 -m pytest 'tests/test_x.py::test_gate[a b]'`"
-    assert "LOSSDIFF_UPDATE=always" in testing.bless_command({})
+    assert testing.bless_command(env, rootdir=Path.cwd()) == "LOSSDIFF_UPDATE=always python3 -m pytest 'tests/test_x.py::test_gate[a b]'"
+    assert testing.bless_command({}) is None
+
+
+def test_bless_command_is_relative_to_where_pytest_started(tmp_path, monkeypatch):
+    env = {"PYTEST_CURRENT_TEST": "tests/test_x.py::test_gate (call)"}
+    monkeypatch.chdir(tmp_path)
+    root = tmp_path / "python"
+    assert testing.bless_command(env, rootdir=root) == (
+        "LOSSDIFF_UPDATE=always python3 -m pytest python/tests/test_x.py::test_gate"
+    )
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert testing.bless_command(env, rootdir=root).endswith(
+        f"pytest {root / 'tests/test_x.py'}::test_gate"
+    )
 
 
 def test_run_failure_lists_fail_lines_figures_and_the_bless_command(fake, tmp_path, monkeypatch):
@@ -170,3 +185,5 @@ def test_run_failure_lists_fail_lines_figures_and_the_bless_command(fake, tmp_pa
     assert "y.png" not in msg
     assert "LOSSDIFF_UPDATE=always python3 -m pytest" in msg
     assert "test_run_failure_lists_fail_lines_figures_and_the_bless_command" in msg
+    # lossdiff itself is told the command, so its own hint names it too.
+    assert f"LOSSDIFF_BLESS_COMMAND={testing.bless_command()}" in msg
