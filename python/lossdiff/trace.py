@@ -193,6 +193,11 @@ class TraceLogger:
             raise TypeError(f"{self.path}: seed must be an integer, got {seed!r}") from None
         if isinstance(seed, bool):
             raise TypeError(f"{self.path}: seed must be an integer, got {seed!r}")
+        if not 0 <= self.seed < 2**64:
+            raise ValueError(
+                f"{self.path}: seed {seed} is out of range: lossdiff reads seeds as integers "
+                "in 0..2**64-1"
+            )
         self.config = _config_dict(config)
         self.versions = library_versions(versions)
         self.last_step = 0

@@ -163,6 +163,10 @@ def test_seed_must_be_an_integer(tmp_path):
     for seed in (None, 1.5, "3", True):
         with pytest.raises(TypeError, match="seed must be an integer"):
             TraceLogger(tmp_path / "s.jsonl", seed=seed)
+    for seed in (-1, 2**64):
+        with pytest.raises(ValueError, match=f"seed {seed} is out of range"):
+            TraceLogger(tmp_path / "s.jsonl", seed=seed)
+    TraceLogger(tmp_path / "s.jsonl", seed=2**64 - 1).close()
 
 
 def test_a_refused_value_writes_nothing(tmp_path):
