@@ -82,7 +82,7 @@ p.add_argument("--lr", type=float, default=1e-3)
 args = p.parse_args()
 rng = random.Random(args.seed)
 # The output path differs per run: logged, it would be an undeclared config difference.
-config = {k: v for k, v in vars(args).items() if k != "out"}
+config = {{k: v for k, v in vars(args).items() if k != "out"}}
 with TraceLogger(args.out, config=config, seed=args.seed) as log:
     for step in range(1, 61):
         log.log(step, loss=(2 + 8 * math.exp(-0.05 * step)) * (1 + 0.01 * rng.gauss(0, 1)), lr=args.lr)
