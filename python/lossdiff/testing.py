@@ -188,7 +188,7 @@ def assert_equivalent(
     the flags of the same names, and ``args`` verbatim.
 
     The figure is always written (``png``, default: a new temporary directory) and its path is in
-    the failure message. An ``inconclusive`` verdict passes, as it does for ``lossdiff compare``
+    the failure message; the comparison JSON goes next to it (same name, ``.json``). An ``inconclusive`` verdict passes, as it does for ``lossdiff compare``
     and the gate (exit code 0), unless ``allow_inconclusive=False``.
 
     Returns the :class:`CompareResult` when the arms match. Raises :class:`LossdiffInputError`
