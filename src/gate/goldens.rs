@@ -5,6 +5,8 @@ use crate::compare::{compare, Verdict};
 use crate::error::Result;
 use crate::fingerprint::Fingerprint;
 use crate::golden::{update_action, Golden, GoldenOutcome, Provenance, UpdateAction};
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
 
 /// Compares an arm's fresh traces with its golden and writes what the update policy says.
 pub(super) fn check_golden(
@@ -82,10 +84,12 @@ pub(super) fn check_golden(
     let message = match (outcome, blessed) {
         (_, true) => format!("blessed {shown} ({outcome:?} before)"),
         (GoldenOutcome::Missing, _) => format!(
-            "no golden at {shown}{pending}; bless it with `LOSSDIFF_UPDATE=always cargo test` or `lossdiff golden accept`"
+            "no golden at {shown}{pending}; bless it with `{}` or `lossdiff golden accept`",
+            bless_command(&exp.path)
         ),
         (GoldenOutcome::Stale, _) => format!(
-            "golden {shown} is stale: the spec changed since it was blessed (not a divergence){pending}; re-bless with `LOSSDIFF_UPDATE=always` or `lossdiff golden accept`"
+            "golden {shown} is stale: the spec changed since it was blessed (not a divergence){pending}; re-bless with `{}` or `lossdiff golden accept`",
+            bless_command(&exp.path)
         ),
         (GoldenOutcome::Failed, _) => format!(
             "{} against golden {shown}{pending}",
@@ -118,4 +122,48 @@ pub(super) fn check_golden(
         passed,
         message,
     })
+}
+
+/// Returns the command that re-runs this gate with goldens blessed, for whoever runs it.
+fn bless_command(spec: &Path) -> String {
+    let program = std::env::args_os().next().map(PathBuf::from);
+    bless_command_for(
+        std::env::var("LOSSDIFF_BLESS_COMMAND").ok(),
+        program.as_deref().and_then(Path::file_stem),
+        spec,
+    )
+}
+
+/// Picks the bless command: the caller's own (`LOSSDIFF_BLESS_COMMAND`, which the Python helper
+/// sets to its pytest test), `lossdiff run SPEC` when the program is the CLI, else `cargo test`.
+fn bless_command_for(caller: Option<String>, program: Option<&OsStr>, spec: &Path) -> String {
+    match caller.filter(|c| !c.trim().is_empty()) {
+        Some(c) => c,
+        None if program == Some(OsStr::new("lossdiff")) => {
+            format!("LOSSDIFF_UPDATE=always lossdiff run {}", spec.display())
+        }
+        None => "LOSSDIFF_UPDATE=always cargo test".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bless_command_names_the_callers_command() {
+        let spec = Path::new("experiments/x.toml");
+        let py = "LOSSDIFF_UPDATE=always python3 -m pytest tests/test_gate.py::test_x";
+        let cli = Some(OsStr::new("lossdiff"));
+        assert_eq!(bless_command_for(Some(py.into()), cli, spec), py);
+        assert_eq!(
+            bless_command_for(Some(" ".into()), cli, spec),
+            "LOSSDIFF_UPDATE=always lossdiff run experiments/x.toml"
+        );
+        let test_binary = Some(OsStr::new("gates-0123abcd"));
+        assert_eq!(
+            bless_command_for(None, test_binary, spec),
+            "LOSSDIFF_UPDATE=always cargo test"
+        );
+    }
 }
