@@ -642,6 +642,7 @@ fn cmd_merge(shards: &[PathBuf], out: &Path) -> anyhow::Result<ExitCode> {
     }
     crate::report::check_report_dir(out)?;
     let missing = merged.missing_tasks();
+    let finished = shards.len() - merged.unfinished.len();
     let results: Vec<_> = merged
         .reports
         .into_iter()
@@ -650,7 +651,11 @@ fn cmd_merge(shards: &[PathBuf], out: &Path) -> anyhow::Result<ExitCode> {
     crate::gate::write_report_dir_reusing(out, &results, shards)?;
     let reports: Vec<&crate::gate::ExperimentReport> = results.iter().map(|(r, _)| r).collect();
     print!("{}", crate::gate::render_summary(&reports));
-    println!("merged {} shards into {}", shards.len(), out.display());
+    println!(
+        "merged {finished} of {} shard directories into {}",
+        shards.len(),
+        out.display()
+    );
     if !missing.is_empty() {
         let cells: usize = reports.iter().map(|r| r.missing.len()).sum();
         let tasks: Vec<String> = missing.iter().map(usize::to_string).collect();

@@ -249,7 +249,12 @@ impl ExperimentReport {
             ));
         }
         for m in &self.missing {
-            out.push(format!("{} [{}] {}", self.experiment, m.cell, m.describe()));
+            out.push(format!(
+                "{} [{}] missing: {}",
+                self.experiment,
+                m.cell,
+                m.describe()
+            ));
         }
         out
     }
@@ -259,7 +264,7 @@ impl MissingCell {
     /// Returns one line for humans: which task did not deliver the cell and what to do.
     pub fn describe(&self) -> String {
         format!(
-            "missing: task {} of {} did not finish, so this cell has no result; re-run that task (`--shard {}/{}`) into its directory and merge again",
+            "task {} of {} did not finish, so this cell has no result; re-run that task (`--shard {}/{}`) into its directory and merge again",
             self.task, self.count, self.task, self.count
         )
     }
