@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # End-to-end check of the nightly on a real Slurm: stands up a single-node cluster on this machine
 # from Debian's packages (slurmctld, slurmd, munge; loopback; no cgroup requirement), submits the
-# reduced nightly (experiments/nightly_reduced.toml) through docs/slurm-nightly.sh with one task
+# reduced nightly (experiments/nightly_reduced.toml) with `sbatch docs/slurm-nightly.sh`, one task
 # per cell, cancels one task before it starts, checks the merge reports that task's cells missing
 # and fails, resubmits only that task, and holds the completed merge against the same experiments
 # run on one machine (scripts/compare_reports.py: verdicts, onsets, effects and p-values must be
@@ -117,10 +117,13 @@ wait_job() {
 }
 job_ids() { grep -E '^(ARRAY|MERGE)_JOB=' "$OUT/submission.env" | tail -2; }
 
-# Held at submission, so one task can be cancelled before it starts: a task that never ran, as
-# after a node failure or a pre-emption.
+# Submitted the way the script's users start it, `sbatch docs/slurm-nightly.sh`: a submitter job
+# that submits the array and the merge. Those are held, so one task can be cancelled before it
+# starts: a task that never ran, as after a node failure or a pre-emption.
 LOSSDIFF_OUT=$OUT LOSSDIFF_CACHE=$WORK/cache-cluster LOSSDIFF_SBATCH_ARGS=--hold \
-    bash docs/slurm-nightly.sh | sed 's/^/    /'
+    sbatch --wait --quiet --output="$WORK/submit.out" docs/slurm-nightly.sh ||
+    fail "the submitter job failed: $(cat "$WORK/submit.out")"
+sed 's/^/    /' "$WORK/submit.out"
 eval "$(job_ids)"
 scancel "${ARRAY_JOB}_1"
 scontrol release "$ARRAY_JOB"
