@@ -358,6 +358,22 @@ pub enum Error {
         reason: String,
     },
 
+    // === Shards ===
+    /// A shard directory that does not belong with the others given to one merge.
+    #[error("shard {}: {reason}", dir.display())]
+    ShardMismatch {
+        /// The shard's report directory.
+        dir: PathBuf,
+        /// What conflicts, and with which directory.
+        reason: String,
+    },
+    /// A merge whose directories hold no results at all.
+    #[error("no shard results in {}: no directory has an experiments.json; did every task fail? (see the task logs)", dirs.join(", "))]
+    NoShardResults {
+        /// The directories given.
+        dirs: Vec<String>,
+    },
+
     // === Reports ===
     /// Figure input that cannot be drawn as given (mismatched lengths, unknown sweep value).
     #[error("figure '{figure}': {reason}")]

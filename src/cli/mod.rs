@@ -71,9 +71,19 @@ enum Command {
         #[arg(long, value_parser = parse_kernels)]
         kernels: Option<crate::config::Kernels>,
     },
-    /// Join the summary.json files of shard report directories into one report.
+    /// List the cells of a spec with the job-array task that runs each (`task experiment cell`,
+    /// one per line): a job array needs one task per line.
+    Cells {
+        /// Experiment spec, or a nightly spec with `include = [...]`.
+        spec: PathBuf,
+        /// Number of tasks (default: one per cell).
+        #[arg(long)]
+        shards: Option<usize>,
+    },
+    /// Join shard report directories into one report; cells whose task did not finish are
+    /// reported missing (exit 2).
     Merge {
-        /// Shard report directories.
+        /// Shard report directories (a task's directory may be absent: its cells are missing).
         #[arg(required = true)]
         shards: Vec<PathBuf>,
         /// Output report directory.
@@ -249,6 +259,7 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<ExitCode>
             set_threads(None);
             cmd_run(&spec, out, cells, shard, jobs, no_cache, kernels)
         }
+        Command::Cells { spec, shards } => cmd_cells(&spec, shards),
         Command::Merge { shards, out } => cmd_merge(&shards, &out),
         Command::Calibrate {
             out,
@@ -622,9 +633,19 @@ fn cmd_run(
     });
     // Before training: an unwritable report directory must not cost the whole run.
     crate::report::check_report_dir(&out)?;
+    let plan = match opts.shard {
+        Some((k, n)) => {
+            crate::gate::clear_shard_plan(&out)?;
+            Some(crate::gate::shard_plan(spec, k, n)?)
+        }
+        None => None,
+    };
     let started = std::time::Instant::now();
     let results = crate::gate::run_all_experiments(spec, &opts)?;
     crate::gate::write_report_dir(&out, &results)?;
+    if let Some(plan) = &plan {
+        crate::gate::write_shard_plan(&out, plan)?;
+    }
     let written = out.join("index.md");
     let reports: Vec<&crate::gate::ExperimentReport> = results.iter().map(|(r, _)| r).collect();
     print!("{}", crate::gate::render_summary(&reports));
@@ -643,23 +664,51 @@ fn cmd_run(
     }))
 }
 
+fn cmd_cells(spec: &Path, shards: Option<usize>) -> anyhow::Result<ExitCode> {
+    let count = match shards {
+        Some(n) => n,
+        None => crate::gate::plan_cells(spec, 1)?.len().max(1),
+    };
+    for c in crate::gate::plan_cells(spec, count)? {
+        println!("{}\t{}\t{}", c.task, c.experiment, c.cell);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn cmd_merge(shards: &[PathBuf], out: &Path) -> anyhow::Result<ExitCode> {
-    let mut all = Vec::new();
-    for dir in shards {
-        let path = dir.join(crate::gate::EXPERIMENTS_JSON);
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("failed to read shard summary {}", path.display()))?;
-        let summary: crate::gate::Summary = serde_json::from_str(&text)
-            .with_context(|| format!("{} is not a lossdiff summary", path.display()))?;
-        all.push(summary.experiments);
+    let merged = crate::gate::merge_shard_dirs(shards)?;
+    for (dir, why) in &merged.unfinished {
+        eprintln!(
+            "lossdiff: warning: {}: {why}; its cells count as missing",
+            dir.display()
+        );
     }
     crate::report::check_report_dir(out)?;
-    let merged = crate::gate::merge_reports(all)?;
-    let results: Vec<_> = merged.into_iter().map(|r| (r, Vec::new())).collect();
+    let missing = merged.missing_tasks();
+    let finished = shards.len() - merged.unfinished.len();
+    let results: Vec<_> = merged
+        .reports
+        .into_iter()
+        .map(|r| (r, Vec::new()))
+        .collect();
     crate::gate::write_report_dir_reusing(out, &results, shards)?;
     let reports: Vec<&crate::gate::ExperimentReport> = results.iter().map(|(r, _)| r).collect();
     print!("{}", crate::gate::render_summary(&reports));
-    println!("merged {} shards into {}", shards.len(), out.display());
+    println!(
+        "merged {finished} of {} shard directories into {}",
+        shards.len(),
+        out.display()
+    );
+    if !missing.is_empty() {
+        let cells: usize = reports.iter().map(|r| r.missing.len()).sum();
+        let tasks: Vec<String> = missing.iter().map(usize::to_string).collect();
+        eprintln!(
+            "lossdiff: incomplete: {cells} cell(s) missing because task(s) {} of {} did not finish; re-run those tasks into their directories and merge again",
+            tasks.join(","),
+            merged.count.unwrap_or(0)
+        );
+        return Ok(ExitCode::from(2));
+    }
     Ok(ExitCode::from(if reports.iter().all(|r| r.passed) {
         0
     } else {

@@ -33,7 +33,11 @@ pub use render::{
     entry as report_entry, render_summary, write_report_dir, write_report_dir_reusing, FigureKey,
     Figures, Summary, EXPERIMENTS_JSON,
 };
-pub use scale::{expand_specs, merge_reports, parse_shard, run_all_experiments};
+pub use scale::{
+    clear_shard_plan, expand_specs, merge_reports, merge_shard_dirs, parse_shard, plan_cells,
+    run_all_experiments, shard_plan, write_shard_plan, MergedShards, PlannedCell, ShardPlan,
+    SHARD_JSON,
+};
 
 /// How to run a gate.
 #[derive(Debug, Clone)]
@@ -148,11 +152,46 @@ pub struct ExperimentReport {
     pub trained: usize,
     /// Runs read from the cache.
     pub cached: usize,
+    /// Cells a sharded run planned but no finished task delivered (filled by `lossdiff merge`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub missing: Vec<MissingCell>,
     /// Whether everything passed.
     pub passed: bool,
 }
 
+/// A cell of a sharded run whose task did not finish: it has no result, so its experiment fails.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MissingCell {
+    /// Cell id.
+    pub cell: String,
+    /// 0-based index of the task that was to run it.
+    pub task: usize,
+    /// Number of tasks of the run.
+    pub count: usize,
+}
+
 impl ExperimentReport {
+    /// Returns a report with no cells, for an experiment whose every cell is missing after a
+    /// merge (its alpha is never used: there is nothing to gate).
+    pub fn empty(experiment: &str, spec: &Path) -> ExperimentReport {
+        ExperimentReport {
+            experiment: experiment.to_string(),
+            spec: spec.to_path_buf(),
+            description: String::new(),
+            cells: vec![],
+            comparisons: vec![],
+            sweep_gate: None,
+            goldens: vec![],
+            expected_undeclared: vec![],
+            expected_changed: false,
+            alpha: CompareSettings::default().alpha,
+            trained: 0,
+            cached: 0,
+            missing: vec![],
+            passed: false,
+        }
+    }
+
     /// Gates the cross-arm comparisons together (Holm, with BH for triage), checks each against
     /// the expectation, and sets `passed`. Idempotent; `merge` re-runs it over joined shards.
     ///
@@ -187,8 +226,10 @@ impl ExperimentReport {
             );
             c.passed = c.problems.is_empty();
         }
-        self.passed =
-            self.comparisons.iter().all(|c| c.passed) && self.goldens.iter().all(|g| g.passed);
+        // A missing cell is never a pass: its task may have been the one that diverged.
+        self.passed = self.missing.is_empty()
+            && self.comparisons.iter().all(|c| c.passed)
+            && self.goldens.iter().all(|g| g.passed);
         Ok(())
     }
 
@@ -211,7 +252,25 @@ impl ExperimentReport {
                 self.experiment, g.cell, g.arm, g.message
             ));
         }
+        for m in &self.missing {
+            out.push(format!(
+                "{} [{}] missing: {}",
+                self.experiment,
+                m.cell,
+                m.describe()
+            ));
+        }
         out
+    }
+}
+
+impl MissingCell {
+    /// Returns one line for humans: which task did not deliver the cell and what to do.
+    pub fn describe(&self) -> String {
+        format!(
+            "task {} of {} did not finish, so this cell has no result; re-run that task (`--shard {}/{}`) into its directory and merge again",
+            self.task, self.count, self.task, self.count
+        )
     }
 }
 
@@ -316,6 +375,7 @@ pub fn run_experiment(spec: &Path, opts: &GateOptions) -> Result<ExperimentRun> 
         alpha: settings.alpha,
         trained,
         cached,
+        missing: vec![],
         passed: false,
     };
     report.finalize()?;

@@ -134,6 +134,19 @@ pub fn write_report_dir_reusing(
             });
             keys.push((g.cell.clone(), g.arm.clone(), "golden".into()));
         }
+        for m in &report.missing {
+            entries.push(ReportEntry {
+                name: format!("{} [{}]", report.experiment, m.cell),
+                verdict: "not run".into(),
+                passed: false,
+                summary: m.describe(),
+                numbers: KeyNumbers::default(),
+                undeclared_differences: vec![],
+                environment_differences: vec![],
+                figure: None,
+            });
+            keys.push((m.cell.clone(), "missing".into(), "missing".into()));
+        }
         if report.cells.len() > 1 {
             let sweep = sweep_figure(report, cells);
             let kinds: [(&str, &str, SweepRenderer); 2] = [
@@ -167,6 +180,7 @@ pub fn write_report_dir_reusing(
         }
     }
     let failing = entries.iter().filter(|e| !e.passed).count();
+    let missing: usize = results.iter().map(|(r, _)| r.missing.len()).sum();
     let with_figure: Vec<bool> = entries.iter().map(|e| e.figure.is_some()).collect();
     let input = ReportInput {
         name: results
@@ -179,9 +193,14 @@ pub fn write_report_dir_reusing(
         sweep_figures,
         gate: GateDecision {
             passed,
-            reason: match failing {
-                0 => "every comparison met its expectation and every arm matched its golden".into(),
-                n => format!("{n} comparison(s) failed"),
+            reason: match (failing - missing, missing) {
+                (0, 0) => {
+                    "every comparison met its expectation and every arm matched its golden".into()
+                }
+                (n, 0) => format!("{n} comparison(s) failed"),
+                (n, m) => format!(
+                    "{m} cell(s) missing: their tasks did not finish; {n} comparison(s) failed"
+                ),
             },
         },
     };
@@ -461,6 +480,9 @@ pub fn render_summary(reports: &[&ExperimentReport]) -> String {
                 g.arm,
                 g.message
             );
+        }
+        for m in &r.missing {
+            s += &format!("  MISSING [{}] {}\n", m.cell, m.describe());
         }
     }
     s
