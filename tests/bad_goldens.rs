@@ -32,7 +32,7 @@ const GOLDEN: &str = "golden/exp/default/a.golden.json";
 fn golden_from_a_newer_lossdiff_asks_for_an_upgrade() {
     let dir = store_with_golden();
     edit_golden(dir.path(), |g| {
-        g["version"] = 2.into();
+        g["version"] = 3.into();
         g["provenance"]["lossdiff_version"] = "3.1.0".into();
     });
     let o = lossdiff_in(
@@ -43,7 +43,7 @@ fn golden_from_a_newer_lossdiff_asks_for_an_upgrade() {
     assert_refused(
         &o,
         &[
-            "a.golden.json: golden format version 2",
+            "a.golden.json: golden format version 3",
             "written by a newer lossdiff (v3.1.0)",
             concat!("this is v", env!("CARGO_PKG_VERSION")),
             "upgrade lossdiff",

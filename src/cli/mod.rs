@@ -158,6 +158,12 @@ enum GoldenCommand {
         /// Substring of the golden paths to reject.
         filter: Option<String>,
     },
+    /// Seal version-1 goldens with a digest, values unchanged (all, or those whose path contains
+    /// FILTER). Sealing vouches that each file is as blessed: review its history first.
+    Migrate {
+        /// Substring of the golden paths to migrate.
+        filter: Option<String>,
+    },
     /// List goldens that no experiment under `experiments/` produces (exit 1 if any).
     Check {
         /// Directory of experiment specs.
@@ -467,6 +473,21 @@ fn cmd_golden(action: GoldenCommand, root: &Path) -> anyhow::Result<ExitCode> {
         GoldenCommand::Reject { filter } => {
             for p in store.reject(filter.as_deref())? {
                 println!("rejected {}", p.display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        GoldenCommand::Migrate { filter } => {
+            let done = store.migrate(filter.as_deref())?;
+            for (p, m) in &done {
+                match m {
+                    crate::golden::Migration::Sealed => println!("sealed {}", p.display()),
+                    crate::golden::Migration::Current => {
+                        println!("already sealed and intact: {}", p.display())
+                    }
+                }
+            }
+            if done.is_empty() {
+                println!("no goldens under {}", root.display());
             }
             Ok(ExitCode::SUCCESS)
         }
