@@ -31,8 +31,10 @@
 //!
 //! An arm may instead run another stack's command and import its trace (`external`):
 //! `command = "python3 train.py --seed {seed} --out {out}"`, with optional `trace` (`"file"` or
-//! `"stdout"`), `format`, `timeout_s`, `env = { KEY = "value" }` and `workdir` (relative to the
-//! spec). Its placeholders are checked here, at load; `docs/external.md` has the details.
+//! `"stdout"`), `format`, `timeout_s`, `env = { KEY = "value" }`, `workdir` (relative to the
+//! spec), and what its cache key must cover: `inputs` (file patterns) and `probe` (a command
+//! printing versions). Its placeholders are checked here, at load; `docs/external.md` has the
+//! details.
 //!
 //! This module parses and expands specs into [`Cell`]s and [`RunRequest`]s; running them is
 //! `runner`'s job, judging them `compare`'s, storing them `golden`'s.
@@ -55,9 +57,19 @@ const ARM_ENV_KEYS: &[&str] = &[
     "timeout_s",
     "env",
     "workdir",
+    "inputs",
+    "probe",
 ];
 /// Arm keys that only make sense with `command`.
-const EXTERNAL_KEYS: &[&str] = &["trace", "format", "timeout_s", "env", "workdir"];
+const EXTERNAL_KEYS: &[&str] = &[
+    "trace",
+    "format",
+    "timeout_s",
+    "env",
+    "workdir",
+    "inputs",
+    "probe",
+];
 const EXPERIMENT_KEYS: &[&str] = &[
     "name",
     "description",
@@ -313,12 +325,15 @@ impl Experiment {
         };
         let arms = parse_arms(doc.remove("arm"), &origin, &base, spec_dir)?;
         if !perturbations.is_empty() {
-            if let Some(a) = arms.iter().find(|a| a.command.is_some()) {
-                return Err(bad(
-                    "experiment.perturbations",
-                    &format!("no perturbations: arm `{}` runs an external command, which has no last-bit perturbation switch; use more seeds", a.name),
-                    format!("{perturbations:?}"),
-                ));
+            for a in &arms {
+                let Some(c) = &a.command else { continue };
+                if !c.placeholders(&origin)?.iter().any(|p| p == "perturb_seed") {
+                    return Err(bad(
+                        "experiment.perturbations",
+                        &format!("no perturbations, or a command that uses `{{perturb_seed}}`: arm `{}` runs an external command that never sees it, so its perturbation runs would repeat its first seed run; pass it to the script (e.g. `--perturb-seed {{perturb_seed}}`) and nudge the initial weights in the last bit when it is not 0", a.name),
+                        format!("{perturbations:?}"),
+                    ));
+                }
             }
         }
         if arms.len() < 2 && include.is_empty() {
@@ -748,6 +763,30 @@ fn external_keys(
         Some(toml::Value::String(s)) => spec_dir.join(s),
         Some(other) => return Err(bad("workdir", "a directory path", other.to_string())),
     };
+    let inputs_expected =
+        "a list of file patterns relative to `workdir`, e.g. [\"train.py\", \"conf/**/*.yaml\"]";
+    let inputs = match t.remove("inputs") {
+        None => vec![],
+        Some(toml::Value::Array(a)) => a
+            .into_iter()
+            .map(|v| match v {
+                toml::Value::String(s) if !s.is_empty() => Ok(s),
+                other => Err(bad("inputs", inputs_expected, other.to_string())),
+            })
+            .collect::<Result<_>>()?,
+        Some(other) => return Err(bad("inputs", inputs_expected, other.to_string())),
+    };
+    let probe = match t.remove("probe") {
+        None => None,
+        Some(toml::Value::String(s)) if !s.trim().is_empty() => Some(s),
+        Some(other) => {
+            return Err(bad(
+                "probe",
+                "a command printing versions, e.g. \"python3 -c 'import torch; print(torch.__version__)'\"",
+                other.to_string(),
+            ))
+        }
+    };
     Ok(ExternalSpec {
         command,
         trace,
@@ -755,6 +794,8 @@ fn external_keys(
         timeout_s,
         env,
         workdir,
+        inputs,
+        probe,
     })
 }
 

@@ -530,14 +530,24 @@ fn check_summary(g: &Golden, path: &Path) -> Result<()> {
     let s = &g.summary;
     let close = |a: f64, b: f64| (a - b).abs() <= 1e-12 * a.abs().max(b.abs()) || a == b;
     let checks = [
-        ("seeds", s.seeds == fresh.seeds, s.seeds.to_string(), fresh.seeds.to_string()),
+        (
+            "seeds",
+            s.seeds == fresh.seeds,
+            s.seeds.to_string(),
+            fresh.seeds.to_string(),
+        ),
         (
             "perturbations",
             s.perturbations == fresh.perturbations,
             s.perturbations.to_string(),
             fresh.perturbations.to_string(),
         ),
-        ("steps", s.steps == fresh.steps, s.steps.to_string(), fresh.steps.to_string()),
+        (
+            "steps",
+            s.steps == fresh.steps,
+            s.steps.to_string(),
+            fresh.steps.to_string(),
+        ),
         (
             "late_loss_mean",
             close(s.late_loss_mean, fresh.late_loss_mean),
@@ -781,9 +791,15 @@ mod tests {
         let p = store.path("exp", "default", "naive");
         write_v1(&p, &g);
         let err = store.load("exp", "default", "naive").unwrap_err();
-        assert!(matches!(err, Error::GoldenUnsealed { found: 1, .. }), "{err}");
+        assert!(
+            matches!(err, Error::GoldenUnsealed { found: 1, .. }),
+            "{err}"
+        );
         assert!(err.to_string().contains("lossdiff golden migrate"), "{err}");
-        assert_eq!(store.migrate(None).unwrap(), [(p.clone(), Migration::Sealed)]);
+        assert_eq!(
+            store.migrate(None).unwrap(),
+            [(p.clone(), Migration::Sealed)]
+        );
         assert_eq!(store.load("exp", "default", "naive").unwrap().unwrap(), g);
         assert_eq!(store.migrate(None).unwrap(), [(p, Migration::Current)]);
     }
@@ -814,7 +830,9 @@ mod tests {
             .write(&golden("h", 2.0), UpdateAction::InPlace)
             .unwrap()
             .unwrap();
-        let text = std::fs::read_to_string(&p).unwrap().replacen("2.5,", "9.5,", 1);
+        let text = std::fs::read_to_string(&p)
+            .unwrap()
+            .replacen("2.5,", "9.5,", 1);
         std::fs::write(&p, &text).unwrap();
         assert!(matches!(
             store.migrate(None).unwrap_err(),

@@ -148,6 +148,12 @@ pub struct ExperimentReport {
     pub trained: usize,
     /// Runs read from the cache.
     pub cached: usize,
+    /// Cache entries found but not used, `<path>: <why>` (each of those runs ran again).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cache_rejected: Vec<String>,
+    /// What the keys of external runs served from the cache do not cover.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cache_unhashed: Vec<String>,
     /// Whether everything passed.
     pub passed: bool,
 }
@@ -298,7 +304,12 @@ pub fn run_experiment(spec: &Path, opts: &GateOptions) -> Result<ExperimentRun> 
             goldens.push(goldens::check_golden(&input, arm_name, fresh, &hash, opts)?);
         }
     }
-    let RunStats { trained, cached } = stats;
+    let RunStats {
+        trained,
+        cached,
+        rejected: cache_rejected,
+        unhashed: cache_unhashed,
+    } = stats;
     let mut report = ExperimentReport {
         experiment: exp.name.clone(),
         spec: spec.to_path_buf(),
@@ -312,6 +323,8 @@ pub fn run_experiment(spec: &Path, opts: &GateOptions) -> Result<ExperimentRun> 
         alpha: settings.alpha,
         trained,
         cached,
+        cache_rejected,
+        cache_unhashed,
         passed: false,
     };
     report.finalize()?;
