@@ -357,7 +357,7 @@ pub enum Error {
 
     // === External commands ===
     /// A `{placeholder}` in an external arm's command that names no run value or config key.
-    #[error("{origin}: unknown placeholder `{{{placeholder}}}` in the command{}; valid: {{seed}}, {{out}}, {{cell}}, {{arm}} and any config or sweep key", suggestion.as_ref().map(|s| format!(" (did you mean `{{{s}}}`?)")).unwrap_or_default())]
+    #[error("{origin}: unknown placeholder `{{{placeholder}}}` in the command{}; valid: {{seed}}, {{perturb_seed}}, {{out}}, {{cell}}, {{arm}} and any config or sweep key", suggestion.as_ref().map(|s| format!(" (did you mean `{{{s}}}`?)")).unwrap_or_default())]
     UnknownPlaceholder {
         /// The spec and arm (or the run) the command belongs to.
         origin: String,

@@ -609,17 +609,11 @@ fn cmd_run(
     let (trained, cached) = reports
         .iter()
         .fold((0, 0), |(t, c), r| (t + r.trained, c + r.cached));
-    for r in reports.iter().flat_map(|r| &r.cache_rejected) {
-        eprintln!("lossdiff: warning: ignored cache entry {r}; ran it again");
-    }
-    let unhashed: std::collections::BTreeSet<&String> =
-        reports.iter().flat_map(|r| &r.cache_unhashed).collect();
-    if !unhashed.is_empty() {
-        let list: Vec<&str> = unhashed.iter().map(|s| s.as_str()).collect();
-        println!(
-            "from cache: {cached} runs, external inputs not hashed: {}",
-            list.join("; ")
-        );
+    for note in reports.iter().flat_map(|r| r.cache_notes()) {
+        match note.starts_with("warning: ") {
+            true => eprintln!("lossdiff: {note}"),
+            false => println!("{note}"),
+        }
     }
     println!(
         "{trained} runs trained, {cached} from cache, {:.1} s; report: {}",

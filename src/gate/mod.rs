@@ -194,6 +194,25 @@ impl ExperimentReport {
         Ok(())
     }
 
+    /// Returns what the run cache could not vouch for, one line each: entries it ignored (they
+    /// ran again), then what the keys of the external runs it served do not cover. Printed by
+    /// `lossdiff run` and `assert_gate!` whenever a run reads the cache.
+    pub fn cache_notes(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .cache_rejected
+            .iter()
+            .map(|r| format!("warning: ignored cache entry {r}; ran it again"))
+            .collect();
+        if self.cached > 0 && !self.cache_unhashed.is_empty() {
+            out.push(format!(
+                "from cache: {} runs, external inputs not hashed: {}",
+                self.cached,
+                self.cache_unhashed.join("; ")
+            ));
+        }
+        out
+    }
+
     /// Returns one line per failure, for assertion messages and exit summaries.
     pub fn failures(&self) -> Vec<String> {
         let mut out = Vec::new();
