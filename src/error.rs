@@ -150,6 +150,46 @@ pub enum Error {
         /// Newest version this build reads.
         supported: u32,
     },
+    /// A golden whose content no longer matches the digest its writer stored.
+    #[error("{}: golden does not match its digest (stored {stored}, content {computed}): the file was corrupted or edited by hand after blessing; restore it (`git checkout -- {}`) or re-bless it with `LOSSDIFF_UPDATE=always lossdiff run <spec>`", path.display(), path.display())]
+    GoldenDigest {
+        /// The golden file.
+        path: PathBuf,
+        /// The digest in the file (`none` when the field is missing).
+        stored: String,
+        /// The digest of the content as read.
+        computed: String,
+    },
+    /// A golden written before goldens carried a digest: its values cannot be verified.
+    #[error("{}: golden format version {found} has no digest, so a hand edit cannot be told from the blessed values; if the file is as blessed (check `git log -p` on it), seal it with `lossdiff golden migrate`, else re-bless it with `LOSSDIFF_UPDATE=always lossdiff run <spec>`", path.display())]
+    GoldenUnsealed {
+        /// The golden file.
+        path: PathBuf,
+        /// Version found.
+        found: u32,
+    },
+    /// A golden whose content was blessed for another experiment, cell or arm than its path says.
+    #[error("{}: this is the golden of {found}, but the path belongs to {expected}; a golden copied or renamed by hand is not a blessing: re-bless it with `LOSSDIFF_UPDATE=always lossdiff run <spec>`", path.display())]
+    GoldenKey {
+        /// The golden file.
+        path: PathBuf,
+        /// `experiment/cell/arm` the path belongs to.
+        expected: String,
+        /// `experiment/cell/arm` recorded inside the file.
+        found: String,
+    },
+    /// A digest-less golden whose summary does not follow from its traces (refused by migration).
+    #[error("{}: {what} in the summary is {stored}, but its traces give {computed}: the file was edited after blessing, so it is not sealed; re-bless it with `LOSSDIFF_UPDATE=always lossdiff run <spec>`", path.display())]
+    GoldenInconsistent {
+        /// The golden file.
+        path: PathBuf,
+        /// The summary field.
+        what: String,
+        /// Its value in the file.
+        stored: String,
+        /// Its value recomputed from the traces.
+        computed: String,
+    },
 
     // === Training ===
     /// Naive attention would materialise a score matrix larger than the configured cap.
@@ -404,7 +444,7 @@ pub enum Error {
 
     // === External commands ===
     /// A `{placeholder}` in an external arm's command that names no run value or config key.
-    #[error("{origin}: unknown placeholder `{{{placeholder}}}` in the command{}; valid: {{seed}}, {{out}}, {{cell}}, {{arm}} and any config or sweep key", suggestion.as_ref().map(|s| format!(" (did you mean `{{{s}}}`?)")).unwrap_or_default())]
+    #[error("{origin}: unknown placeholder `{{{placeholder}}}` in the command{}; valid: {{seed}}, {{perturb_seed}}, {{out}}, {{cell}}, {{arm}} and any config or sweep key", suggestion.as_ref().map(|s| format!(" (did you mean `{{{s}}}`?)")).unwrap_or_default())]
     UnknownPlaceholder {
         /// The spec and arm (or the run) the command belongs to.
         origin: String,

@@ -252,12 +252,15 @@ impl Experiment {
             got,
         };
         if !self.perturbations.is_empty() {
-            if let Some(a) = self.arms.iter().find(|a| a.command.is_some()) {
-                return Err(bad(
-                    "experiment.perturbations",
-                    &format!("no perturbations: arm `{}` runs an external command, which has no last-bit perturbation switch; use more seeds", a.name),
-                    format!("{:?}", self.perturbations),
-                ));
+            for a in &self.arms {
+                let Some(c) = &a.command else { continue };
+                if !c.placeholders(&origin)?.iter().any(|p| p == "perturb_seed") {
+                    return Err(bad(
+                        "experiment.perturbations",
+                        &format!("no perturbations, or a command that uses `{{perturb_seed}}`: arm `{}` runs an external command that never sees it, so its perturbation runs would repeat its first seed run; pass it to the script (e.g. `--perturb-seed {{perturb_seed}}`) and nudge the initial weights in the last bit when it is not 0", a.name),
+                        format!("{:?}", self.perturbations),
+                    ));
+                }
             }
         }
         if self.arms.len() < 2 && self.include.is_empty() {

@@ -35,7 +35,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 /// Placeholders that name the run rather than a config key.
-pub const RUN_PLACEHOLDERS: [&str; 4] = ["seed", "out", "cell", "arm"];
+pub const RUN_PLACEHOLDERS: [&str; 5] = ["seed", "perturb_seed", "out", "cell", "arm"];
 
 /// Default time limit of an external run: ten minutes.
 pub const DEFAULT_TIMEOUT_S: f64 = 600.0;
@@ -78,6 +78,11 @@ pub struct ExternalSpec {
     pub env: Vec<(String, String)>,
     /// Working directory (absolute, or relative to where lossdiff runs).
     pub workdir: PathBuf,
+    /// File patterns (relative to `workdir`) whose content joins the cache key.
+    pub inputs: Vec<String>,
+    /// A command whose standard output (interpreter and package versions) joins the cache key
+    /// and the runs' fingerprints.
+    pub probe: Option<String>,
 }
 
 /// A piece of a command word.
@@ -223,7 +228,14 @@ impl ExternalSpec {
         qualify: impl Fn(&str) -> bool,
         candidates: &[String],
     ) -> Result<()> {
-        let names = self.placeholders(origin)?;
+        let mut names = self.placeholders(origin)?;
+        if let Some(probe) = &self.probe {
+            let probe = ExternalSpec {
+                command: probe.clone(),
+                ..self.clone()
+            };
+            names.extend(probe.placeholders(&format!("{origin} probe"))?);
+        }
         for name in &names {
             if !RUN_PLACEHOLDERS.contains(&name.as_str()) && !qualify(name) {
                 return Err(Error::UnknownPlaceholder {
@@ -345,24 +357,29 @@ impl fmt::Display for ExitReason {
     }
 }
 
-/// What a finished process printed.
+/// What a finished process printed: all of stdout when it is the trace (up to the input
+/// limit), otherwise the last [`TAIL_BYTES`] of each stream.
 struct Output {
-    stdout: Vec<u8>,
-    stderr: Vec<u8>,
+    stdout: Captured,
+    stderr: Captured,
 }
 
 impl Output {
     /// Returns the last [`TAIL_LINES`] lines of each non-empty stream, labelled.
     fn tail(&self) -> String {
         let mut s = String::new();
-        for (name, bytes) in [("stderr", &self.stderr), ("stdout", &self.stdout)] {
-            let text = String::from_utf8_lossy(bytes);
+        for (name, c) in [("stderr", &self.stderr), ("stdout", &self.stdout)] {
+            let text = String::from_utf8_lossy(c.tail());
             let lines: Vec<&str> = text.lines().collect();
             if lines.is_empty() {
                 continue;
             }
             let from = lines.len().saturating_sub(TAIL_LINES);
-            s += &format!("--- last {} lines of {name} ---\n", lines.len() - from);
+            s += &format!("--- last {} lines of {name}", lines.len() - from);
+            if c.dropped > 0 {
+                s += &format!(" ({} bytes in all)", c.bytes.len() as u64 + c.dropped);
+            }
+            s += " ---\n";
             for l in &lines[from..] {
                 s += l;
                 s += "\n";
@@ -375,15 +392,123 @@ impl Output {
     }
 }
 
+/// Bytes of each stream kept for the failure tail: enough for [`TAIL_LINES`] long lines, and
+/// a bound on memory however much a command prints (1 GB to stderr must not cost 1 GB).
+const TAIL_BYTES: usize = 64 << 10;
+
+/// How long to wait for the output pipes after the command's group is gone. Only a process that
+/// left the group (a `setsid` daemon) can still hold them; its output is not waited for.
+const PIPE_GRACE: Duration = Duration::from_secs(2);
+
+/// How much of a stream to keep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Keep {
+    /// Everything, up to this many bytes (then the capture is marked over the limit).
+    All(u64),
+    /// The last [`TAIL_BYTES`] bytes.
+    Tail,
+}
+
+/// One stream's bytes as kept, and how many were dropped from the front.
+#[derive(Debug, Default, Clone)]
+struct Captured {
+    bytes: Vec<u8>,
+    /// Bytes dropped: the front of a tail, or everything past an `All` limit.
+    dropped: u64,
+    /// Whether an `All` capture went past its limit.
+    over_limit: bool,
+}
+
+impl Captured {
+    fn push(&mut self, chunk: &[u8], keep: Keep) {
+        match keep {
+            Keep::All(limit) => {
+                let room = (limit as usize).saturating_sub(self.bytes.len());
+                let take = room.min(chunk.len());
+                self.bytes.extend_from_slice(&chunk[..take]);
+                if take < chunk.len() {
+                    self.over_limit = true;
+                    self.dropped += (chunk.len() - take) as u64;
+                }
+            }
+            Keep::Tail => {
+                self.bytes.extend_from_slice(chunk);
+                // Trim only once twice the tail has piled up: amortised O(1) per byte.
+                if self.bytes.len() > 2 * TAIL_BYTES {
+                    let cut = self.bytes.len() - TAIL_BYTES;
+                    self.bytes.drain(..cut);
+                    self.dropped += cut as u64;
+                }
+            }
+        }
+    }
+
+    /// Returns the last [`TAIL_BYTES`] bytes kept.
+    fn tail(&self) -> &[u8] {
+        &self.bytes[self.bytes.len().saturating_sub(TAIL_BYTES)..]
+    }
+}
+
+/// A stream being read on its own thread; the bytes so far can be taken at any time.
+struct Reader {
+    captured: std::sync::Arc<std::sync::Mutex<Captured>>,
+    done: mpsc::Receiver<()>,
+}
+
+impl Reader {
+    /// Starts reading `pipe` to its end, keeping what `keep` says.
+    fn start(pipe: Option<impl Read + Send + 'static>, keep: Keep) -> Reader {
+        let captured = std::sync::Arc::new(std::sync::Mutex::new(Captured::default()));
+        let (tx, done) = mpsc::channel();
+        let shared = captured.clone();
+        std::thread::spawn(move || {
+            let mut chunk = vec![0u8; 64 << 10];
+            if let Some(mut p) = pipe {
+                // A read error ends the capture; what was read so far is still the best tail.
+                while let Ok(n @ 1..) = p.read(&mut chunk) {
+                    match shared.lock() {
+                        Ok(mut c) => c.push(&chunk[..n], keep),
+                        Err(_) => break,
+                    }
+                }
+            }
+            let _ = tx.send(());
+        });
+        Reader { captured, done }
+    }
+
+    /// Waits until the pipe is closed or `deadline` passes, then returns what was read.
+    fn finish(self, deadline: Instant) -> Captured {
+        let _ = self
+            .done
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()));
+        // The reader thread may still hold the lock for one chunk; take a copy either way.
+        let c = match self.captured.lock() {
+            Ok(c) => c.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        };
+        c
+    }
+}
+
 /// Runs `cmd` in `workdir` with a time limit and returns its output.
 ///
-/// The process gets its own process group; on timeout the whole group is killed with SIGKILL
-/// (through `kill -KILL -- -PGID`), so a launcher's children die with it.
+/// The command leads its own process group. When it exits — successfully, with an error, or
+/// killed at its time limit — the whole group is killed with SIGKILL, so a launcher's children
+/// (`torchrun` workers, a stray `sleep &`) neither outlive the run nor keep its pipes open.
+/// lossdiff then waits at most [`PIPE_GRACE`] for the pipes: never on a descendant that left the
+/// group.
 ///
 /// # Errors
 /// [`Error::CommandSpawn`] when it cannot start; [`Error::CommandFailed`] with the exit status,
 /// signal or timeout and the output's tail.
-fn execute(run: &str, cmd: &Resolved, workdir: &Path, timeout: Duration) -> Result<Output> {
+fn execute(
+    run: &str,
+    cmd: &Resolved,
+    workdir: &Path,
+    timeout: Duration,
+    stdout_keep: Keep,
+) -> Result<Output> {
     let mut command = Command::new(&cmd.argv[0]);
     command
         .args(&cmd.argv[1..])
@@ -400,26 +525,25 @@ fn execute(run: &str, cmd: &Resolved, workdir: &Path, timeout: Duration) -> Resu
         workdir: workdir.to_path_buf(),
         source,
     })?;
-    let stdout = reader(child.stdout.take());
-    let stderr = reader(child.stderr.take());
+    let stdout = Reader::start(child.stdout.take(), stdout_keep);
+    let stderr = Reader::start(child.stderr.take(), Keep::Tail);
     let start = Instant::now();
     let status = loop {
-        match child.try_wait().map_err(|e| Error::io(workdir, e))? {
-            Some(status) => break Some(status),
-            None if start.elapsed() >= timeout => break None,
-            None => std::thread::sleep(Duration::from_millis(10).min(timeout)),
+        match child.try_wait() {
+            Ok(Some(status)) => break Some(status),
+            Ok(None) if start.elapsed() >= timeout => break None,
+            Ok(None) => std::thread::sleep(Duration::from_millis(10).min(timeout)),
+            Err(e) => {
+                kill_group(&mut child);
+                return Err(Error::io(workdir, e));
+            }
         }
     };
-    if status.is_none() {
-        kill_group(&mut child);
-    }
-    // A grandchild that outlives the command may hold the pipes open: wait a bounded time.
-    let grace = timeout.saturating_sub(start.elapsed()) + Duration::from_secs(1);
+    kill_group(&mut child);
+    let deadline = Instant::now() + PIPE_GRACE;
     let output = Output {
-        stdout: stdout.recv_timeout(grace).unwrap_or_default(),
-        stderr: stderr
-            .recv_timeout(Duration::from_secs(1))
-            .unwrap_or_default(),
+        stdout: stdout.finish(deadline),
+        stderr: stderr.finish(deadline),
     };
     let reason = match status {
         None => ExitReason::TimedOut(timeout),
@@ -446,30 +570,18 @@ fn signal(status: &std::process::ExitStatus) -> Option<i32> {
     return None;
 }
 
-/// Reads a pipe to its end on a thread; the bytes arrive on the returned channel.
-fn reader(pipe: Option<impl Read + Send + 'static>) -> mpsc::Receiver<Vec<u8>> {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        if let Some(mut p) = pipe {
-            // A read error ends the capture; what was read so far is still the best tail.
-            let _ = p.read_to_end(&mut buf);
-        }
-        let _ = tx.send(buf);
-    });
-    rx
-}
-
-/// Kills the child's process group (it leads its own, see [`execute`]), then the child itself.
+/// Kills the child's process group (it leads its own, see [`execute`]) and reaps the child.
+///
+/// Safe after the leader has exited and been reaped: Linux does not reuse a pid while a process
+/// group of that id still has members, and an empty group makes `killpg` fail harmlessly.
 fn kill_group(child: &mut std::process::Child) {
-    // std has no killpg; `kill` is POSIX and avoids a libc dependency for one call. Elsewhere
-    // only the child itself is killed.
     #[cfg(unix)]
-    let _ = Command::new("kill")
-        .args(["-KILL", "--", &format!("-{}", child.id())])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
+    if let Ok(pgid) = libc::pid_t::try_from(child.id()) {
+        // SAFETY: killpg only sends a signal; the group id is the child's pid (see above).
+        unsafe {
+            libc::killpg(pgid, libc::SIGKILL);
+        }
+    }
     let _ = child.kill();
     let _ = child.wait();
 }
@@ -508,15 +620,18 @@ pub struct RunContext<'a> {
     pub cell: &'a str,
     /// Arm name.
     pub arm: &'a str,
-    /// The run's seed.
+    /// The run's seed (for a perturbation member: the seed it perturbs).
     pub seed: u64,
+    /// The perturbation seed: 0 for a seed run, else the member's nudge of the initial weights.
+    pub perturb_seed: u64,
     /// The run's resolved config as JSON sections (`RunConfig::to_json`).
     pub config: &'a Value,
 }
 
 /// Builds the placeholder table for a run: every config key by qualified and (unambiguous) bare
-/// name, plus the run placeholders. `run_values = false` leaves `{seed}`, `{out}`, `{cell}` and
-/// `{arm}` as written (the form recorded in the trace, constant across an arm's seeds).
+/// name, plus the run placeholders. `run_values = false` leaves `{seed}`, `{perturb_seed}`,
+/// `{out}`, `{cell}` and `{arm}` as written (the form recorded in the trace, constant across an
+/// arm's seeds and perturbations).
 fn variables(ctx: &RunContext, out: &Path, run_values: bool) -> BTreeMap<String, String> {
     let mut vars = BTreeMap::new();
     let mut bare: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -539,6 +654,7 @@ fn variables(ctx: &RunContext, out: &Path, run_values: bool) -> BTreeMap<String,
     }
     let run = [
         ("seed", ctx.seed.to_string()),
+        ("perturb_seed", ctx.perturb_seed.to_string()),
         ("out", out.display().to_string()),
         ("cell", ctx.cell.to_string()),
         ("arm", ctx.arm.to_string()),
@@ -554,32 +670,54 @@ fn variables(ctx: &RunContext, out: &Path, run_values: bool) -> BTreeMap<String,
     vars
 }
 
+/// Returns what a run of `spec` records as `config.external.command` and `.env`: config
+/// placeholders filled, run placeholders as written.
+///
+/// # Errors
+/// [`Error::CommandSyntax`], [`Error::UnknownPlaceholder`].
+pub fn recorded(spec: &ExternalSpec, ctx: &RunContext) -> Result<(String, Map<String, Value>)> {
+    let r = spec.resolve(ctx.id, &variables(ctx, Path::new("{out}"), false))?;
+    let env = r
+        .env
+        .iter()
+        .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+        .collect();
+    Ok((r.display(), env))
+}
+
 /// Runs one external run and returns its trace, with `config.external` recording the command
-/// (config placeholders filled, run placeholders as written), its `env` and the format read, and
-/// `seeds.seed` the seed.
+/// (config placeholders filled, run placeholders as written), its `env` and the format read,
+/// `seeds.seed` the seed (and `seeds.perturb` a non-zero perturbation seed), and
+/// `fingerprint.external` what `inputs` found of its environment (program, probe output).
 ///
 /// # Errors
 /// [`Error::CommandSpawn`], [`Error::CommandFailed`] (status or timeout, and output tail),
-/// [`Error::ExternalTrace`] when the trace cannot be imported, [`Error::UnknownPlaceholder`].
-pub fn run(spec: &ExternalSpec, ctx: &RunContext) -> Result<Trace> {
+/// [`Error::ExternalTrace`] when the trace cannot be imported (or its stdout is over the input
+/// limit), [`Error::UnknownPlaceholder`].
+pub fn run(spec: &ExternalSpec, ctx: &RunContext, inputs: &Inputs) -> Result<Trace> {
     let dir = WorkDir::new()?;
     let out = dir.0.join("trace.out");
     let resolved = spec.resolve(ctx.id, &variables(ctx, &out, true))?;
-    let recorded = spec.resolve(ctx.id, &variables(ctx, &out, false))?;
     let format = spec
         .format
         .as_deref()
         .map(str::parse::<Format>)
         .transpose()?;
     let timeout = Duration::from_secs_f64(spec.timeout_s);
-    let output = execute(ctx.id, &resolved, &spec.workdir, timeout)?;
-    let imported = match spec.trace {
-        TraceSource::File => import(&out, format),
-        TraceSource::Stdout => import_bytes(
-            &output.stdout,
-            Path::new(&format!("stdout of {}", ctx.id)),
-            format,
-        ),
+    let stdout_keep = match spec.trace {
+        TraceSource::Stdout => Keep::All(crate::import::limits::max_input_bytes()?),
+        TraceSource::File => Keep::Tail,
+    };
+    let output = execute(ctx.id, &resolved, &spec.workdir, timeout, stdout_keep)?;
+    let stdout_name = PathBuf::from(format!("stdout of {}", ctx.id));
+    let imported = match (spec.trace, &output.stdout) {
+        (TraceSource::File, _) => import(&out, format),
+        (TraceSource::Stdout, c) if c.over_limit => Err(Error::InputTooLarge {
+            path: stdout_name,
+            size: c.bytes.len() as u64 + c.dropped,
+            limit: c.bytes.len() as u64,
+        }),
+        (TraceSource::Stdout, c) => import_bytes(&c.bytes, &stdout_name, format),
     };
     let mut trace = imported.map_err(|e| Error::ExternalTrace {
         run: ctx.id.to_string(),
@@ -587,31 +725,43 @@ pub fn run(spec: &ExternalSpec, ctx: &RunContext) -> Result<Trace> {
         source: Box::new(e),
         tail: output.tail(),
     })?;
-    let env: Map<String, Value> = recorded
-        .env
-        .iter()
-        .map(|(k, v)| (k.clone(), Value::String(v.clone())))
-        .collect();
+    let (command, env) = recorded(spec, ctx)?;
     let section = json!({
-        "command": recorded.display(),
+        "command": command,
         "env": env,
         "format": trace.origin.format,
         "trace": spec.trace.name(),
     });
-    match trace.config.as_object_mut() {
-        Some(obj) => {
-            obj.insert("external".into(), section);
-        }
-        None => trace.config = json!({ "external": section }),
-    }
+    insert(&mut trace.config, "external", section);
+    insert(
+        &mut trace.fingerprint,
+        "external",
+        inputs.environment.clone(),
+    );
     trace.name = ctx.id.to_string();
     if spec.trace == TraceSource::File {
         // The temporary file is gone after this run; the command says where it came from.
         trace.origin.path = None;
     }
     trace.seeds.insert("seed".into(), ctx.seed);
+    if ctx.perturb_seed != 0 {
+        trace.seeds.insert("perturb".into(), ctx.perturb_seed);
+    }
     Ok(trace)
 }
+
+/// Sets `obj[key] = value`, making `obj` an object first if it is not one.
+fn insert(obj: &mut Value, key: &str, value: Value) {
+    if !obj.is_object() {
+        *obj = json!({});
+    }
+    if let Some(map) = obj.as_object_mut() {
+        map.insert(key.into(), value);
+    }
+}
+
+mod inputs;
+pub use inputs::{inputs, Inputs, Probes};
 
 // The tests run `sh`, `sleep` and read `/proc`.
 #[cfg(all(test, target_os = "linux"))]

@@ -13,15 +13,28 @@
 //! goldens are written next to the real ones as `*.golden.json.new` and finished with
 //! `lossdiff golden review | accept | reject`. Nothing is ever written when `CI` is set. Every
 //! write is atomic (temp file, fsync, rename): a reader sees the old golden or the new one.
+//!
+//! # Integrity
+//! Every golden carries a `digest` (SHA-256 of its content, written by [`Golden::to_json`]) and
+//! the experiment, cell and arm it was blessed for. A golden whose content does not match its
+//! digest (a corrupted file, a hand-edited loss) or that sits at another arm's path is an error
+//! naming the file and how to re-bless, never a comparison: a gate must not pass on numbers that
+//! were never blessed. The digest detects accidents and hand edits, not forgery: anyone can run
+//! the writer. Version-1 goldens predate the digest; they are refused until `lossdiff golden
+//! migrate` seals them (see [`GoldenStore::migrate`]), which is a statement that the file is as
+//! blessed — review its history first.
 
 use crate::error::{Error, Result};
 use crate::fsutil::write_atomic;
 use crate::trace::Trace;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 
 /// Version of the golden file format this build writes and the newest it reads.
-pub const GOLDEN_VERSION: u32 = 1;
+///
+/// Version 2 added the `digest`; version 1 goldens are read only by [`GoldenStore::migrate`].
+pub const GOLDEN_VERSION: u32 = 2;
 const SUFFIX: &str = ".golden.json";
 const PENDING: &str = ".golden.json.new";
 
@@ -62,6 +75,9 @@ pub struct Golden {
     pub format: String,
     /// [`GOLDEN_VERSION`] when written by this build.
     pub version: u32,
+    /// `sha256:<hex>` of the content (see [`Golden::content_digest`]); `None` only in version 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
     /// Experiment name.
     pub experiment: String,
     /// Sweep cell id.
@@ -94,9 +110,10 @@ impl Golden {
             0 | 1 => 0.0,
             n => (late.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt(),
         };
-        Golden {
+        let mut g = Golden {
             format: "lossdiff-golden".into(),
             version: GOLDEN_VERSION,
+            digest: None,
             experiment: experiment.into(),
             cell: cell.into(),
             arm: arm.into(),
@@ -110,15 +127,59 @@ impl Golden {
             },
             seed_traces,
             perturbation_traces,
-        }
+        };
+        g.digest = Some(g.content_digest());
+        g
+    }
+
+    /// Returns `sha256:<hex>` of the golden's content: its compact JSON with `digest` left out.
+    ///
+    /// Hashing the parsed values rather than the file's bytes makes the digest blind to
+    /// whitespace and key order but not to any number: every float round-trips exactly through
+    /// the JSON (`float_roundtrip`, and f32 series print their shortest f32 form).
+    pub fn content_digest(&self) -> String {
+        let unsealed = Golden {
+            digest: None,
+            ..self.clone()
+        };
+        let bytes = serde_json::to_vec(&unsealed).expect("goldens serialise");
+        format!("sha256:{}", crate::experiment::hex(&Sha256::digest(bytes)))
     }
 
     /// Reads and checks a golden file.
     ///
     /// # Errors
     /// I/O and JSON errors naming the file; [`Error::GoldenVersion`] for a golden written by a newer
-    /// lossdiff; [`Error::InvalidTrace`] for a trace inside that breaks its invariants.
+    /// lossdiff; [`Error::GoldenUnsealed`] for a version-1 golden; [`Error::GoldenDigest`] for
+    /// content that does not match its digest; [`Error::InvalidTrace`] for a trace inside that
+    /// breaks its invariants.
     pub fn load(path: &Path) -> Result<Golden> {
+        let g = Golden::load_any_version(path)?;
+        if g.version < 2 {
+            return Err(Error::GoldenUnsealed {
+                path: path.into(),
+                found: g.version,
+            });
+        }
+        g.verify(path)?;
+        Ok(g)
+    }
+
+    /// Checks the stored digest against the content.
+    fn verify(&self, path: &Path) -> Result<()> {
+        let computed = self.content_digest();
+        match &self.digest {
+            Some(d) if *d == computed => Ok(()),
+            stored => Err(Error::GoldenDigest {
+                path: path.into(),
+                stored: stored.clone().unwrap_or_else(|| "none".into()),
+                computed,
+            }),
+        }
+    }
+
+    /// Reads a golden of any version this build knows, without checking its digest.
+    fn load_any_version(path: &Path) -> Result<Golden> {
         let text = crate::import::limits::read_input_to_string(path)?;
         #[derive(Deserialize)]
         struct Head {
@@ -170,9 +231,18 @@ impl Golden {
         Ok(g)
     }
 
-    /// Serialises as pretty JSON.
+    /// Serialises as pretty JSON, sealed: the digest is computed from the content being written.
     pub fn to_json(&self) -> String {
-        serde_json::to_string_pretty(self).expect("goldens serialise")
+        let sealed = Golden {
+            digest: Some(self.content_digest()),
+            ..self.clone()
+        };
+        serde_json::to_string_pretty(&sealed).expect("goldens serialise")
+    }
+
+    /// Returns `experiment/cell/arm`, the key the golden was blessed for.
+    pub fn key(&self) -> String {
+        format!("{}/{}/{}", self.experiment, self.cell, self.arm)
     }
 }
 
@@ -291,13 +361,23 @@ impl GoldenStore {
     /// Loads a golden, `None` when it does not exist.
     ///
     /// # Errors
-    /// As [`Golden::load`], for a file that exists but cannot be used.
+    /// As [`Golden::load`], for a file that exists but cannot be used; [`Error::GoldenKey`] for a
+    /// golden blessed for another experiment, cell or arm than its path.
     pub fn load(&self, experiment: &str, cell: &str, arm: &str) -> Result<Option<Golden>> {
         let p = self.path(experiment, cell, arm);
-        match p.exists() {
-            true => Golden::load(&p).map(Some),
-            false => Ok(None),
+        if !p.exists() {
+            return Ok(None);
         }
+        let g = Golden::load(&p)?;
+        let expected = format!("{experiment}/{cell}/{arm}");
+        if g.key() != expected {
+            return Err(Error::GoldenKey {
+                path: p,
+                expected,
+                found: g.key(),
+            });
+        }
+        Ok(Some(g))
     }
 
     /// Writes a golden as `action` says; returns the path written, if any.
@@ -391,6 +471,105 @@ impl GoldenStore {
             .into_iter()
             .filter(|p| !wanted.contains(p))
             .collect()
+    }
+}
+
+/// What [`GoldenStore::migrate`] did to one file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Migration {
+    /// A version-1 golden, now sealed with a digest (values unchanged).
+    Sealed,
+    /// Already sealed and intact; left alone.
+    Current,
+}
+
+impl GoldenStore {
+    /// Seals version-1 goldens and pending goldens (all, or those whose path contains `filter`):
+    /// rewrites each through this build's writer with its values unchanged and a digest added.
+    ///
+    /// Sealing trusts the file as it is now, so it checks what it can first: the traces' invariants
+    /// and that the summary still follows from the traces (a hand-edited late loss changes it).
+    /// Sealed goldens are only verified: migration never re-seals a digest mismatch.
+    ///
+    /// # Errors
+    /// As [`Golden::load`] for a sealed file; [`Error::GoldenInconsistent`] for a version-1 file
+    /// whose summary disagrees with its traces; [`Error::Io`] naming the file.
+    pub fn migrate(&self, filter: Option<&str>) -> Result<Vec<(PathBuf, Migration)>> {
+        let mut files = self.goldens();
+        files.extend(self.pending());
+        let mut done = Vec::new();
+        for p in files.into_iter().filter(|p| matches(p, filter)) {
+            let g = Golden::load_any_version(&p)?;
+            if g.version >= 2 {
+                g.verify(&p)?;
+                done.push((p, Migration::Current));
+                continue;
+            }
+            check_summary(&g, &p)?;
+            let sealed = Golden {
+                version: GOLDEN_VERSION,
+                ..g
+            };
+            write_atomic(&p, sealed.to_json().as_bytes())?;
+            done.push((p, Migration::Sealed));
+        }
+        Ok(done)
+    }
+}
+
+/// Checks that a golden's summary is what its traces give.
+fn check_summary(g: &Golden, path: &Path) -> Result<()> {
+    let fresh = Golden::new(
+        &g.experiment,
+        &g.cell,
+        &g.arm,
+        g.provenance.clone(),
+        g.seed_traces.clone(),
+        g.perturbation_traces.clone(),
+    )
+    .summary;
+    let s = &g.summary;
+    let close = |a: f64, b: f64| (a - b).abs() <= 1e-12 * a.abs().max(b.abs()) || a == b;
+    let checks = [
+        (
+            "seeds",
+            s.seeds == fresh.seeds,
+            s.seeds.to_string(),
+            fresh.seeds.to_string(),
+        ),
+        (
+            "perturbations",
+            s.perturbations == fresh.perturbations,
+            s.perturbations.to_string(),
+            fresh.perturbations.to_string(),
+        ),
+        (
+            "steps",
+            s.steps == fresh.steps,
+            s.steps.to_string(),
+            fresh.steps.to_string(),
+        ),
+        (
+            "late_loss_mean",
+            close(s.late_loss_mean, fresh.late_loss_mean),
+            s.late_loss_mean.to_string(),
+            fresh.late_loss_mean.to_string(),
+        ),
+        (
+            "late_loss_sd",
+            close(s.late_loss_sd, fresh.late_loss_sd),
+            s.late_loss_sd.to_string(),
+            fresh.late_loss_sd.to_string(),
+        ),
+    ];
+    match checks.into_iter().find(|c| !c.1) {
+        Some((what, _, stored, computed)) => Err(Error::GoldenInconsistent {
+            path: path.into(),
+            what: what.into(),
+            stored,
+            computed,
+        }),
+        None => Ok(()),
     }
 }
 
@@ -520,6 +699,147 @@ mod tests {
             matches!(err, Error::GoldenVersion { found: 7, .. }),
             "{err}"
         );
+    }
+
+    /// Writes `g` as a version-1 golden (no digest), as lossdiff wrote them before sealing.
+    fn write_v1(path: &Path, g: &Golden) {
+        let mut v = serde_json::to_value(g).unwrap();
+        v["version"] = serde_json::json!(1);
+        v.as_object_mut().unwrap().remove("digest");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, serde_json::to_string_pretty(&v).unwrap()).unwrap();
+    }
+
+    #[test]
+    fn a_hand_edited_loss_fails_the_digest_naming_the_file_and_how_to_rebless() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = GoldenStore::new(dir.path());
+        let p = store
+            .write(&golden("h", 2.0), UpdateAction::InPlace)
+            .unwrap()
+            .unwrap();
+        let text = std::fs::read_to_string(&p).unwrap();
+        assert!(text.contains("\"digest\": \"sha256:"), "{text}");
+        std::fs::write(&p, text.replacen("2.5,", "9.5,", 1)).unwrap();
+        let err = store.load("exp", "default", "naive").unwrap_err();
+        assert!(matches!(err, Error::GoldenDigest { .. }), "{err}");
+        let msg = err.to_string();
+        for want in [
+            p.display().to_string().as_str(),
+            "edited by hand",
+            "LOSSDIFF_UPDATE=always",
+        ] {
+            assert!(msg.contains(want), "missing {want:?} in {msg}");
+        }
+    }
+
+    #[test]
+    fn reformatting_a_golden_keeps_its_digest() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.golden.json");
+        let g = golden("h", 2.0);
+        let compact: serde_json::Value = serde_json::from_str(&g.to_json()).unwrap();
+        std::fs::write(&p, compact.to_string()).unwrap();
+        assert_eq!(Golden::load(&p).unwrap(), g);
+    }
+
+    // Issue 21 item 1: one loss of the committed flash_vs_noflash golden edited by hand
+    // (2.819663 -> 9.819663) passed the gate.
+    #[test]
+    fn the_committed_flash_golden_with_one_loss_edited_is_refused() {
+        let committed = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("golden/flash_vs_noflash/default/naive.golden.json");
+        Golden::load(&committed).expect("the committed golden is sealed and intact");
+        let text = std::fs::read_to_string(&committed).unwrap();
+        assert!(text.contains("2.819663,"));
+        let dir = tempfile::tempdir().unwrap();
+        let store = GoldenStore::new(dir.path());
+        let p = store.path("flash_vs_noflash", "default", "naive");
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, text.replacen("2.819663,", "9.819663,", 1)).unwrap();
+        let err = store
+            .load("flash_vs_noflash", "default", "naive")
+            .unwrap_err();
+        assert!(matches!(err, Error::GoldenDigest { .. }), "{err}");
+    }
+
+    #[test]
+    fn a_golden_copied_to_another_arms_path_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = GoldenStore::new(dir.path());
+        let p = store
+            .write(&golden("h", 2.0), UpdateAction::InPlace)
+            .unwrap()
+            .unwrap();
+        std::fs::copy(&p, store.path("exp", "default", "flash")).unwrap();
+        let err = store.load("exp", "default", "flash").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "{}: this is the golden of exp/default/naive, but the path belongs to exp/default/flash; \
+                 a golden copied or renamed by hand is not a blessing: re-bless it with \
+                 `LOSSDIFF_UPDATE=always lossdiff run <spec>`",
+                store.path("exp", "default", "flash").display()
+            )
+        );
+    }
+
+    #[test]
+    fn a_version_1_golden_is_refused_until_migrated_with_its_values_unchanged() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = GoldenStore::new(dir.path());
+        let g = golden("h", 2.0);
+        let p = store.path("exp", "default", "naive");
+        write_v1(&p, &g);
+        let err = store.load("exp", "default", "naive").unwrap_err();
+        assert!(
+            matches!(err, Error::GoldenUnsealed { found: 1, .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("lossdiff golden migrate"), "{err}");
+        assert_eq!(
+            store.migrate(None).unwrap(),
+            [(p.clone(), Migration::Sealed)]
+        );
+        assert_eq!(store.load("exp", "default", "naive").unwrap().unwrap(), g);
+        assert_eq!(store.migrate(None).unwrap(), [(p, Migration::Current)]);
+    }
+
+    #[test]
+    fn migration_refuses_a_version_1_golden_edited_after_blessing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = GoldenStore::new(dir.path());
+        let mut g = golden("h", 2.0);
+        // A late loss edited by hand: the summary no longer follows from the traces.
+        g.seed_traces[0].series.get_mut(LM_LOSS).unwrap().values[4] = 9.0;
+        let p = store.path("exp", "default", "naive");
+        write_v1(&p, &g);
+        let before = std::fs::read_to_string(&p).unwrap();
+        let err = store.migrate(None).unwrap_err();
+        assert!(
+            matches!(&err, Error::GoldenInconsistent { what, .. } if what == "late_loss_mean"),
+            "{err}"
+        );
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), before, "not sealed");
+    }
+
+    #[test]
+    fn migration_never_reseals_a_digest_mismatch() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = GoldenStore::new(dir.path());
+        let p = store
+            .write(&golden("h", 2.0), UpdateAction::InPlace)
+            .unwrap()
+            .unwrap();
+        let text = std::fs::read_to_string(&p)
+            .unwrap()
+            .replacen("2.5,", "9.5,", 1);
+        std::fs::write(&p, &text).unwrap();
+        assert!(matches!(
+            store.migrate(None).unwrap_err(),
+            Error::GoldenDigest { .. }
+        ));
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), text);
     }
 
     #[test]

@@ -106,7 +106,13 @@ pub mod _macro_support {
     /// Runs the gate and panics with a readable message unless it passes.
     #[track_caller]
     pub fn assert_gate(spec: &Path, opts: GateOptions) {
-        match check(spec, &opts) {
+        let outcome = check(spec, &opts);
+        // What the cache could not vouch for is said on every run that reads it (shown by
+        // `cargo test` for a failing test, or with `--nocapture`).
+        for note in outcome.iter().flat_map(|o| o.report.cache_notes()) {
+            eprintln!("lossdiff: {}: {note}", spec.display());
+        }
+        match outcome {
             Ok(outcome) if outcome.report.passed => {}
             Ok(outcome) => panic!("{}", outcome.failure_message()),
             Err(e) => panic!("lossdiff gate {} could not run: {e}", spec.display()),

@@ -5,23 +5,32 @@
 //!
 //! Cache key: SHA-256 of the run's resolved config, the environment fingerprint, and the build id
 //! (a hash of the running executable, so any code change — committed or not — misses the cache).
-//! Entries are written atomically; a corrupt or unreadable entry is a miss, never an error.
 //!
 //! External-command runs (see `external`) are cached too. Their key is the arm's command spec
-//! (template, env, trace source, format, workdir, timeout), the run's resolved config, seed, cell
-//! and arm, and the build id (the importer is part of the build). Nothing the command reads is
-//! hashed: a changed script, checkpoint or Python package is invisible to the key, so change the
-//! command (e.g. a `--version` flag) or run with `--no-cache` after editing the external code.
+//! (template, env, trace source, format, workdir, timeout, inputs, probe), the run's resolved
+//! config, seed, perturbation seed, cell and arm, the build id (the importer is part of the
+//! build), and what `external::inputs` hashes of what the command runs: the program, the files
+//! its command names, its declared `inputs`, its probe's output. What that cannot cover is
+//! returned in [`RunStats::unhashed`] for every run served from the cache, to be printed.
+//!
+//! An entry is trusted only if it proves it belongs to the run asking: it records the key it was
+//! written for and the digest of its trace, and the trace's own config and seeds (for an external
+//! run: its recorded command, env and seeds) must be the request's. Anything else — an entry
+//! copied over another's, a hand edit, a truncated file — is a miss that is reported in
+//! [`RunStats::rejected`], never a cached pass and never an error. Entries are written atomically.
 
 use crate::error::{Error, Result};
 use crate::experiment::{hex, RunRequest};
-use crate::external::{self, RunContext};
+use crate::external::{self, Inputs, Probes, RunContext};
 use crate::fingerprint::Fingerprint;
 use crate::trace::Trace;
 use crate::train::train;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
@@ -52,13 +61,27 @@ pub fn default_cache_dir() -> PathBuf {
         .map_or_else(|| PathBuf::from(".lossdiff-cache"), PathBuf::from)
 }
 
-/// What running a batch cost: how many runs trained and how many came from the cache.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// What running a batch cost (runs trained, runs read from the cache), and what the cache could
+/// not vouch for.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RunStats {
     /// Runs trained now.
     pub trained: usize,
     /// Runs read from the cache.
     pub cached: usize,
+    /// Cache entries found but not used, `<path>: <why>`; each of those runs was run again.
+    pub rejected: Vec<String>,
+    /// What the keys of external runs served from the cache do not cover, one note each (sorted,
+    /// no repeats).
+    pub unhashed: Vec<String>,
+}
+
+/// How one run was served.
+#[derive(Debug, Clone, Default)]
+struct Served {
+    cached: bool,
+    rejected: Option<String>,
+    unhashed: Vec<String>,
 }
 
 /// Runs every request and returns their traces in request order, plus what it cost.
@@ -90,12 +113,13 @@ pub fn run_all(
     let one_thread: Vec<usize> = (0..requests.len())
         .filter(|&i| requests[i].threads <= 1)
         .collect();
-    let mut results: Vec<Option<(Trace, bool)>> = vec![None; requests.len()];
-    let parallel: Vec<(usize, Result<(Trace, bool)>)> = with_env_threads(1, || {
+    let probes = Probes::default();
+    let mut results: Vec<Option<(Trace, Served)>> = vec![None; requests.len()];
+    let parallel: Vec<(usize, Result<(Trace, Served)>)> = with_env_threads(1, || {
         pool.install(|| {
             one_thread
                 .par_iter()
-                .map(|&i| (i, run_one(experiment, &requests[i], opts, &bar)))
+                .map(|&i| (i, run_one(experiment, &requests[i], opts, &bar, &probes)))
                 .collect()
         })
     });
@@ -104,24 +128,28 @@ pub fn run_all(
     }
     for i in (0..requests.len()).filter(|&i| requests[i].threads > 1) {
         let r = with_env_threads(requests[i].threads, || {
-            run_one(experiment, &requests[i], opts, &bar)
+            run_one(experiment, &requests[i], opts, &bar, &probes)
         })?;
         results[i] = Some(r);
     }
     bar.finish_and_clear();
     let mut stats = RunStats::default();
+    let mut unhashed = std::collections::BTreeSet::new();
     let traces = results
         .into_iter()
         .map(|r| {
-            let (t, cached) = r.expect("every request ran");
-            if cached {
+            let (t, served) = r.expect("every request ran");
+            if served.cached {
                 stats.cached += 1
             } else {
                 stats.trained += 1
             }
+            stats.rejected.extend(served.rejected);
+            unhashed.extend(served.unhashed);
             t
         })
         .collect();
+    stats.unhashed = unhashed.into_iter().collect();
     Ok((traces, stats))
 }
 
@@ -149,34 +177,188 @@ fn run_one(
     req: &RunRequest,
     opts: &RunnerOptions,
     bar: &ProgressBar,
-) -> Result<(Trace, bool)> {
+    probes: &Probes,
+) -> Result<(Trace, Served)> {
     let id = req.id(experiment);
-    let key = cache_key(req);
+    let config = req.config.to_json();
+    let ctx = RunContext {
+        id: &id,
+        cell: &req.cell,
+        arm: &req.arm,
+        seed: req.config.train.seed,
+        perturb_seed: req.config.train.perturb_seed,
+        config: &config,
+    };
+    let inputs = match &req.command {
+        Some(spec) => Some(external::inputs(spec, &ctx, probes)?),
+        None => None,
+    };
+    let key = cache_key(req, inputs.as_ref());
     let path = opts.cache.as_ref().map(|dir| entry_path(dir, &key));
-    if let Some(t) = path.as_deref().and_then(|p| Trace::load(p).ok()) {
-        bar.inc(1);
-        return Ok((Trace { name: id, ..t }, true));
+    let mut served = Served::default();
+    if let Some(p) = &path {
+        match read_entry(p, &key, req, &ctx) {
+            Ok(None) => {}
+            Ok(Some(t)) => {
+                bar.inc(1);
+                served.cached = true;
+                served.unhashed = inputs.map(|i| i.unhashed).unwrap_or_default();
+                return Ok((Trace { name: id, ..t }, served));
+            }
+            Err(why) => served.rejected = Some(format!("{}: {why}", p.display())),
+        }
     }
-    let trace = match &req.command {
-        Some(spec) => external::run(
-            spec,
-            &RunContext {
-                id: &id,
-                cell: &req.cell,
-                arm: &req.arm,
-                seed: req.seed,
-                config: &req.config.to_json(),
-            },
-        )?,
-        None => train_builtin(req, &id)?,
+    let trace = match (&req.command, &inputs) {
+        (Some(spec), Some(inputs)) => external::run(spec, &ctx, inputs)?,
+        _ => train_builtin(req, &id)?,
     };
     if let Some(p) = &path {
         // A failed cache write costs a re-run later, nothing more.
-        let _ = trace.save(p);
+        let _ = write_entry(p, &key, &trace);
     }
     bar.inc(1);
     bar.set_message(id);
-    Ok((trace, false))
+    Ok((trace, served))
+}
+
+/// Format name of a cache entry file.
+const ENTRY_FORMAT: &str = "lossdiff-cache-entry";
+/// Version of the cache entry format.
+const ENTRY_VERSION: u32 = 1;
+
+/// A cache entry: the trace with the key it was written for and its digest.
+#[derive(Serialize, Deserialize)]
+struct Entry {
+    format: String,
+    version: u32,
+    key: String,
+    /// `sha256:<hex>` of the trace's compact JSON.
+    digest: String,
+    trace: Trace,
+}
+
+fn trace_digest(t: &Trace) -> String {
+    let bytes = serde_json::to_vec(t).expect("traces serialise");
+    format!("sha256:{}", hex(&Sha256::digest(bytes)))
+}
+
+fn write_entry(path: &Path, key: &str, trace: &Trace) -> Result<()> {
+    let entry = Entry {
+        format: ENTRY_FORMAT.into(),
+        version: ENTRY_VERSION,
+        key: key.into(),
+        digest: trace_digest(trace),
+        trace: trace.clone(),
+    };
+    let json = serde_json::to_vec(&entry).expect("cache entries serialise");
+    crate::fsutil::write_atomic(path, &json)
+}
+
+/// Reads the entry at `path` for `req`: `Ok(None)` when there is none, `Err(why)` when there is
+/// one that must not be used (see the module docs).
+fn read_entry(
+    path: &Path,
+    key: &str,
+    req: &RunRequest,
+    ctx: &RunContext,
+) -> std::result::Result<Option<Trace>, String> {
+    let text = match crate::import::limits::read_input_to_string(path) {
+        Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(None)
+        }
+        Err(e) => return Err(format!("unreadable ({e})")),
+        Ok(t) => t,
+    };
+    let entry: Entry = serde_json::from_str(&text)
+        .map_err(|e| format!("not a lossdiff {ENTRY_VERSION} cache entry ({e})"))?;
+    if entry.format != ENTRY_FORMAT || entry.version != ENTRY_VERSION {
+        return Err(format!(
+            "format {} version {}, expected {ENTRY_FORMAT} version {ENTRY_VERSION}",
+            entry.format, entry.version
+        ));
+    }
+    if entry.key != key {
+        return Err(format!(
+            "written for key {}, not this run's (copied from another entry?)",
+            entry.key
+        ));
+    }
+    let computed = trace_digest(&entry.trace);
+    if entry.digest != computed {
+        return Err(format!(
+            "its trace does not match its digest (stored {}, content {computed})",
+            entry.digest
+        ));
+    }
+    entry.trace.validate(path).map_err(|e| e.to_string())?;
+    serves(req, ctx, &entry.trace)?;
+    Ok(Some(entry.trace))
+}
+
+/// Checks that a cached trace's own config and seeds are the request's.
+fn serves(req: &RunRequest, ctx: &RunContext, t: &Trace) -> std::result::Result<(), String> {
+    let c = &req.config.train;
+    let seeds: BTreeMap<String, u64> = match &req.command {
+        Some(spec) => {
+            let (command, env) = external::recorded(spec, ctx).map_err(|e| e.to_string())?;
+            let ext = &t.config["external"];
+            if ext["command"] != Value::String(command.clone()) {
+                return Err(format!("its trace ran {}, not `{command}`", ext["command"]));
+            }
+            if ext["env"] != Value::Object(env) {
+                return Err(format!("its trace ran with env {}", ext["env"]));
+            }
+            let mut s = BTreeMap::from([("seed".to_string(), c.seed)]);
+            if c.perturb_seed != 0 {
+                s.insert("perturb".into(), c.perturb_seed);
+            }
+            s
+        }
+        None => {
+            let want = req.config.to_json();
+            if t.config != want {
+                return Err(format!(
+                    "its trace's config is another run's (`{}` differs)",
+                    first_difference(&t.config, &want, "")
+                ));
+            }
+            BTreeMap::from([
+                ("init".to_string(), c.seed),
+                ("dropout".to_string(), c.seed),
+                ("data".to_string(), c.data_seed.unwrap_or(c.seed)),
+                ("perturb".to_string(), c.perturb_seed),
+            ])
+        }
+    };
+    match t.seeds == seeds {
+        true => Ok(()),
+        false => Err(format!(
+            "its trace's seeds are {:?}, this run's {seeds:?}",
+            t.seeds
+        )),
+    }
+}
+
+/// Returns the dotted key of the first place two JSON values differ.
+fn first_difference(a: &Value, b: &Value, at: &str) -> String {
+    if let (Value::Object(x), Value::Object(y)) = (a, b) {
+        let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+        for k in keys {
+            let (u, v) = (x.get(k), y.get(k));
+            if u != v {
+                let path = if at.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{at}.{k}")
+                };
+                return match (u, v) {
+                    (Some(u), Some(v)) => first_difference(u, v, &path),
+                    _ => path,
+                };
+            }
+        }
+    }
+    at.to_string()
 }
 
 fn train_builtin(req: &RunRequest, id: &str) -> Result<Trace> {
@@ -194,15 +376,19 @@ fn train_builtin(req: &RunRequest, id: &str) -> Result<Trace> {
 }
 
 /// Returns the cache key of a run: config + fingerprint (with the run's thread count) + build;
-/// for an external run also its command spec, seed, cell and arm (see the module docs).
-pub fn cache_key(req: &RunRequest) -> String {
+/// for an external run also its command spec, seed, cell, arm and what `inputs` hashed of what
+/// it runs (see the module docs).
+pub fn cache_key(req: &RunRequest, inputs: Option<&Inputs>) -> String {
     let mut fp = Fingerprint::current();
     fp.threads = req.threads;
     let mut h = Sha256::new();
     if let Some(spec) = &req.command {
         h.update(format!(
-            "external:{spec:?};seed={};cell={};arm={};",
-            req.seed, req.cell, req.arm
+            "external:{spec:?};seed={};cell={};arm={};inputs={};",
+            req.seed,
+            req.cell,
+            req.arm,
+            inputs.map_or("", |i| i.digest.as_str())
         ));
     }
     h.update(req.config.to_json().to_string());
@@ -287,14 +473,14 @@ mod tests {
             s1,
             RunStats {
                 trained: 4,
-                cached: 0
+                ..RunStats::default()
             }
         );
         assert_eq!(
             s2,
             RunStats {
-                trained: 0,
-                cached: 4
+                cached: 4,
+                ..RunStats::default()
             }
         );
         for (a, b) in first.iter().zip(&second) {
@@ -349,7 +535,7 @@ mod tests {
         let e = experiment(dir.path());
         let cache = dir.path().join("cache");
         let reqs = e.runs(None).unwrap();
-        let p = entry_path(&cache, &cache_key(&reqs[0]));
+        let p = entry_path(&cache, &cache_key(&reqs[0], None));
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
         std::fs::write(&p, "{ truncated").unwrap();
         let opts = RunnerOptions {
@@ -359,5 +545,79 @@ mod tests {
         };
         let (_, stats) = run_all(&e.name, &reqs[..1], &opts).unwrap();
         assert_eq!(stats.trained, 1);
+        assert_eq!(stats.rejected.len(), 1, "a corrupt entry is reported");
+        assert!(stats.rejected[0].starts_with(&format!("{}: ", p.display())));
+    }
+
+    // Issue 21 item 1: copying the cache entry of flash/seed-1 over naive/seed-1 passed the gate
+    // with nothing trained. Here arm `a`'s entry is copied over arm `b`'s (they differ in lr).
+    #[test]
+    fn an_entry_copied_over_another_runs_is_a_reported_miss() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = experiment(dir.path());
+        let cache = dir.path().join("cache");
+        let reqs = e.runs(None).unwrap();
+        let (a1, b1) = (&reqs[0], &reqs[2]);
+        assert_eq!(
+            (a1.arm.as_str(), b1.arm.as_str(), a1.seed),
+            ("a", "b", b1.seed)
+        );
+        let opts = RunnerOptions {
+            jobs: 2,
+            cache: Some(cache.clone()),
+            progress: false,
+        };
+        let (fresh, _) = run_all(&e.name, &reqs, &opts).unwrap();
+        let (from_a, to_b) = (
+            entry_path(&cache, &cache_key(a1, None)),
+            entry_path(&cache, &cache_key(b1, None)),
+        );
+        std::fs::copy(&from_a, &to_b).unwrap();
+        let (again, stats) = run_all(&e.name, &reqs, &opts).unwrap();
+        assert_eq!((stats.trained, stats.cached), (1, 3));
+        assert!(
+            stats.rejected[0].contains("written for key"),
+            "{:?}",
+            stats.rejected
+        );
+        assert_eq!(again[2].lm_loss(), fresh[2].lm_loss(), "b's own numbers");
+
+        // The copy with its key rewritten to b's still carries a's config.
+        let mut entry: Value =
+            serde_json::from_str(&std::fs::read_to_string(&from_a).unwrap()).unwrap();
+        entry["key"] = Value::String(cache_key(b1, None));
+        std::fs::write(&to_b, entry.to_string()).unwrap();
+        let (_, stats) = run_all(&e.name, &reqs, &opts).unwrap();
+        assert_eq!(stats.trained, 1);
+        assert!(
+            stats.rejected[0].ends_with("its trace's config is another run's (`train.lr` differs)"),
+            "{:?}",
+            stats.rejected
+        );
+    }
+
+    #[test]
+    fn an_entry_whose_loss_was_edited_is_a_reported_miss() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = experiment(dir.path());
+        let cache = dir.path().join("cache");
+        let reqs = e.runs(None).unwrap();
+        let opts = RunnerOptions {
+            jobs: 1,
+            cache: Some(cache.clone()),
+            progress: false,
+        };
+        run_all(&e.name, &reqs[..1], &opts).unwrap();
+        let p = entry_path(&cache, &cache_key(&reqs[0], None));
+        let mut entry: Value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+        entry["trace"]["series"]["lm_loss"]["values"][3] = serde_json::json!(0.5);
+        std::fs::write(&p, entry.to_string()).unwrap();
+        let (_, stats) = run_all(&e.name, &reqs[..1], &opts).unwrap();
+        assert_eq!(stats.trained, 1);
+        assert!(
+            stats.rejected[0].contains("does not match its digest"),
+            "{:?}",
+            stats.rejected
+        );
     }
 }

@@ -174,6 +174,12 @@ enum GoldenCommand {
         /// Substring of the golden paths to reject.
         filter: Option<String>,
     },
+    /// Seal version-1 goldens with a digest, values unchanged (all, or those whose path contains
+    /// FILTER). Sealing vouches that each file is as blessed: review its history first.
+    Migrate {
+        /// Substring of the golden paths to migrate.
+        filter: Option<String>,
+    },
     /// List goldens that no experiment under `experiments/` produces (exit 1 if any).
     Check {
         /// Directory of experiment specs.
@@ -525,6 +531,21 @@ fn cmd_golden(action: GoldenCommand, root: &Path) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        GoldenCommand::Migrate { filter } => {
+            let done = store.migrate(filter.as_deref())?;
+            for (p, m) in &done {
+                match m {
+                    crate::golden::Migration::Sealed => println!("sealed {}", p.display()),
+                    crate::golden::Migration::Current => {
+                        println!("already sealed and intact: {}", p.display())
+                    }
+                }
+            }
+            if done.is_empty() {
+                println!("no goldens under {}", root.display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         GoldenCommand::Check { experiments } => {
             let used = used_goldens(&experiments)?;
             for p in crate::fsutil::remove_stale_temp_files(root)? {
@@ -652,6 +673,12 @@ fn cmd_run(
     let (trained, cached) = reports
         .iter()
         .fold((0, 0), |(t, c), r| (t + r.trained, c + r.cached));
+    for note in reports.iter().flat_map(|r| r.cache_notes()) {
+        match note.starts_with("warning: ") {
+            true => eprintln!("lossdiff: {note}"),
+            false => println!("{note}"),
+        }
+    }
     println!(
         "{trained} runs trained, {cached} from cache, {:.1} s; report: {}",
         started.elapsed().as_secs_f64(),

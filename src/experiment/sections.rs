@@ -20,9 +20,19 @@ const ARM_ENV_KEYS: &[&str] = &[
     "timeout_s",
     "env",
     "workdir",
+    "inputs",
+    "probe",
 ];
 /// Arm keys that only make sense with `command`.
-const EXTERNAL_KEYS: &[&str] = &["trace", "format", "timeout_s", "env", "workdir"];
+const EXTERNAL_KEYS: &[&str] = &[
+    "trace",
+    "format",
+    "timeout_s",
+    "env",
+    "workdir",
+    "inputs",
+    "probe",
+];
 const EXPERIMENT_KEYS: &[&str] = &[
     "name",
     "description",
@@ -476,6 +486,30 @@ fn external_keys(
         Some(toml::Value::String(s)) => spec_dir.join(s),
         Some(other) => return Err(bad("workdir", "a directory path", other.to_string())),
     };
+    let inputs_expected =
+        "a list of file patterns relative to `workdir`, e.g. [\"train.py\", \"conf/**/*.yaml\"]";
+    let inputs = match t.remove("inputs") {
+        None => vec![],
+        Some(toml::Value::Array(a)) => a
+            .into_iter()
+            .map(|v| match v {
+                toml::Value::String(s) if !s.is_empty() => Ok(s),
+                other => Err(bad("inputs", inputs_expected, other.to_string())),
+            })
+            .collect::<Result<_>>()?,
+        Some(other) => return Err(bad("inputs", inputs_expected, other.to_string())),
+    };
+    let probe = match t.remove("probe") {
+        None => None,
+        Some(toml::Value::String(s)) if !s.trim().is_empty() => Some(s),
+        Some(other) => {
+            return Err(bad(
+                "probe",
+                "a command printing versions, e.g. \"python3 -c 'import torch; print(torch.__version__)'\"",
+                other.to_string(),
+            ))
+        }
+    };
     Ok(ExternalSpec {
         command,
         trace,
@@ -483,6 +517,8 @@ fn external_keys(
         timeout_s,
         env,
         workdir,
+        inputs,
+        probe,
     })
 }
 

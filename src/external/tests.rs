@@ -15,6 +15,8 @@ fn spec(command: &str, trace: TraceSource, workdir: &Path, timeout_s: f64) -> Ex
         timeout_s,
         env: vec![],
         workdir: workdir.to_path_buf(),
+        inputs: vec![],
+        probe: None,
     }
 }
 
@@ -24,8 +26,14 @@ fn ctx<'a>(config: &'a Value) -> RunContext<'a> {
         cell: "default",
         arm: "a",
         seed: 7,
+        perturb_seed: 0,
         config,
     }
+}
+
+/// Runs `s` as run `ctx` would be run by the runner: inputs hashed (and probed) first.
+fn run_ctx(s: &ExternalSpec, ctx: &RunContext) -> Result<Trace> {
+    run(s, ctx, &inputs(s, ctx, &Probes::default())?)
 }
 
 fn vars(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
@@ -181,21 +189,40 @@ fn spec_keys_are_checked_at_load() {
 }
 
 #[test]
-fn perturbations_are_refused_for_external_arms() {
+fn perturbations_need_every_external_command_to_use_perturb_seed() {
     let dir = tempfile::tempdir().unwrap();
     let path = write_spec(
         dir.path(),
-        r#"command = "python3 toy.py --out {out} --bug""#,
+        r#"command = "python3 toy.py --out {out} --perturb-seed {perturb_seed} --bug""#,
     );
     let text = std::fs::read_to_string(&path)
         .unwrap()
         .replace("seeds = 2", "seeds = 2\n            perturbations = 2");
-    std::fs::write(&path, text).unwrap();
+    std::fs::write(&path, &text).unwrap();
+    // Arm `a` never sees the perturbation seed: its perturbation runs would repeat seed 1.
     let err = Experiment::load(&path).unwrap_err().to_string();
     assert!(
-        err.contains("perturbations") && err.contains("`a`"),
+        err.contains("perturbations") && err.contains("`a`") && err.contains("{perturb_seed}"),
         "{err}"
     );
+    std::fs::write(
+        &path,
+        text.replace(
+            "--seed {seed} --out",
+            "--seed {seed} --perturb-seed {perturb_seed} --out",
+        ),
+    )
+    .unwrap();
+    let e = Experiment::load(&path).unwrap();
+    let perturbed: Vec<(u64, u64)> = e
+        .runs(None)
+        .unwrap()
+        .iter()
+        .filter(|r| r.role == crate::experiment::Role::Perturbation)
+        .map(|r| (r.config.train.seed, r.config.train.perturb_seed))
+        .collect();
+    assert_eq!(perturbed.len(), 8, "2 cells x 2 arms x 2 perturbations");
+    assert!(perturbed.iter().all(|&(seed, p)| seed == 1 && p != 0));
 }
 
 #[test]
@@ -204,23 +231,35 @@ fn stdout_trace_is_imported_with_the_external_section() {
     let s = ExternalSpec {
         env: vec![("LR".into(), "{train.lr}".into())],
         ..spec(
-            r#"sh -c 'echo "{\"step\": 1, \"loss\": 2.5, \"lr\": $LR}"; echo "{\"step\": 2, \"loss\": 2.25, \"lr\": $LR}"' {seed}"#,
+            r#"sh -c 'echo "{\"step\": 1, \"loss\": 2.5, \"lr\": $LR}"; echo "{\"step\": 2, \"loss\": 2.25, \"lr\": $LR}"' {seed} {perturb_seed}"#,
             TraceSource::Stdout,
             dir.path(),
             10.0,
         )
     };
     let config = json!({ "train": { "lr": 0.5 } });
-    let t = run(&s, &ctx(&config)).unwrap();
+    let t = run_ctx(
+        &s,
+        &RunContext {
+            perturb_seed: 3,
+            ..ctx(&config)
+        },
+    )
+    .unwrap();
     assert_eq!(t.steps, [1, 2]);
     assert_eq!(t.lm_loss().unwrap(), [2.5, 2.25]);
     assert_eq!(t.metric("lr").unwrap(), [0.5, 0.5]);
     assert_eq!(t.name, "t/default/a/seed-7");
     assert_eq!(t.seeds.get("seed"), Some(&7));
+    assert_eq!(t.seeds.get("perturb"), Some(&3));
     let ext = &t.config["external"];
-    // Run placeholders stay as written, so the command is constant across an arm's seeds.
+    // Run placeholders stay as written, so the command is constant across an arm's seeds and
+    // perturbations.
     assert!(
-        ext["command"].as_str().unwrap().ends_with(" {seed}"),
+        ext["command"]
+            .as_str()
+            .unwrap()
+            .ends_with(" {seed} {perturb_seed}"),
         "{ext}"
     );
     assert_eq!(ext["env"]["LR"], "0.5");
@@ -239,7 +278,7 @@ fn failing_command_reports_its_status_and_the_tail_of_its_output() {
         dir.path(),
         10.0,
     );
-    let err = run(&s, &ctx(&json!({}))).unwrap_err();
+    let err = run_ctx(&s, &ctx(&json!({}))).unwrap_err();
     let Error::CommandFailed { reason, tail, .. } = &err else {
         panic!("{err}");
     };
@@ -258,10 +297,10 @@ fn missing_program_and_unreadable_trace_are_clear_errors() {
         dir.path(),
         5.0,
     );
-    let err = run(&s, &ctx(&json!({}))).unwrap_err();
+    let err = run_ctx(&s, &ctx(&json!({}))).unwrap_err();
     assert!(matches!(err, Error::CommandSpawn { .. }), "{err}");
     let s = spec("echo not a trace", TraceSource::Stdout, dir.path(), 5.0);
-    let err = run(&s, &ctx(&json!({}))).unwrap_err();
+    let err = run_ctx(&s, &ctx(&json!({}))).unwrap_err();
     let Error::ExternalTrace { tail, .. } = &err else {
         panic!("{err}");
     };
@@ -279,7 +318,7 @@ fn timeout_kills_the_command_and_its_children() {
         0.5,
     );
     let start = Instant::now();
-    let err = run(&s, &ctx(&json!({}))).unwrap_err();
+    let err = run_ctx(&s, &ctx(&json!({}))).unwrap_err();
     assert!(
         start.elapsed() < Duration::from_secs(5),
         "{:?}",
@@ -325,7 +364,10 @@ fn external_toy_experiment_runs_end_to_end() {
         kernels: None,
     };
     let (report, by_cell) = run_experiment(&spec, &opts).unwrap();
-    assert_eq!(report.trained, 12);
+    assert_eq!(
+        report.trained, 28,
+        "2 cells x 2 arms x (3 seeds + 4 perturbations)"
+    );
     assert_eq!(report.comparisons.len(), 2);
     for c in &report.comparisons {
         // `--bug` drifts the loss up by 0.02 % per step: every cell must show it, as expected.
@@ -357,6 +399,18 @@ fn external_toy_experiment_runs_end_to_end() {
     let (_, arms) = &by_cell[0];
     assert_eq!(arms[0].1.seeds.len(), 3);
     assert_eq!(arms[0].1.seeds[2].seeds.get("seed"), Some(&3));
+    // The perturbation ensemble: the first seed, nudged by each perturbation seed.
+    let p = &arms[0].1.perturbations;
+    assert_eq!(p.len(), 4);
+    assert!(p
+        .iter()
+        .all(|t| t.seeds["seed"] == 1 && t.seeds["perturb"] != 0));
+    // The probe's report is in every run's fingerprint, for the environment diff.
+    let probe = &arms[0].1.seeds[0].fingerprint["external"]["probe"];
+    assert!(
+        probe["Python"].as_str().is_some_and(|v| v.starts_with('3')),
+        "{probe}"
+    );
 }
 
 #[test]
@@ -413,4 +467,268 @@ fn external_runs_are_cached_by_command_and_seed() {
         .map(|t| (t.lm_loss().unwrap()[0], t.lm_loss().unwrap()[1]))
         .collect();
     assert_eq!(ends, [(1.0, 1.0), (2.0, 1.0), (1.0, 2.0), (2.0, 2.0)]);
+}
+
+// Issue 21 item 6: a command that exits 0 but leaves a child holding stdout made every run wait
+// the full `timeout_s`, and the child outlived lossdiff.
+#[test]
+fn a_child_left_holding_stdout_neither_delays_the_run_nor_outlives_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = spec(
+        r#"sh -c 'sleep 60 & echo $! > child.pid; echo "{\"step\": 1, \"loss\": 2}"; echo "{\"step\": 2, \"loss\": 1}"'"#,
+        TraceSource::Stdout,
+        dir.path(),
+        60.0,
+    );
+    let start = Instant::now();
+    let t = run_ctx(&s, &ctx(&json!({}))).unwrap();
+    assert_eq!(t.lm_loss().unwrap(), [2.0, 1.0]);
+    // Far under the 60 s limit the old code waited out (PIPE_GRACE is 2 s at most).
+    assert!(
+        start.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        start.elapsed()
+    );
+    let pid = std::fs::read_to_string(dir.path().join("child.pid")).unwrap();
+    assert!(
+        !survives(pid.trim()),
+        "the left-behind child outlived its run"
+    );
+}
+
+/// Returns whether process `pid` is alive (not gone, not a zombie) a few seconds from now.
+fn survives(pid: &str) -> bool {
+    let stat = PathBuf::from(format!("/proc/{pid}/stat"));
+    let alive = || std::fs::read_to_string(&stat).is_ok_and(|s| !s.contains(") Z "));
+    // A killed orphan is reaped by init shortly after; give it a moment.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while alive() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    alive()
+}
+
+// Issue 21 item 3: an external arm writing 1 GB to stderr cost 1.8 GB of memory.
+#[test]
+fn a_flood_on_stderr_is_kept_as_a_bounded_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = spec(
+        "sh -c 'yes flood | head -c 20000000 >&2; echo last words >&2; exit 4'",
+        TraceSource::Stdout,
+        dir.path(),
+        60.0,
+    );
+    let err = run_ctx(&s, &ctx(&json!({}))).unwrap_err();
+    let Error::CommandFailed { reason, tail, .. } = &err else {
+        panic!("{err}");
+    };
+    assert_eq!(*reason, ExitReason::Code(4));
+    assert!(tail.ends_with("last words"), "{tail}");
+    let total = 20_000_000 + "last words\n".len();
+    assert!(
+        tail.contains(&format!("({total} bytes in all)")),
+        "{}",
+        &tail[..200.min(tail.len())]
+    );
+}
+
+#[test]
+fn a_tail_capture_holds_at_most_twice_its_tail_whatever_passes_through() {
+    let mut c = Captured::default();
+    let chunk = vec![b'x'; 60_000];
+    for _ in 0..1000 {
+        c.push(&chunk, Keep::Tail);
+        assert!(c.bytes.len() <= 2 * TAIL_BYTES);
+    }
+    assert_eq!(c.bytes.len() as u64 + c.dropped, 60_000_000);
+    assert_eq!(c.tail().len(), TAIL_BYTES);
+    let mut all = Captured::default();
+    all.push(&chunk, Keep::All(100_000));
+    all.push(&chunk, Keep::All(100_000));
+    assert_eq!(
+        (all.bytes.len(), all.dropped, all.over_limit),
+        (100_000, 20_000, true)
+    );
+}
+
+#[test]
+fn globs_match_components_and_any_depth() {
+    let dir = tempfile::tempdir().unwrap();
+    for f in [
+        "a.py",
+        "b.py",
+        "c.txt",
+        "conf/x.yaml",
+        "conf/deep/y.yaml",
+        ".hidden.py",
+    ] {
+        let p = dir.path().join(f);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, f).unwrap();
+    }
+    let names = |pat: &str| -> Vec<String> {
+        inputs::glob(dir.path(), pat)
+            .iter()
+            .map(|p| p.strip_prefix(dir.path()).unwrap().display().to_string())
+            .collect()
+    };
+    assert_eq!(names("*.py"), ["a.py", "b.py"]);
+    assert_eq!(names("?.txt"), ["c.txt"]);
+    assert_eq!(names("conf/**/*.yaml"), ["conf/deep/y.yaml", "conf/x.yaml"]);
+    assert_eq!(names("**/y.yaml"), ["conf/deep/y.yaml"]);
+    assert_eq!(names("a.py"), ["a.py"]);
+    assert!(names("*.rs").is_empty());
+}
+
+/// A two-arm experiment over a copy of `scripts/toy_train.py` in `dir`, with `extra` keys on
+/// both arms; returns the spec path.
+fn toy_experiment(dir: &Path, extra: &str) -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    std::fs::copy(root.join("scripts/toy_train.py"), dir.join("toy.py")).unwrap();
+    let path = dir.join("toy.toml");
+    let arm = |name: &str, flags: &str| {
+        format!(
+            "[[arm]]\nname = \"{name}\"\ncommand = \"python3 toy.py --seed {{seed}} --steps 40{flags} --out {{out}}\"\n{extra}\n"
+        )
+    };
+    std::fs::write(
+        &path,
+        format!(
+            "[experiment]\nname = \"toy\"\nseeds = 2\n{}{}",
+            arm("a", ""),
+            // The default warmup spelled out: another command, the same numbers.
+            arm("b", " --warmup 10")
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn gate_options(dir: &Path, update: UpdateMode, ci: bool) -> GateOptions {
+    GateOptions {
+        golden_root: dir.join("golden"),
+        runner: RunnerOptions {
+            jobs: 2,
+            cache: Some(dir.join("cache")),
+            progress: false,
+        },
+        update,
+        ci,
+        cells: None,
+        shard: None,
+        inject: None,
+        kernels: None,
+    }
+}
+
+// Issue 16: two external arms were blessed, the script's lr changed, and `lossdiff run` printed
+// PASS "bitwise identical to the golden", 0 runs trained, 4 from cache.
+#[test]
+fn a_changed_script_after_blessing_retrains_and_fails_never_a_cached_pass() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = toy_experiment(dir.path(), "");
+    let (blessed, _) =
+        run_experiment(&spec, &gate_options(dir.path(), UpdateMode::Always, false)).unwrap();
+    assert_eq!(blessed.trained, 4);
+    let ci = gate_options(dir.path(), UpdateMode::No, true);
+    let (same, _) = run_experiment(&spec, &ci).unwrap();
+    assert_eq!((same.trained, same.cached), (0, 4));
+    assert!(same.passed, "{:?}", same.failures());
+    // What it could not hash is said whenever the cache serves these runs.
+    assert!(
+        same.cache_unhashed
+            .contains(&"arm `a`: installed packages (no `probe`)".to_string()),
+        "{:?}",
+        same.cache_unhashed
+    );
+
+    // The script's loss floor moves by 10 %: the same command now computes something else.
+    let script = dir.path().join("toy.py");
+    let text = std::fs::read_to_string(&script).unwrap();
+    std::fs::write(
+        &script,
+        text.replace(
+            "floor, start, progress = 2.0,",
+            "floor, start, progress = 2.2,",
+        ),
+    )
+    .unwrap();
+    let (edited, _) = run_experiment(&spec, &ci).unwrap();
+    assert_eq!((edited.trained, edited.cached), (4, 0), "retrained");
+    assert!(!edited.passed);
+    assert!(edited
+        .goldens
+        .iter()
+        .all(|g| g.outcome == crate::golden::GoldenOutcome::Failed));
+}
+
+#[test]
+fn a_changed_probe_report_or_declared_input_misses_the_cache_and_is_fingerprinted() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("versions.txt"),
+        "torch 2.4.0\npython 3.12.1\n",
+    )
+    .unwrap();
+    std::fs::create_dir_all(dir.path().join("conf")).unwrap();
+    std::fs::write(dir.path().join("conf/model.yaml"), "width: 64\n").unwrap();
+    let spec = toy_experiment(
+        dir.path(),
+        "probe = \"cat versions.txt\"\ninputs = [\"conf/*.yaml\"]",
+    );
+    let opts = gate_options(dir.path(), UpdateMode::No, true);
+    let (first, by_cell) = run_experiment(&spec, &opts).unwrap();
+    assert_eq!(first.trained, 4);
+    let fp = &by_cell[0].1[0].1.seeds[0].fingerprint["external"];
+    assert_eq!(fp["probe"]["torch"], "2.4.0");
+    assert!(fp["program"].as_str().unwrap().contains("python"), "{fp}");
+    let (again, _) = run_experiment(&spec, &opts).unwrap();
+    assert_eq!(again.cached, 4);
+    assert!(
+        !again
+            .cache_unhashed
+            .iter()
+            .any(|n| n.contains("probe") || n.contains("inputs")),
+        "{:?}",
+        again.cache_unhashed
+    );
+
+    // `pip install -U torch`, as the probe reports it.
+    std::fs::write(
+        dir.path().join("versions.txt"),
+        "torch 2.5.0\npython 3.12.1\n",
+    )
+    .unwrap();
+    let (upgraded, by_cell) = run_experiment(&spec, &opts).unwrap();
+    assert_eq!(upgraded.trained, 4);
+    let fp = &by_cell[0].1[0].1.seeds[0].fingerprint["external"];
+    assert_eq!(fp["probe"]["torch"], "2.5.0");
+
+    // A config file the script reads but the command does not name, declared in `inputs`.
+    std::fs::write(dir.path().join("conf/model.yaml"), "width: 128\n").unwrap();
+    let (reconfigured, _) = run_experiment(&spec, &opts).unwrap();
+    assert_eq!(reconfigured.trained, 4);
+}
+
+#[test]
+fn an_inputs_pattern_matching_nothing_is_an_error_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = toy_experiment(dir.path(), "inputs = [\"conf/*.yaml\"]");
+    let err = run_experiment(&spec, &gate_options(dir.path(), UpdateMode::No, true)).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("`inputs`") && msg.contains("\"conf/*.yaml\", which matches none"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn a_failing_probe_fails_the_run_loudly() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = toy_experiment(dir.path(), "probe = \"sh -c 'echo no torch >&2; exit 1'\"");
+    let err = run_experiment(&spec, &gate_options(dir.path(), UpdateMode::No, true)).unwrap_err();
+    assert!(
+        matches!(&err, Error::CommandFailed { run, tail, .. } if run.contains("probe") && tail.contains("no torch")),
+        "{err}"
+    );
 }

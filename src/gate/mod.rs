@@ -155,6 +155,12 @@ pub struct ExperimentReport {
     /// Cells a sharded run planned but no finished task delivered (filled by `lossdiff merge`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub missing: Vec<MissingCell>,
+    /// Cache entries found but not used, `<path>: <why>` (each of those runs ran again).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cache_rejected: Vec<String>,
+    /// What the keys of external runs served from the cache do not cover.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cache_unhashed: Vec<String>,
     /// Whether everything passed.
     pub passed: bool,
 }
@@ -188,6 +194,8 @@ impl ExperimentReport {
             trained: 0,
             cached: 0,
             missing: vec![],
+            cache_rejected: vec![],
+            cache_unhashed: vec![],
             passed: false,
         }
     }
@@ -231,6 +239,25 @@ impl ExperimentReport {
             && self.comparisons.iter().all(|c| c.passed)
             && self.goldens.iter().all(|g| g.passed);
         Ok(())
+    }
+
+    /// Returns what the run cache could not vouch for, one line each: entries it ignored (they
+    /// ran again), then what the keys of the external runs it served do not cover. Printed by
+    /// `lossdiff run` and `assert_gate!` whenever a run reads the cache.
+    pub fn cache_notes(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .cache_rejected
+            .iter()
+            .map(|r| format!("warning: ignored cache entry {r}; ran it again"))
+            .collect();
+        if self.cached > 0 && !self.cache_unhashed.is_empty() {
+            out.push(format!(
+                "from cache: {} runs, external inputs not hashed: {}",
+                self.cached,
+                self.cache_unhashed.join("; ")
+            ));
+        }
+        out
     }
 
     /// Returns one line per failure, for assertion messages and exit summaries.
@@ -361,7 +388,12 @@ pub fn run_experiment(spec: &Path, opts: &GateOptions) -> Result<ExperimentRun> 
             goldens.push(goldens::check_golden(&input, arm_name, fresh, &hash, opts)?);
         }
     }
-    let RunStats { trained, cached } = stats;
+    let RunStats {
+        trained,
+        cached,
+        rejected: cache_rejected,
+        unhashed: cache_unhashed,
+    } = stats;
     let mut report = ExperimentReport {
         experiment: exp.name.clone(),
         spec: spec.to_path_buf(),
@@ -376,6 +408,8 @@ pub fn run_experiment(spec: &Path, opts: &GateOptions) -> Result<ExperimentRun> 
         trained,
         cached,
         missing: vec![],
+        cache_rejected,
+        cache_unhashed,
         passed: false,
     };
     report.finalize()?;
