@@ -55,15 +55,18 @@ pub(crate) fn seed_key(t: &Trace) -> Option<u64> {
         .or_else(|| t.config.pointer("/train/seed").and_then(|v| v.as_u64()))
 }
 
-fn step_set(traces: &[&Trace]) -> BTreeSet<u64> {
+/// The steps at which every trace has `metric` (its own steps for a series at another cadence,
+/// such as an eval loss every 50 steps; the trace's steps when it lacks the series, so the
+/// missing series is reported by [`values_at`]).
+fn step_set(traces: &[&Trace], metric: &str) -> BTreeSet<u64> {
+    let steps_of = |t: &&Trace| -> BTreeSet<u64> {
+        let steps = t.points(metric).map_or(&t.steps[..], |(s, _)| s);
+        steps.iter().copied().collect()
+    };
     let mut it = traces.iter();
-    let first: BTreeSet<u64> = it
-        .next()
-        .map(|t| t.steps.iter().copied().collect())
-        .unwrap_or_default();
+    let first: BTreeSet<u64> = it.next().map(steps_of).unwrap_or_default();
     it.fold(first, |acc, t| {
-        let s: BTreeSet<u64> = t.steps.iter().copied().collect();
-        acc.intersection(&s).copied().collect()
+        acc.intersection(&steps_of(t)).copied().collect()
     })
 }
 
@@ -76,24 +79,23 @@ fn values_at(
     traces
         .iter()
         .map(|t| {
-            let v = t.metric(metric).ok_or_else(|| Error::MissingMetric {
+            let (own, v) = t.points(metric).ok_or_else(|| Error::MissingMetric {
                 metric: metric.to_string(),
                 trace: t.name.clone(),
                 arm,
             })?;
             // Traces built in memory may skip `Trace::validate`; refuse rather than misalign.
-            if v.len() != t.steps.len() {
+            if v.len() != own.len() {
                 return Err(Error::InvalidTrace {
                     path: t.name.clone().into(),
                     reason: format!(
                         "series `{metric}` has {} values for {} steps",
                         v.len(),
-                        t.steps.len()
+                        own.len()
                     ),
                 });
             }
-            let index: BTreeMap<u64, f64> =
-                t.steps.iter().copied().zip(v.iter().copied()).collect();
+            let index: BTreeMap<u64, f64> = own.iter().copied().zip(v.iter().copied()).collect();
             steps
                 .iter()
                 .map(|s| {
@@ -156,12 +158,12 @@ pub(crate) fn align(a: &[Trace], b: &[Trace], p: &[Trace], metric: &str) -> Resu
     // Perturbations of one seed share it; their full seed maps (`perturb`) tell them apart.
     let p = canonical(p, |t| seed_key(t).map(|k| (k, t.seeds.clone())));
     let (a, b, p) = (&a[..], &b[..], &p[..]);
-    let (sa, sb) = (step_set(a), step_set(b));
+    let (sa, sb) = (step_set(a, metric), step_set(b, metric));
     let ab: BTreeSet<u64> = sa.intersection(&sb).copied().collect();
     let common: Vec<u64> = if p.is_empty() {
         ab.iter().copied().collect()
     } else {
-        ab.intersection(&step_set(p)).copied().collect()
+        ab.intersection(&step_set(p, metric)).copied().collect()
     };
     if common.is_empty() {
         let other = if ab.is_empty() { &b[0] } else { &p[0] };
