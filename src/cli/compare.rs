@@ -292,7 +292,10 @@ pub(super) fn short_labels(paths: &[PathBuf]) -> Vec<String> {
     let mut labels = distinguishing(&comps(true));
     if !unique(&labels) {
         // `run.jsonl` and `run.csv`: the extension is what tells them apart.
-        labels = distinguishing(&comps(false));
+        let with_ext = distinguishing(&comps(false));
+        if unique(&with_ext) {
+            labels = with_ext;
+        }
     }
     let mut seen: std::collections::BTreeMap<String, usize> = Default::default();
     for l in &mut labels {
@@ -540,7 +543,7 @@ fn config_lines(c: &Comparison) -> String {
         };
         let _ = writeln!(
             s,
-            "  {kind:<12} {} differs from step {} ({} → {}): a schedule series, so its config differs",
+            "  {kind:<12} {} differs from step {} ({:e} → {:e}): a schedule series, so its config differs",
             d.series, d.from_step, d.a, d.b
         );
     }

@@ -219,7 +219,7 @@ fn run(text: &str, path: &Path, place: Option<&str>, build: bool) -> Result<Valu
             Some(p) => Error::Parse {
                 path: path.to_path_buf(),
                 place: p.to_string(),
-                expected: format!("a JSON value ({e})"),
+                expected: format!("a JSON object ({e})"),
                 got: super::quote(text),
             },
             None => Error::json(path, &e),

@@ -20,6 +20,9 @@
 //!   as environment, not config);
 //! - any other key is a setting too, as if it were inside `config` (a bare `{"lr": 1e-3}` header).
 //!
+//! One exception: a line with a numeric loss key but no step is a metric line that lost its
+//! step (a logger bug), not a header; it is an error naming the line.
+//!
 //! A setting given twice with different values is an error naming both lines.
 
 use super::{json, parse_step, quote, Collector, Format, ALIASES};
@@ -59,6 +62,16 @@ pub(super) fn parse(text: &str, path: &Path) -> Result<Trace> {
             return Err(bad("a JSON object".into()));
         };
         let Some(step_key) = STEP_KEYS.iter().find(|k| row.contains_key(**k)) else {
+            // A numeric loss without a step is a metric line that lost its step, not a header.
+            if row
+                .iter()
+                .any(|(k, v)| is_loss(k) && (v.is_number() || v.is_null()))
+            {
+                return Err(bad(format!(
+                    "a step key (one of {}) on a line with a loss",
+                    STEP_KEYS.join(", ")
+                )));
+            }
             metadata(&mut c, row, path, &place)?;
             metadata_lines += 1;
             continue;
@@ -209,6 +222,8 @@ mod tests {
             parse_str("{\"step\": 1, \"loss\": 1.0}\n{\"step\": 2, \"loss\": \n").unwrap_err();
         assert!(err.to_string().contains("metrics.jsonl: line 2"), "{err}");
         let err = parse_str("{\"loss\": 1.0}\n").unwrap_err();
+        assert!(err.to_string().contains("a step key (one of step"), "{err}");
+        let err = parse_str("{\"run\": \"a\"}\n").unwrap_err();
         assert!(err.to_string().contains("no line with a step key"), "{err}");
         let err = parse_str("[1, 2]\n").unwrap_err();
         assert!(err.to_string().contains("line 1"), "{err}");
