@@ -100,7 +100,8 @@ fn first_schedule_difference(a: (&[u64], &[f64]), b: (&[u64], &[f64])) -> Option
     a.0.iter().zip(a.1).find_map(|(step, &x)| {
         let y = *index.get(step)?;
         let same = x == y || (x - y).abs() <= SCHEDULE_RTOL * x.abs().max(y.abs());
-        (!same && !(x.is_nan() && y.is_nan())).then_some((*step, x, y))
+        let both_nan = x.is_nan() && y.is_nan();
+        (!(same || both_nan)).then_some((*step, x, y))
     })
 }
 
@@ -263,5 +264,65 @@ pub fn diff_configs(a: &[Trace], b: &[Trace], factors: &[String]) -> ConfigDiff 
         provenance,
         one_arm_only,
         schedules: schedule_diffs(a, b, factors),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::trace::{Origin, Series, TRACE_SCHEMA_VERSION};
+    use serde_json::json;
+
+    fn trace(config: Value, lr: Vec<f64>) -> Trace {
+        let steps: Vec<u64> = (1..=lr.len() as u64).collect();
+        Trace {
+            schema_version: TRACE_SCHEMA_VERSION,
+            name: "t".into(),
+            origin: Origin {
+                format: "jsonl".into(),
+                path: None,
+            },
+            config,
+            fingerprint: json!({}),
+            seeds: BTreeMap::new(),
+            loss_floor: None,
+            steps,
+            series: BTreeMap::from([(LR.to_string(), Series::from_f64(lr))]),
+        }
+    }
+
+    #[test]
+    fn provenance_and_one_arm_keys_are_shown_not_counted() {
+        let a = trace(
+            json!({"import": {"format": "jsonl"}, "lr": 0.001, "only_a": 1}),
+            vec![0.1; 3],
+        );
+        let b = trace(json!({"import": {"format": "csv"}, "lr": 0.0015}), vec![0.1; 3]);
+        let d = diff_configs(&[a], &[b], &[]);
+        let keys = |v: &[FieldDiff]| v.iter().map(|f| f.key.clone()).collect::<Vec<_>>();
+        assert_eq!(keys(&d.undeclared), ["lr"]);
+        assert_eq!(keys(&d.provenance), ["import.format"]);
+        assert_eq!(keys(&d.one_arm_only), ["only_a"]);
+        assert!(d.schedules.is_empty());
+    }
+
+    #[test]
+    fn a_differing_lr_series_is_reported_from_its_first_differing_step() {
+        let a = trace(json!({}), vec![1e-3, 2e-3, 3e-3, 3e-3]);
+        // Rounding-level differences (a schedule printed with 7 digits) are the same setting.
+        let b = trace(json!({}), vec![1e-3 * (1.0 + 1e-7), 2e-3, 4.5e-3, 4.5e-3]);
+        let d = diff_configs(&[a.clone()], &[b.clone()], &[]);
+        assert_eq!(
+            d.schedules,
+            [ScheduleDiff {
+                series: LR.into(),
+                from_step: 3,
+                a: 3e-3,
+                b: 4.5e-3,
+                declared: false
+            }]
+        );
+        let d = diff_configs(&[a], &[b], &["train.lr".into()]);
+        assert!(d.schedules[0].declared);
     }
 }

@@ -93,7 +93,7 @@ impl<'a> Ranked<'a> {
                 })
             }
             None => (self.by_rank.iter())
-                .find(|(_, lines)| lines.iter().any(|(_, l)| is_metric(*l)))
+                .find(|(_, lines)| lines.iter().any(|(_, l)| is_metric(l)))
                 .map_or(ranks[0], |(r, _)| *r),
         };
         c.note("rank", json!(chosen));
