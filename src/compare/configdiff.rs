@@ -297,7 +297,10 @@ mod tests {
             json!({"import": {"format": "jsonl"}, "lr": 0.001, "only_a": 1}),
             vec![0.1; 3],
         );
-        let b = trace(json!({"import": {"format": "csv"}, "lr": 0.0015}), vec![0.1; 3]);
+        let b = trace(
+            json!({"import": {"format": "csv"}, "lr": 0.0015}),
+            vec![0.1; 3],
+        );
         let d = diff_configs(&[a], &[b], &[]);
         let keys = |v: &[FieldDiff]| v.iter().map(|f| f.key.clone()).collect::<Vec<_>>();
         assert_eq!(keys(&d.undeclared), ["lr"]);

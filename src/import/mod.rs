@@ -590,12 +590,16 @@ mod tests {
     /// Deterministic garbage: every format must return `Ok` or `Err` on it, never panic.
     #[test]
     fn no_input_makes_any_importer_panic() {
-        let seeds: [&[u8]; 5] = [
+        let seeds: [&[u8]; 9] = [
             b"{\"lm loss\": {\"values\": {\"1\": 1.0, \"2\": \"nan\"}}}",
             b" iteration 1/ 10 | lm loss: 1.0 | grad norm: 2 |\n",
             b"step: 1  loss: 2.0  mfu: 3%\nstep,loss\n1,2\n",
             b"{\"step\": 1, \"loss\": 2}\n",
             &[8, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4, 0x08, 0x01],
+            b"{\"global_step\": 2, \"log_history\": [{\"loss\": NaN, \"step\": 1}, {\"loss\": -Infinity, \"step\": 2}]}",
+            b"{\"config\": {\"a\": {\"b\": 1}}, \"seed\": 3, \"versions\": {\"t\": \"1\"}}\n{\"step\": 1, \"loss\": NaN}\n",
+            b"[rank1]:x Running with args: {'training': {'seed': 4, 'lr': [1, (2,)]}}\n[rank0]:step: 1  loss: 2\n[rank1]:step: 1  loss: 3\n",
+            b"---- arguments ----\n  lr ..... 0.1\n  seed ... 2\n---- end of arguments ----\n iteration 1/ 10 | lm loss: 1.0 |\n",
         ];
         let mut state = 0x9E37_79B9_7F4A_7C15u64;
         let mut next = move || {
