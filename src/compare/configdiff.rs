@@ -314,7 +314,7 @@ mod tests {
         let a = trace(json!({}), vec![1e-3, 2e-3, 3e-3, 3e-3]);
         // Rounding-level differences (a schedule printed with 7 digits) are the same setting.
         let b = trace(json!({}), vec![1e-3 * (1.0 + 1e-7), 2e-3, 4.5e-3, 4.5e-3]);
-        let d = diff_configs(&[a.clone()], &[b.clone()], &[]);
+        let d = diff_configs(std::slice::from_ref(&a), std::slice::from_ref(&b), &[]);
         assert_eq!(
             d.schedules,
             [ScheduleDiff {
