@@ -258,6 +258,27 @@ pub enum Error {
         /// The masked CRC32C of the bytes read.
         computed: u32,
     },
+    /// A JSON object holding one key twice: every JSON parser keeps one silently, so which value
+    /// the writer meant is a guess lossdiff does not make.
+    #[error("{}: {place}: key {key} appears twice in one object; remove one (a JSON parser would silently keep the last)", path.display())]
+    DuplicateKey {
+        /// The imported file.
+        path: PathBuf,
+        /// Where: `line 3`, or `line 12, in "values"` (the object's own key).
+        place: String,
+        /// The repeated key, quoted.
+        key: String,
+    },
+    /// A series asked for (`--metric`) that an imported file does not have.
+    #[error("{}: no series `{metric}`; the file has: {available}", path.display())]
+    NoSuchSeries {
+        /// The file (or trace name).
+        path: PathBuf,
+        /// The series asked for.
+        metric: String,
+        /// The series present, with their cadence.
+        available: String,
+    },
     /// A series whose steps repeat or go backwards (e.g. a log of a resumed run that re-ran steps).
     #[error("{}: {place}: series `{series}` has step {step} after step {previous}: steps must be strictly increasing", path.display())]
     StepOrder {

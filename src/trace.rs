@@ -44,8 +44,12 @@ pub enum Precision {
 pub struct Series {
     /// Recorded precision.
     pub precision: Precision,
-    /// One value per step of the trace; may be non-finite.
+    /// One value per step of the trace (or of `steps`, when set); may be non-finite.
     pub values: Vec<f64>,
+    /// The series' own steps, for a metric logged at another cadence than the trace's grid (an
+    /// eval loss every 50 steps); `None` means the trace's `steps`. Kept apart rather than padded
+    /// with NaN, because a NaN is a divergence to the comparison.
+    pub steps: Option<Vec<u64>>,
 }
 
 impl Series {
@@ -54,6 +58,7 @@ impl Series {
         Series {
             precision: Precision::F32,
             values: values.iter().map(|&v| f64::from(v)).collect(),
+            steps: None,
         }
     }
 
@@ -62,6 +67,7 @@ impl Series {
         Series {
             precision: Precision::F64,
             values,
+            steps: None,
         }
     }
 }
@@ -116,6 +122,8 @@ pub fn parse_non_finite(s: &str) -> Option<f64> {
 struct SeriesRepr {
     precision: Precision,
     values: Vec<JsonValue>,
+    #[serde(default)]
+    steps: Option<Vec<u64>>,
 }
 
 impl Serialize for Series {
@@ -130,8 +138,11 @@ impl Serialize for Series {
                 (true, Precision::F64) => OutValue::F64(v),
             })
             .collect();
-        let mut st = s.serialize_struct("Series", 2)?;
+        let mut st = s.serialize_struct("Series", 3)?;
         st.serialize_field("precision", &self.precision)?;
+        if let Some(steps) = &self.steps {
+            st.serialize_field("steps", steps)?;
+        }
         st.serialize_field("values", &values)?;
         st.end()
     }
@@ -165,6 +176,7 @@ impl<'de> Deserialize<'de> for Series {
         Ok(Series {
             precision: repr.precision,
             values,
+            steps: repr.steps,
         })
     }
 }
@@ -182,8 +194,8 @@ pub struct Origin {
 /// One training run's record.
 ///
 /// # Invariants (checked by [`Trace::validate`] on every load)
-/// - `steps` is strictly increasing;
-/// - every series has exactly one value per step.
+/// - `steps` is strictly increasing, and so are a series' own `steps`;
+/// - every series has exactly one value per step (of the trace, or of its own steps).
 ///
 /// Values may be non-finite: a NaN loss is a finding, not a parse error.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -210,9 +222,37 @@ pub struct Trace {
 }
 
 impl Trace {
-    /// Returns the named series' values, if present.
+    /// Returns the named series' values, if present on the trace's step grid.
+    ///
+    /// A series logged at another cadence has no value per `steps` entry, so it is `None` here
+    /// (code that zips `steps` with values stays right); [`Trace::points`] returns it.
     pub fn metric(&self, name: &str) -> Option<&[f64]> {
-        self.series.get(name).map(|s| s.values.as_slice())
+        self.series
+            .get(name)
+            .filter(|s| s.steps.is_none())
+            .map(|s| s.values.as_slice())
+    }
+
+    /// Returns the named series' steps and values, whatever its cadence.
+    pub fn points(&self, name: &str) -> Option<(&[u64], &[f64])> {
+        let s = self.series.get(name)?;
+        let steps = s.steps.as_deref().unwrap_or(&self.steps);
+        Some((steps, s.values.as_slice()))
+    }
+
+    /// Describes the series present, for "no such series" messages: `lm_loss, lr,
+    /// eval_loss (4 points, own steps)`.
+    pub fn describe_series(&self) -> String {
+        let names: Vec<String> = (self.series.iter())
+            .map(|(name, s)| match &s.steps {
+                None => name.clone(),
+                Some(steps) => format!("{name} ({} points, own steps)", steps.len()),
+            })
+            .collect();
+        match names.is_empty() {
+            true => "no series".into(),
+            false => names.join(", "),
+        }
     }
 
     /// Returns the language-model loss values, if present.
@@ -238,11 +278,23 @@ impl Trace {
             )));
         }
         for (name, s) in &self.series {
-            if s.values.len() != self.steps.len() {
+            let steps = s.steps.as_deref().unwrap_or(&self.steps);
+            if let Some(w) = s
+                .steps
+                .as_ref()
+                .and_then(|own| own.windows(2).position(|w| w[1] <= w[0]))
+            {
+                return Err(invalid(format!(
+                    "series `{name}`: its steps must be strictly increasing, but step {} is followed by step {}",
+                    steps[w],
+                    steps[w + 1]
+                )));
+            }
+            if s.values.len() != steps.len() {
                 return Err(invalid(format!(
                     "series `{name}` has {} values for {} steps",
                     s.values.len(),
-                    self.steps.len()
+                    steps.len()
                 )));
             }
         }
@@ -293,6 +345,8 @@ impl Trace {
             }
             _ => {}
         }
+        // serde keeps the last of two equal keys (a hand-merged `lm_loss` twice): refuse instead.
+        crate::import::json::refuse_duplicate_keys(text, path)?;
         let trace: Trace = serde_json::from_str(text).map_err(|e| Error::json(path, &e))?;
         trace.validate(path)?;
         Ok(trace)
@@ -384,6 +438,41 @@ mod tests {
         t.steps = vec![1, 3, 2, 4];
         let err = Trace::from_json(&t.to_json(), Path::new("x.json")).unwrap_err();
         assert!(err.to_string().contains("strictly increasing"), "{err}");
+    }
+
+    #[test]
+    fn a_series_named_twice_is_refused_not_overwritten() {
+        let json = sample().to_json().replacen("\"lr\":", "\"lm_loss\":", 1);
+        let err = Trace::from_json(&json, Path::new("x.json")).unwrap_err();
+        assert!(
+            matches!(&err, Error::DuplicateKey { key, .. } if key == "\"lm_loss\""),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_series_with_its_own_steps_round_trips_and_is_checked() {
+        let mut t = sample();
+        let eval = Series {
+            precision: Precision::F64,
+            values: vec![2.5, 2.0],
+            steps: Some(vec![2, 4]),
+        };
+        t.series.insert("eval_loss".into(), eval);
+        let back = Trace::from_json(&t.to_json(), Path::new("x.json")).unwrap();
+        assert_eq!(back.series["eval_loss"], t.series["eval_loss"]);
+        // Off the grid, the series is not a per-step metric, but its points are there.
+        assert_eq!(back.metric("eval_loss"), None);
+        assert_eq!(
+            back.points("eval_loss"),
+            Some((&[2u64, 4][..], &[2.5, 2.0][..]))
+        );
+        assert!(back
+            .describe_series()
+            .contains("eval_loss (2 points, own steps)"));
+        t.series.get_mut("eval_loss").unwrap().steps = Some(vec![4, 2]);
+        let err = Trace::from_json(&t.to_json(), Path::new("x.json")).unwrap_err();
+        assert!(err.to_string().contains("`eval_loss`: its steps"), "{err}");
     }
 
     #[test]

@@ -254,11 +254,11 @@ fn report_on_a_directory_of_traces_writes_a_ticket_ready_report() {
         .unwrap()
         .replace('\\', "");
     assert!(
-        md.contains("b_same.jsonl vs a_ref.jsonl") && md.contains("identical"),
+        md.contains("b_same vs a_ref") && md.contains("identical"),
         "{md}"
     );
     assert!(
-        md.contains("c_shift.jsonl vs a_ref.jsonl") && md.contains("diverged"),
+        md.contains("c_shift vs a_ref") && md.contains("diverged"),
         "{md}"
     );
     assert!(dir.path().join("report/junit.xml").exists());

@@ -17,6 +17,10 @@ pub fn import_and_check(data: &[u8], format: Format) {
             "origin names the format"
         );
         check_trace(&trace);
+        for (name, s) in &trace.series {
+            // An importer gives a series its own steps only when they differ from the grid.
+            assert_ne!(s.steps.as_ref(), Some(&trace.steps), "`{name}` own steps equal the grid");
+        }
     }
 }
 
@@ -54,6 +58,7 @@ pub fn assert_same(a: &Trace, b: &Trace) {
     for (name, s) in &a.series {
         let t = &b.series[name];
         assert_eq!(s.precision, t.precision, "`{name}` precision");
+        assert_eq!(s.steps, t.steps, "`{name}` own steps");
         let bits = |v: &[f64]| v.iter().map(|x| canonical_bits(*x)).collect::<Vec<_>>();
         assert_eq!(bits(&s.values), bits(&t.values), "`{name}` values");
     }

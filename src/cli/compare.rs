@@ -6,7 +6,8 @@ use crate::compare::{
     compare, CompareSettings, Comparison, Margin, OnsetMethod, PairingMode, Verdict, Yardstick,
 };
 use crate::gate::describe_verdict;
-use crate::import::{import, Format};
+use crate::golden::Golden;
+use crate::import::{import_with, require_series, Format, ImportOptions};
 use crate::report::{comparison_figure, render_comparison};
 use crate::trace::Trace;
 use anyhow::Context;
@@ -33,9 +34,17 @@ pub(super) struct CompareArgs {
     /// as undeclared.
     #[arg(long = "declared", value_name = "KEY")]
     declared: Vec<String>,
-    /// Series to compare.
-    #[arg(long, default_value = crate::trace::LM_LOSS)]
-    metric: String,
+    /// Series to compare (repeatable: each is compared on its own common steps, whatever its
+    /// cadence).
+    #[arg(long = "metric", value_name = "NAME", default_value = crate::trace::LM_LOSS)]
+    metrics: Vec<String>,
+    /// Rank to read from logs whose lines carry rank prefixes (`[rank1]:`); default: the lowest
+    /// rank with metric lines.
+    #[arg(long)]
+    rank: Option<u32>,
+    /// Run to read from a file holding several (a W&B CSV export of two runs).
+    #[arg(long, value_name = "NAME")]
+    run: Option<String>,
     /// Significance level of every test.
     #[arg(long, default_value_t = crate::compare::DEFAULT_ALPHA)]
     alpha: f64,
@@ -66,72 +75,100 @@ pub(super) struct CompareArgs {
     common_steps: bool,
 }
 
-/// One arm: its files and the traces read from them.
+/// One arm: its files, the traces read from them, and the label it is shown under.
 struct Arm {
     files: Vec<String>,
     traces: Vec<Trace>,
+    label: String,
+    /// Perturbation traces of a golden given as this arm.
+    golden_perturbations: Vec<Trace>,
 }
 
 impl Arm {
-    /// Names the arm by its file names (without directories).
     fn label(&self) -> String {
-        let names: Vec<String> = (self.files.iter())
-            .map(|f| {
-                Path::new(f)
-                    .file_name()
-                    .map_or(f.clone(), |n| n.to_string_lossy().into_owned())
-            })
-            .collect();
-        names.join(",")
+        self.label.clone()
     }
 }
 
 /// Runs `lossdiff compare`.
 pub(super) fn run(args: CompareArgs) -> anyhow::Result<ExitCode> {
-    let format = args
-        .format
-        .as_deref()
-        .map(str::parse::<Format>)
-        .transpose()?;
-    let arms = (args.arms.iter())
-        .map(|a| read_arm(a, format))
+    let opts = ImportOptions {
+        format: args
+            .format
+            .as_deref()
+            .map(str::parse::<Format>)
+            .transpose()?,
+        rank: args.rank,
+        run: args.run.clone(),
+    };
+    let mut arms = (args.arms.iter())
+        .map(|a| read_arm(a, &opts))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let perturb = match &args.perturb {
-        Some(p) => read_arm(p, format)?.traces,
+    label_arms(&mut arms);
+    let mut perturb = match &args.perturb {
+        Some(p) => read_arm(p, &opts)?.traces,
         None => Vec::new(),
     };
-    let settings = CompareSettings {
-        alpha: args.alpha,
-        margin: Margin::Relative(args.margin),
-        rtol: args.rtol,
-        atol: args.atol,
-        metric: args.metric.clone(),
-        pairing: match (args.paired, args.unpaired) {
-            (true, _) => PairingMode::Paired,
-            (_, true) => PairingMode::Unpaired,
-            _ => PairingMode::Auto,
-        },
-        common_steps_only: args.common_steps,
-        ..CompareSettings::default()
-    };
+    if perturb.is_empty() && !arms[0].golden_perturbations.is_empty() {
+        perturb = std::mem::take(&mut arms[0].golden_perturbations);
+        println!(
+            "note: using the {} perturbation traces of golden {} as the perturbation ensemble",
+            perturb.len(),
+            arms[0].label
+        );
+    }
+    for t in arms.iter().flat_map(|a| &a.traces).chain(&perturb) {
+        if let Some(choice) = t
+            .config
+            .pointer("/import/rank_choice")
+            .and_then(|v| v.as_str())
+        {
+            println!(
+                "note: {}: {choice}",
+                t.origin.path.as_deref().unwrap_or(&t.name)
+            );
+        }
+        for m in &args.metrics {
+            require_series(t, m)?;
+        }
+    }
     let (a, bs) = arms.split_first().expect("clap requires at least two arms");
     let mut out = Vec::new();
     let mut any_diverged = false;
-    for (i, b) in bs.iter().enumerate() {
-        let c = compare(&a.traces, &b.traces, &perturb, &args.declared, &settings)
-            .with_context(|| format!("comparing {} with {}", a.label(), b.label()))?;
-        // Exit 1 on a divergence, and, when a rounding yardstick was given, beyond rounding.
-        any_diverged |= matches!(c.verdict, Verdict::Diverged { .. }) || c.beyond_rounding();
-        print!("{}", render_comparison_text(&a.label(), &b.label(), &c));
-        if let Some(png) = &args.png {
-            let path = indexed_path(png, i + 1, bs.len());
-            let title = format!("{} vs {}", b.label(), a.label());
-            let fig = comparison_figure(&title, &a.traces, &b.traces, &perturb, &c);
-            let bytes = render_comparison(&fig)?;
-            crate::fsutil::write_atomic(&path, &bytes)?;
-            println!("figure: {}", path.display());
+    let figures = bs.len() * args.metrics.len();
+    for (m, metric) in args.metrics.iter().enumerate() {
+        let settings = CompareSettings {
+            alpha: args.alpha,
+            margin: Margin::Relative(args.margin),
+            rtol: args.rtol,
+            atol: args.atol,
+            metric: metric.clone(),
+            pairing: match (args.paired, args.unpaired) {
+                (true, _) => PairingMode::Paired,
+                (_, true) => PairingMode::Unpaired,
+                _ => PairingMode::Auto,
+            },
+            common_steps_only: args.common_steps,
+            ..CompareSettings::default()
+        };
+        for (i, b) in bs.iter().enumerate() {
+            let c = compare(&a.traces, &b.traces, &perturb, &args.declared, &settings)
+                .with_context(|| {
+                    format!("comparing {} with {} on {metric}", a.label(), b.label())
+                })?;
+            // Exit 1 on a divergence, and, when a rounding yardstick was given, beyond rounding.
+            any_diverged |= matches!(c.verdict, Verdict::Diverged { .. }) || c.beyond_rounding();
+            print!("{}", render_comparison_text(&a.label(), &b.label(), &c));
+            if let Some(png) = &args.png {
+                let path = indexed_path(png, m * bs.len() + i + 1, figures);
+                let title = format!("{} vs {}", b.label(), a.label());
+                let fig = comparison_figure(&title, &a.traces, &b.traces, &perturb, &c);
+                let bytes = render_comparison(&fig)?;
+                crate::fsutil::write_atomic(&path, &bytes)?;
+                println!("figure: {}", path.display());
+            }
+            out.push(serde_json::json!({"a": a.files, "b": b.files, "comparison": c}));
         }
-        out.push(serde_json::json!({"a": a.files, "b": b.files, "comparison": c}));
     }
     if let Some(json) = &args.json {
         let text = serde_json::to_string_pretty(&out)?;
@@ -141,18 +178,186 @@ pub(super) fn run(args: CompareArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::from(u8::from(any_diverged)))
 }
 
-/// Imports every file of a comma-separated arm.
-fn read_arm(arg: &str, format: Option<Format>) -> anyhow::Result<Arm> {
+/// Whether a file is a lossdiff golden (an arm's ensemble), from the start of its content;
+/// [`Golden::load`] then checks the whole file.
+pub(super) fn is_golden(path: &Path) -> bool {
+    use std::io::Read;
+    // Goldens are written with their header first (`"format": "lossdiff-golden"` on line 2);
+    // reading a huge log whole just to find out it is not one would double its import time.
+    let mut head = Vec::new();
+    let read = std::fs::File::open(path).and_then(|f| f.take(4096).read_to_end(&mut head));
+    let text = String::from_utf8_lossy(&head);
+    read.is_ok() && text.trim_start().starts_with('{') && text.contains("\"lossdiff-golden\"")
+}
+
+/// Imports every file of a comma-separated arm; a lossdiff golden contributes its seed traces.
+fn read_arm(arg: &str, opts: &ImportOptions) -> anyhow::Result<Arm> {
     let files: Vec<String> = (arg.split(','))
         .map(str::trim)
         .filter(|f| !f.is_empty())
         .map(String::from)
         .collect();
     anyhow::ensure!(!files.is_empty(), "arm {arg:?} names no file");
-    let traces = (files.iter())
-        .map(|f| import(Path::new(f), format).with_context(|| format!("cannot import {f}")))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    Ok(Arm { files, traces })
+    let mut traces = Vec::new();
+    let mut golden_perturbations = Vec::new();
+    for f in &files {
+        let path = Path::new(f);
+        let golden = match opts.format {
+            Some(f) => f == Format::LossdiffGolden,
+            None => is_golden(path),
+        };
+        if golden {
+            let g = Golden::load(path).with_context(|| format!("cannot read golden {f}"))?;
+            traces.extend(g.seed_traces);
+            golden_perturbations.extend(g.perturbation_traces);
+            continue;
+        }
+        traces.push(import_with(path, opts).with_context(|| format!("cannot import {f}"))?);
+    }
+    Ok(Arm {
+        files,
+        traces,
+        label: String::new(),
+        golden_perturbations,
+    })
+}
+
+/// Labels each arm by the shortest part of its path(s) that tells it from the other arms, and
+/// names its imported traces the same way, so text, figures and reports agree.
+fn label_arms(arms: &mut [Arm]) {
+    let keys: Vec<Option<PathBuf>> = arms.iter().map(|a| arm_key(&a.files)).collect();
+    let distinct = keys
+        .iter()
+        .flatten()
+        .collect::<std::collections::BTreeSet<_>>()
+        .len();
+    let all_files: Vec<PathBuf> = arms
+        .iter()
+        .flat_map(|a| a.files.iter().map(PathBuf::from))
+        .collect();
+    let file_labels = short_labels(&all_files);
+    let arm_labels = match distinct == arms.len() && keys.iter().all(Option::is_some) {
+        true => short_labels(&keys.into_iter().flatten().collect::<Vec<_>>()),
+        false => Vec::new(),
+    };
+    let mut next = file_labels.into_iter();
+    for (i, arm) in arms.iter_mut().enumerate() {
+        let mine: Vec<String> = next.by_ref().take(arm.files.len()).collect();
+        if arm.files.len() == arm.traces.len() {
+            for (t, l) in arm.traces.iter_mut().zip(&mine) {
+                if t.origin.path.is_some() {
+                    t.name = l.clone();
+                }
+            }
+        }
+        arm.label = arm_labels.get(i).cloned().unwrap_or_else(|| mine.join(","));
+    }
+}
+
+/// The path that stands for an arm: its one run, or the directory its files share.
+fn arm_key(files: &[String]) -> Option<PathBuf> {
+    let runs: Vec<PathBuf> = files.iter().map(|f| run_path(Path::new(f))).collect();
+    if let [one] = &runs[..] {
+        return Some(one.clone());
+    }
+    let first: Vec<_> = runs.first()?.components().collect();
+    let shared = (0..first.len())
+        .take_while(|&i| runs.iter().all(|r| r.components().nth(i) == Some(first[i])))
+        .count();
+    (shared > 0).then(|| first[..shared].iter().collect())
+}
+
+/// A file's run: the directory of a TensorBoard event file or a `trainer_state.json` (their
+/// names say nothing about the run), else the file itself.
+fn run_path(p: &Path) -> PathBuf {
+    let name = p
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let generic = name.contains("tfevents") || name == "trainer_state.json";
+    match (generic, p.parent()) {
+        (true, Some(dir)) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+        _ => p.to_path_buf(),
+    }
+}
+
+/// Returns, for each path, the shortest part that tells it apart from the others: the one
+/// component where they all differ when there is one (`runs/flash/seed1.jsonl` and
+/// `runs/naive/seed1.jsonl` → `flash`, `naive`), else what lies between their common start and
+/// end; file extensions dropped. Equal paths get `#2`, `#3`.
+pub(super) fn short_labels(paths: &[PathBuf]) -> Vec<String> {
+    let comps = |strip_ext: bool| -> Vec<Vec<String>> {
+        (paths.iter())
+            .map(|p| {
+                let p = run_path(p);
+                let mut c: Vec<String> = (p.components())
+                    .filter(|c| matches!(c, std::path::Component::Normal(_)))
+                    .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                    .collect();
+                if let (Some(last), Some(stem), true) = (c.last_mut(), p.file_stem(), strip_ext) {
+                    if p.extension().is_some() && !p.is_dir() {
+                        *last = stem.to_string_lossy().into_owned();
+                    }
+                }
+                c
+            })
+            .collect()
+    };
+    let unique =
+        |l: &[String]| l.iter().collect::<std::collections::BTreeSet<_>>().len() == l.len();
+    let mut labels = distinguishing(&comps(true));
+    if !unique(&labels) {
+        // `run.jsonl` and `run.csv`: the extension is what tells them apart.
+        let with_ext = distinguishing(&comps(false));
+        if unique(&with_ext) {
+            labels = with_ext;
+        }
+    }
+    let mut seen: std::collections::BTreeMap<String, usize> = Default::default();
+    for l in &mut labels {
+        let n = seen.entry(l.clone()).or_insert(0);
+        *n += 1;
+        if *n > 1 {
+            *l = format!("{l}#{n}");
+        }
+    }
+    labels
+}
+
+/// The distinguishing part of each component list (see [`short_labels`]).
+fn distinguishing(comps: &[Vec<String>]) -> Vec<String> {
+    let last = |c: &Vec<String>| c.last().cloned().unwrap_or_else(|| "?".into());
+    match comps.len() {
+        0 => Vec::new(),
+        1 => vec![last(&comps[0])],
+        _ => {
+            let min = comps.iter().map(Vec::len).min().unwrap_or(0);
+            let same_at = |i: usize| comps.iter().all(|c| c[i] == comps[0][i]);
+            let pre = (0..min).take_while(|&i| same_at(i)).count();
+            let same_from_end = |k: usize| {
+                let first = &comps[0][comps[0].len() - 1 - k];
+                comps.iter().all(|c| &c[c.len() - 1 - k] == first)
+            };
+            let suf = (0..min - pre).take_while(|&k| same_from_end(k)).count();
+            let equal_len = comps.iter().all(|c| c.len() == comps[0].len());
+            let all_differ = |i: usize| {
+                let set: std::collections::BTreeSet<&String> =
+                    comps.iter().map(|c| &c[i]).collect();
+                set.len() == comps.len()
+            };
+            let single = (pre..comps[0].len() - suf)
+                .rev()
+                .find(|&i| equal_len && all_differ(i));
+            comps
+                .iter()
+                .map(|c| match single {
+                    Some(i) => c[i].clone(),
+                    None if c.len() > pre + suf => c[pre..c.len() - suf].join("/"),
+                    None => last(c),
+                })
+                .collect()
+        }
+    }
 }
 
 /// Inserts `-index` before the extension when there are several B arms.
@@ -387,6 +592,50 @@ fn config_lines(c: &Comparison) -> String {
     list("declared:", &cfg.declared);
     list("undeclared:", &cfg.undeclared);
     list("environment:", &cfg.environment);
+    for d in &cfg.schedules {
+        let kind = if d.declared {
+            "declared:"
+        } else {
+            "undeclared:"
+        };
+        let _ = writeln!(
+            s,
+            "  {kind:<12} {} differs from step {} ({:e} → {:e}): a schedule series, so its config differs",
+            d.series, d.from_step, d.a, d.b
+        );
+    }
+    if !cfg.one_arm_only.is_empty() {
+        let (a, b) = cfg
+            .one_arm_only
+            .iter()
+            .partition::<Vec<_>, _>(|f| f.b.is_none());
+        let names = |v: &[&crate::compare::FieldDiff]| {
+            let mut keys: Vec<&str> = v.iter().map(|f| f.key.as_str()).take(6).collect();
+            if v.len() > 6 {
+                keys.push("…");
+            }
+            keys.join(", ")
+        };
+        for (arm, v) in [("A", a), ("B", b)] {
+            if !v.is_empty() {
+                let _ = writeln!(
+                    s,
+                    "  recorded:    by {arm} only, not compared ({} keys): {}",
+                    v.len(),
+                    names(&v)
+                );
+            }
+        }
+    }
+    for f in &cfg.provenance {
+        let _ = writeln!(
+            s,
+            "  provenance:  {}: {} → {}",
+            f.key,
+            show(&f.a),
+            show(&f.b)
+        );
+    }
     for k in &cfg.declared_but_equal {
         let _ = writeln!(s, "  declared:    {k} is equal in both arms");
     }
@@ -399,7 +648,11 @@ fn config_lines(c: &Comparison) -> String {
             w.arm
         );
     }
-    if cfg.declared.is_empty() && cfg.undeclared.is_empty() && cfg.environment.is_empty() {
+    if cfg.declared.is_empty()
+        && cfg.undeclared.is_empty()
+        && cfg.environment.is_empty()
+        && cfg.schedules.is_empty()
+    {
         s += "  config:      no differences\n";
     }
     s
@@ -415,6 +668,31 @@ mod tests {
         assert_eq!(step_ranges(&[]), "");
         let odd: Vec<u64> = (1..60).step_by(2).chain(61..=100).collect();
         assert_eq!(step_ranges(&odd), "1, 3, 5, 7, 9, 11, …, 59, 61..100");
+    }
+
+    #[test]
+    fn labels_are_the_shortest_distinguishing_part_of_each_path() {
+        let l = |ps: &[&str]| short_labels(&ps.iter().map(PathBuf::from).collect::<Vec<_>>());
+        assert_eq!(
+            l(&["runs/flash/seed1.jsonl", "runs/naive/seed1.jsonl"]),
+            ["flash", "naive"]
+        );
+        assert_eq!(l(&["a.jsonl", "b.jsonl"]), ["a", "b"]);
+        assert_eq!(
+            l(&[
+                "tb/flash/events.out.tfevents.1796.vm.16650.0",
+                "tb/naive/events.out.tfevents.1797.vm.1.0"
+            ]),
+            ["flash", "naive"]
+        );
+        assert_eq!(
+            l(&["x/2024-01-01/flash/log", "x/2024-01-02/naive/log"]),
+            ["flash", "naive"]
+        );
+        assert_eq!(l(&["a/run.log", "a/b/run.log"]), ["run", "b"]);
+        assert_eq!(l(&["same.log", "same.log"]), ["same", "same#2"]);
+        assert_eq!(l(&["d/run.jsonl", "d/run.csv"]), ["run.jsonl", "run.csv"]);
+        assert_eq!(l(&["only/one/file.jsonl"]), ["file"]);
     }
 
     #[test]

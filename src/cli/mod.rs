@@ -133,7 +133,7 @@ enum Command {
     },
     /// Print a trace's config, fingerprint and a short loss table.
     Show {
-        /// Trace file.
+        /// Trace file (any format `compare` reads, a run directory, or a golden).
         trace: PathBuf,
         /// Rows in the loss table.
         #[arg(long, default_value_t = 12)]
@@ -417,6 +417,26 @@ fn progress_bar(total: u64) -> ProgressBar {
 }
 
 fn cmd_show(path: &Path, rows: usize) -> anyhow::Result<ExitCode> {
+    if compare::is_golden(path) {
+        let g = crate::golden::Golden::load(path)
+            .with_context(|| format!("failed to read golden {}", path.display()))?;
+        println!(
+            "golden  {} / {} / {}: {} seed traces, {} perturbations, blessed by lossdiff {}",
+            g.experiment,
+            g.cell,
+            g.arm,
+            g.seed_traces.len(),
+            g.perturbation_traces.len(),
+            g.provenance.lossdiff_version
+        );
+        let first = g
+            .seed_traces
+            .first()
+            .context("the golden holds no seed trace")?;
+        println!("showing its first seed trace:\n");
+        print!("{}", render_show(first, rows));
+        return Ok(ExitCode::SUCCESS);
+    }
     // Any format `compare` reads can be shown: the importer detects it from the content.
     let trace = crate::import::import(path, None)
         .with_context(|| format!("failed to read trace {}", path.display()))?;
@@ -444,6 +464,7 @@ pub fn render_show(trace: &Trace, rows: usize) -> String {
         .map(|(k, v)| format!("{k}={v}"))
         .collect();
     s += &format!("\nseeds   {}\n", seeds.join(" "));
+    s += &format!("series  {}\n", trace.describe_series());
     if let Some(f) = trace.loss_floor {
         s += &format!("floor   {f:.6} nats/token (the best any model can do on this data)\n");
     }

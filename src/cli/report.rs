@@ -58,8 +58,11 @@ fn traces_report(dir: &Path) -> anyhow::Result<ExitCode> {
     }
     let settings = CompareSettings::default();
     let mut entries = Vec::new();
-    for (b_path, b) in rest {
-        let name = format!("{} vs {}", file_name(b_path), file_name(a_path));
+    // The same labels as `lossdiff compare`: the shortest part telling the files apart.
+    let labels = super::compare::short_labels(&files);
+    for (i, (_, b)) in rest.iter().enumerate() {
+        let (a_label, b_label) = (&labels[0], &labels[i + 1]);
+        let name = format!("{b_label} vs {a_label}");
         let c = compare(
             std::slice::from_ref(a),
             std::slice::from_ref(b),
@@ -75,13 +78,12 @@ fn traces_report(dir: &Path) -> anyhow::Result<ExitCode> {
             &c,
         );
         let diverged = matches!(c.verdict, Verdict::Diverged { .. });
-        let summary =
-            super::compare::render_comparison_text(&file_name(a_path), &file_name(b_path), &c)
-                .lines()
-                .map(str::trim)
-                .filter(|l| !l.is_empty())
-                .collect::<Vec<_>>()
-                .join(" · ");
+        let summary = super::compare::render_comparison_text(a_label, b_label, &c)
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect::<Vec<_>>()
+            .join(" · ");
         let figure = Some(FigureSource::Png(render_comparison(&fig)?));
         entries.push(crate::gate::report_entry(
             &name, &c, !diverged, summary, figure,
@@ -104,11 +106,4 @@ fn traces_report(dir: &Path) -> anyhow::Result<ExitCode> {
     )?;
     println!("wrote {}", paths.index_md.display());
     Ok(ExitCode::from(if failing == 0 { 0 } else { 1 }))
-}
-
-fn file_name(p: &Path) -> String {
-    p.file_name().map_or_else(
-        || p.display().to_string(),
-        |n| n.to_string_lossy().into_owned(),
-    )
 }

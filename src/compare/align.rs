@@ -120,15 +120,18 @@ pub(crate) fn seed_key(t: &Trace) -> Option<u64> {
         .or_else(|| t.config.pointer("/train/seed").and_then(|v| v.as_u64()))
 }
 
-fn step_set(traces: &[&Trace]) -> BTreeSet<u64> {
+/// The steps at which every trace has `metric` (its own steps for a series at another cadence,
+/// such as an eval loss every 50 steps; the trace's steps when it lacks the series, so the
+/// missing series is reported by [`values_at`]).
+fn step_set(traces: &[&Trace], metric: &str) -> BTreeSet<u64> {
+    let steps_of = |t: &&Trace| -> BTreeSet<u64> {
+        let steps = t.points(metric).map_or(&t.steps[..], |(s, _)| s);
+        steps.iter().copied().collect()
+    };
     let mut it = traces.iter();
-    let first: BTreeSet<u64> = it
-        .next()
-        .map(|t| t.steps.iter().copied().collect())
-        .unwrap_or_default();
+    let first: BTreeSet<u64> = it.next().map(steps_of).unwrap_or_default();
     it.fold(first, |acc, t| {
-        let s: BTreeSet<u64> = t.steps.iter().copied().collect();
-        acc.intersection(&s).copied().collect()
+        acc.intersection(&steps_of(t)).copied().collect()
     })
 }
 
@@ -141,24 +144,23 @@ fn values_at(
     traces
         .iter()
         .map(|t| {
-            let v = t.metric(metric).ok_or_else(|| Error::MissingMetric {
+            let (own, v) = t.points(metric).ok_or_else(|| Error::MissingMetric {
                 metric: metric.to_string(),
                 trace: t.name.clone(),
                 arm,
             })?;
             // Traces built in memory may skip `Trace::validate`; refuse rather than misalign.
-            if v.len() != t.steps.len() {
+            if v.len() != own.len() {
                 return Err(Error::InvalidTrace {
                     path: t.name.clone().into(),
                     reason: format!(
                         "series `{metric}` has {} values for {} steps",
                         v.len(),
-                        t.steps.len()
+                        own.len()
                     ),
                 });
             }
-            let index: BTreeMap<u64, f64> =
-                t.steps.iter().copied().zip(v.iter().copied()).collect();
+            let index: BTreeMap<u64, f64> = own.iter().copied().zip(v.iter().copied()).collect();
             steps
                 .iter()
                 .map(|s| {
@@ -208,8 +210,8 @@ fn refuse_duplicates(traces: &[&Trace], metric: &str, arm: &'static str) -> Resu
         for y in &traces[i + 1..] {
             let same_file = x.origin.path.is_some() && x.origin.path == y.origin.path;
             let same_bits = x.steps == y.steps
-                && match (x.metric(metric), y.metric(metric)) {
-                    (Some(u), Some(v)) => {
+                && match (x.points(metric), y.points(metric)) {
+                    (Some((su, u)), Some((sv, v))) if su == sv => {
                         u.len() == v.len()
                             && u.iter().zip(v).all(|(p, q)| p.to_bits() == q.to_bits())
                     }
@@ -232,32 +234,37 @@ fn refuse_duplicates(traces: &[&Trace], metric: &str, arm: &'static str) -> Resu
     Ok(())
 }
 
-/// Returns the last step of a trace that logged any value of `metric`.
-fn last_step(t: &Trace) -> u64 {
-    t.steps.last().copied().unwrap_or(0)
+/// Returns the last step at which a trace logged `metric`.
+fn last_step(t: &Trace, metric: &str) -> u64 {
+    t.points(metric)
+        .and_then(|(steps, _)| steps.last().copied())
+        .unwrap_or(0)
 }
 
 /// Finds the trace of either arm that ended earliest, if it ended before the others (or before
 /// the `train_iters` its own config asked for).
-fn find_stopped(a: &[&Trace], b: &[&Trace]) -> Option<Stopped> {
+fn find_stopped(a: &[&Trace], b: &[&Trace], metric: &str) -> Option<Stopped> {
     let all = a.iter().map(|t| (t, "a")).chain(b.iter().map(|t| (t, "b")));
     let expected = a
         .iter()
         .chain(b)
         .map(|t| {
+            // A series on its own cadence (eval every N steps) need not land on train_iters.
+            let own_cadence = t.series.get(metric).is_some_and(|s| s.steps.is_some());
             let planned = t
                 .config
                 .pointer("/train/train_iters")
-                .and_then(|v| v.as_u64());
-            last_step(t).max(planned.unwrap_or(0))
+                .and_then(|v| v.as_u64())
+                .filter(|_| !own_cadence);
+            last_step(t, metric).max(planned.unwrap_or(0))
         })
         .max()?;
-    all.filter(|(t, _)| last_step(t) < expected)
-        .min_by_key(|(t, _)| last_step(t))
+    all.filter(|(t, _)| last_step(t, metric) < expected)
+        .min_by_key(|(t, _)| last_step(t, metric))
         .map(|(t, arm)| Stopped {
             trace: t.name.clone(),
             arm: arm.into(),
-            last_step: last_step(t),
+            last_step: last_step(t, metric),
             expected_last_step: expected,
         })
 }
@@ -299,22 +306,22 @@ pub(crate) fn align(
     refuse_duplicates(a, metric, "a")?;
     refuse_duplicates(b, metric, "b")?;
     refuse_duplicates(p, metric, "perturbation")?;
-    let arms_end = a.iter().chain(b).map(|t| last_step(t)).max().unwrap_or(0);
+    let arms_end = a.iter().chain(b).map(|t| last_step(t, metric)).max().unwrap_or(0);
     if !common_steps_only {
-        if let Some(short) = p.iter().find(|t| last_step(t) < arms_end) {
+        if let Some(short) = p.iter().find(|t| last_step(t, metric) < arms_end) {
             return Err(Error::ShortYardstick {
                 trace: short.name.clone(),
-                last_step: last_step(short),
+                last_step: last_step(short, metric),
                 arms_last_step: arms_end,
             });
         }
     }
-    let (sa, sb) = (step_set(a), step_set(b));
+    let (sa, sb) = (step_set(a, metric), step_set(b, metric));
     let ab: BTreeSet<u64> = sa.intersection(&sb).copied().collect();
     let common: Vec<u64> = if p.is_empty() {
         ab.iter().copied().collect()
     } else {
-        ab.intersection(&step_set(p)).copied().collect()
+        ab.intersection(&step_set(p, metric)).copied().collect()
     };
     if common.is_empty() {
         let other = if ab.is_empty() { &b[0] } else { &p[0] };
@@ -356,7 +363,7 @@ pub(crate) fn align(
         ));
     }
     let stopped = if common_steps_only {
-        if find_stopped(a, b).is_some() {
+        if find_stopped(a, b, metric).is_some() {
             notes.push(format!(
                 "--common-steps: the arms end at different steps; only the {} common steps are compared",
                 common.len()
@@ -364,7 +371,7 @@ pub(crate) fn align(
         }
         None
     } else {
-        find_stopped(a, b)
+        find_stopped(a, b, metric)
     };
     let alignment = Alignment {
         common: common.len(),

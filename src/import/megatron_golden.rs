@@ -6,9 +6,10 @@
 //! read. With the object form the keys are the truth and `start_step`/`end_step` are ignored.
 //!
 //! Every metric is imported (`lm loss` → `lm_loss`, `iteration-time` → `step_time_s`, the others
-//! sanitised: `num-zeros` → `num_zeros`). Metrics on another grid than `lm loss` are dropped by the
-//! module-wide policy: in the real `gpt3_mcore_tp1_pp2` files `iteration-time` starts at step 2
-//! while `lm loss` starts at step 1, so it is dropped there (and listed in `config.import.dropped`).
+//! sanitised: `num-zeros` → `num_zeros`). Metrics on another grid than `lm loss` keep their own
+//! steps by the module-wide policy: in the real `gpt3_mcore_tp1_pp2` files `iteration-time` starts
+//! at step 2 while `lm loss` starts at step 1 (listed in `config.import.own_steps`). A step key
+//! twice in one `values` object is an [`Error::DuplicateKey`].
 //!
 //! # Resumed runs
 //! The `_2nd.json` file of a checkpoint-resume test holds steps 1..50 as `"nan"` in *every*
@@ -37,7 +38,8 @@ pub(super) fn looks_like(metrics_with_values: &[bool]) -> bool {
 
 /// Parses a golden-values file into a trace.
 pub(super) fn parse(text: &str, path: &Path) -> Result<Trace> {
-    let top: Value = serde_json::from_str(text).map_err(|e| Error::json(path, &e))?;
+    // Strict: a step key twice in `values` would otherwise keep the last value silently.
+    let top = super::json::parse_document(text, path)?;
     let Value::Object(top) = top else {
         return Err(bad(
             path,
@@ -181,24 +183,21 @@ pub fn to_megatron_golden(trace: &Trace) -> Value {
         (true, Some(list)) => list.iter().filter_map(Value::as_u64).collect(),
         _ => Vec::new(),
     };
-    let mut steps = cut.clone();
-    steps.extend(
-        trace
-            .steps
-            .iter()
-            .filter(|&&s| cut.last().is_none_or(|&l| s > l)),
-    );
     let mut out = Map::new();
     for (name, s) in &trace.series {
         let raw = match import["sources"][name].as_str() {
             Some(raw) if from_golden => raw.to_string(),
             _ => export_name(name),
         };
+        // A series at its own cadence (Megatron's `iteration-time` from step 2) keeps its steps.
+        let own = s.steps.as_deref().unwrap_or(&trace.steps);
+        let mut steps = cut.clone();
+        steps.extend(own.iter().filter(|&&s| cut.last().is_none_or(|&l| s > l)));
         let mut values = Map::new();
         for &step in &cut {
             values.insert(step.to_string(), json!("nan"));
         }
-        for (&step, &v) in trace.steps.iter().zip(&s.values) {
+        for (&step, &v) in own.iter().zip(&s.values) {
             values.insert(step.to_string(), golden_value(v, s.precision));
         }
         let metric = json!({
@@ -358,12 +357,11 @@ mod tests {
         assert!(out.contains("\"step_interval\": 1,"), "{out}");
     }
 
-    /// cargo fuzz (import_megatron_golden), minimised. Known loss, not fixed: the schema cannot
-    /// tell a NaN from a step not run. `iteration-time` is finite at step 0 but logged on another
-    /// grid, so it is dropped, and the export holds only `lm loss`, NaN at step 0: imported again,
-    /// that step reads as "not run" and the NaN (a divergence) is gone.
+    /// cargo fuzz (import_megatron_golden), minimised. Was a known loss while series on another
+    /// grid were dropped: the export held only `lm loss`, NaN at step 0, which read back as "not
+    /// run". Now `iteration-time` keeps its own steps, is exported, and the NaN survives.
     #[test]
-    fn export_of_a_leading_nan_in_every_kept_series_comes_back_cut() {
+    fn export_of_a_leading_nan_in_the_loss_keeps_it() {
         let t = parse_str(
             r#"{"lm loss": {"values": {"0": "nan", "1": 10.8}},
                 "iteration-time": {"values": {"0": 1.5, "5": 1.0}}}"#,
@@ -371,11 +369,8 @@ mod tests {
         .unwrap();
         assert_eq!(t.steps, vec![0, 1]);
         let back = parse_str(&megatron_golden_json(&t)).unwrap();
-        assert_eq!(back.steps, vec![1]);
-        assert_eq!(
-            back.config["import"]["not_logged_leading_steps"],
-            json!([0])
-        );
+        assert_eq!(back.steps, vec![0, 1]);
+        assert!(back.lm_loss().unwrap()[0].is_nan());
     }
 
     #[test]
@@ -398,6 +393,19 @@ mod tests {
         assert!(matches!(err, Error::StepOrder { step: 1, .. }), "{err}");
         assert!(parse_str("[1, 2]").is_err());
         assert!(parse_str(r#"{"lm loss": {"values": 3}}"#).is_err());
+    }
+
+    /// See: issue 21 item 7 — a golden with step "5" twice kept the last value.
+    #[test]
+    fn issue_21_a_step_key_twice_is_refused() {
+        let err = parse_str(
+            "{\"lm loss\": {\"start_step\": 1, \"end_step\": 5, \"step_interval\": 1,\n \"values\": {\"4\": 1.0, \"5\": 0.9,\n \"5\": 0.1}}}",
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&err, Error::DuplicateKey { place, key, .. } if place == "line 3, in \"values\"" && key == "\"5\""),
+            "{err}"
+        );
     }
 
     #[test]

@@ -17,10 +17,24 @@
 //! overflow); such steps are not on the `lm_loss` grid, and the module-wide grid policy applies.
 //! A log of a resumed run that re-ran steps has repeated iterations: an [`Error::StepOrder`]
 //! naming the line (cut the log at the resume point).
+//!
+//! **Config.** Megatron prints every argument once at start-up (`_print_args`, rank 0):
+//! ```text
+//! ------------------------ arguments ------------------------
+//!   lr .............................................. 0.00015
+//!   seed ............................................ 1234
+//! -------------------- end of arguments ---------------------
+//! ```
+//! Each becomes a top-level config key under its argument name (`lr`, `seed`), its value read as
+//! Python prints it (see `pyvalue.rs`); `seed` becomes `seeds["init"]`. An argument twice in the
+//! block is an [`Error::DuplicateKey`]. Logs of several ranks (`[rank0]:` prefixes) are split
+//! (`ranks.rs`); the arguments are taken from whichever rank printed them.
 
-use super::{parse_number, quote, Collector, Format};
+use super::ranks::{Line, Ranked};
+use super::{parse_number, pyvalue, quote, Collector, Format};
 use crate::error::{Error, Result};
 use crate::trace::{Precision, Trace, STEP_TIME};
+use serde_json::Map;
 use std::path::Path;
 
 /// Whether any line is a Megatron iteration line (for detection).
@@ -51,16 +65,18 @@ fn field_name(key: &str) -> (&str, f64) {
     }
 }
 
-/// Parses a Megatron log into a trace.
-pub(super) fn parse(text: &str, path: &Path) -> Result<Trace> {
+/// Parses a Megatron log into a trace, reading `rank` (or the default rank) of a rank-prefixed log.
+pub(super) fn parse(text: &str, path: &Path, rank: Option<u32>) -> Result<Trace> {
     let mut c = Collector::new(path);
+    let ranked = Ranked::split(text);
+    let chosen = ranked.choose(rank, |l| iteration_step(l).is_some(), path, &mut c)?;
     let mut lines_read = 0usize;
-    for (i, line) in text.lines().enumerate() {
+    for (lineno, line) in ranked.lines(chosen) {
         let Some(step) = iteration_step(line) else {
             continue;
         };
         lines_read += 1;
-        let place = format!("line {}", i + 1);
+        let place = format!("line {lineno}");
         let fields = line
             .split('|')
             .skip(1)
@@ -88,7 +104,54 @@ pub(super) fn parse(text: &str, path: &Path) -> Result<Trace> {
             reason: "no ` iteration <n>/<total> | … |` lines".into(),
         });
     }
+    for lines in ranked.config_candidates(chosen) {
+        if arguments(&lines, path, &mut c)? {
+            break;
+        }
+    }
     c.finish(Format::MegatronLog)
+}
+
+/// Reads every `arguments` block of `lines` into the config; returns whether there was one.
+fn arguments(lines: &[Line<'_>], path: &Path, c: &mut Collector<'_>) -> Result<bool> {
+    let mut found = false;
+    let mut block: Option<(usize, Map<String, serde_json::Value>)> = None;
+    for &(lineno, line) in lines {
+        let t = line.trim();
+        let rule = |title: &str| {
+            t.starts_with("---") && t.ends_with("---") && t.trim_matches('-').trim() == title
+        };
+        if rule("arguments") {
+            block = Some((lineno, Map::new()));
+            continue;
+        }
+        let Some((start, args)) = block.as_mut() else {
+            continue;
+        };
+        if rule("end of arguments") {
+            let args = std::mem::take(args);
+            c.add_config(args, &format!("the arguments block at line {start}"))?;
+            block = None;
+            found = true;
+            continue;
+        }
+        // `  name ....... value`: other lines inside the block (a warning) are not arguments.
+        let Some((name, rest)) = t.split_once(' ') else {
+            continue;
+        };
+        let Some(value) = rest.trim_start().strip_prefix('.') else {
+            continue;
+        };
+        let value = pyvalue::scalar(value.trim_start_matches('.'));
+        if args.insert(name.to_string(), value).is_some() {
+            return Err(Error::DuplicateKey {
+                path: path.to_path_buf(),
+                place: format!("line {lineno} (arguments block)"),
+                key: quote(name),
+            });
+        }
+    }
+    Ok(found)
 }
 
 #[cfg(test)]
@@ -100,7 +163,70 @@ mod tests {
     const LINE_10: &str = " [2024-05-01 10:00:00] iteration       10/     100 | consumed samples:          320 | elapsed time per iteration (ms): 1234.5 | learning rate: 1.500000E-04 | global batch size:    32 | lm loss: 1.085234E+01 | loss scale: 1.0 | grad norm: 2.345 | number of skipped iterations:   0 | number of nan iterations:   0 |";
 
     fn parse_str(text: &str) -> Result<Trace> {
-        parse(text, Path::new("train.log"))
+        parse(text, Path::new("train.log"), None)
+    }
+
+    /// The start of a Megatron-LM log: `_print_args` on rank 0, then iteration lines.
+    fn log(lr: &str, seed: u64, prefix: &str) -> String {
+        let mut s =
+            format!("{prefix}------------------------ arguments ------------------------\n");
+        for (arg, v) in [
+            ("adam_beta2", "0.95".to_string()),
+            ("lr", lr.to_string()),
+            ("lr_decay_style", "cosine".to_string()),
+            ("seed", seed.to_string()),
+            ("use_flash_attn", "False".to_string()),
+        ] {
+            s += &format!("{prefix}  {arg} {} {v}\n", ".".repeat(48 - arg.len()));
+        }
+        s += &format!("{prefix}-------------------- end of arguments ---------------------\n");
+        s += &format!("{prefix}{LINE_10}\n");
+        s
+    }
+
+    #[test]
+    fn the_arguments_block_is_the_config_and_seed() {
+        let t = parse_str(&log("0.00015", 1234, "")).unwrap();
+        assert_eq!(t.config["lr"], serde_json::json!(0.00015));
+        assert_eq!(t.config["lr_decay_style"], "cosine");
+        assert_eq!(t.config["use_flash_attn"], false);
+        assert_eq!(t.seeds["init"], 1234);
+    }
+
+    #[test]
+    fn an_argument_twice_is_refused() {
+        let text = log("0.00015", 1, "").replace("  seed", "  lr ...... 1\n  seed");
+        let err = parse_str(&text).unwrap_err();
+        assert!(
+            matches!(&err, Error::DuplicateKey { key, .. } if key == "\"lr\""),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn ranks_are_split_and_the_arguments_come_from_rank_0() {
+        // Pipeline parallel: rank 0 prints the arguments, the last rank (1) the iterations.
+        let args = log("0.00015", 1, "[rank0]:");
+        let args: String = args
+            .lines()
+            .filter(|l| !l.contains("iteration"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let text = format!("{args}[rank1]:{LINE_10}\n");
+        let t = parse_str(&text).unwrap();
+        assert_eq!(t.steps, vec![10]);
+        assert_eq!(t.config["lr"], serde_json::json!(0.00015));
+        assert_eq!(t.config["import"]["rank"], 1);
+        assert!(t.config["import"]["rank_choice"]
+            .as_str()
+            .unwrap()
+            .contains("--rank"));
+        let err = parse(&text, Path::new("train.log"), Some(5)).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("one of the ranks in the file: 0, 1"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -134,7 +260,7 @@ mod tests {
         let first = LINE_10.replace("      10/", "       1/");
         let t = parse_str(&format!("{first}\n{skipped}\n{LINE_10}\n")).unwrap();
         assert_eq!(t.steps, vec![1, 10]);
-        assert_eq!(t.config["import"]["discarded_points"][LR], 1);
+        assert_eq!(t.points(LR).unwrap().0, &[1, 2, 10]);
         assert!(t.series.contains_key(LM_LOSS));
     }
 

@@ -36,11 +36,15 @@
 
 mod collect;
 mod csv;
+mod hf;
+pub(crate) mod json;
 mod jsonl;
 pub mod limits;
 mod megatron_golden;
 mod megatron_log;
 mod protobuf;
+mod pyvalue;
+mod ranks;
 #[cfg(test)]
 mod real_megatron;
 mod tensorboard;
@@ -72,15 +76,22 @@ pub enum Format {
     Jsonl,
     /// A table with a step column and metric columns (e.g. a Weights & Biases export).
     Csv,
-    /// TensorBoard event files (TFRecord of `Event` protobufs).
+    /// TensorBoard event files (TFRecord of `Event` protobufs), or a run directory of them.
     TensorBoard,
+    /// Hugging Face `Trainer`'s `trainer_state.json` (`log_history`).
+    HfTrainerState,
+    /// A lossdiff golden (an arm's ensemble): read by `compare` and `show` through
+    /// [`crate::golden::Golden::load`], not by [`import`], which returns one trace.
+    LossdiffGolden,
 }
 
 impl Format {
     /// Every format, in the order [`detect`] tries them (roughly most to least specific).
-    pub const ALL: [Format; 7] = [
+    pub const ALL: [Format; 9] = [
         Format::TensorBoard,
         Format::Lossdiff,
+        Format::LossdiffGolden,
+        Format::HfTrainerState,
         Format::MegatronGolden,
         Format::Jsonl,
         Format::MegatronLog,
@@ -98,6 +109,8 @@ impl Format {
             Format::Jsonl => "jsonl",
             Format::Csv => "csv",
             Format::TensorBoard => "tensorboard",
+            Format::HfTrainerState => "hf-trainer-state",
+            Format::LossdiffGolden => "lossdiff-golden",
         }
     }
 
@@ -122,6 +135,7 @@ impl FromStr for Format {
             "text" | "txt" => Some(Format::TorchtitanText),
             "tb" | "tfevents" => Some(Format::TensorBoard),
             "golden" => Some(Format::MegatronGolden),
+            "hf" | "trainer-state" | "huggingface" => Some(Format::HfTrainerState),
             "json" => Some(Format::Lossdiff),
             _ => None,
         };
@@ -165,9 +179,17 @@ pub fn detect(bytes: &[u8]) -> Option<Format> {
 fn detect_json(body: &str) -> Option<Format> {
     // Only the top-level keys and whether each value is an object with `values` matter; a
     // `serde_json::Value` of a 10-million-step trace would take several times the file's memory.
-    if let Ok(top) = serde_json::from_str::<std::collections::BTreeMap<String, Shape>>(body) {
+    // Python writes a NaN as a bare `NaN` (trainer_state.json does): read it as JSON would be.
+    let body = json::quote_non_finite(body);
+    if let Ok(top) = serde_json::from_str::<std::collections::BTreeMap<String, Shape>>(&body) {
         if top.contains_key("schema_version") && top.contains_key("steps") {
             return Some(Format::Lossdiff);
+        }
+        if top.contains_key("seed_traces") && top.contains_key("format") {
+            return Some(Format::LossdiffGolden);
+        }
+        if hf::looks_like(&top.keys().map(String::as_str).collect::<Vec<_>>()) {
+            return Some(Format::HfTrainerState);
         }
         if megatron_golden::looks_like(&top.values().map(|s| s.0).collect::<Vec<_>>()) {
             return Some(Format::MegatronGolden);
@@ -235,16 +257,51 @@ impl<'de> serde::de::Visitor<'de> for ShapeVisitor {
     }
 }
 
+/// What to read from an input, beyond the file itself.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImportOptions {
+    /// The format (default: detected from the content).
+    pub format: Option<Format>,
+    /// Which rank of a rank-prefixed log (`[rank1]:`) to read (default: the lowest with metric
+    /// lines).
+    pub rank: Option<u32>,
+    /// Which run of a multi-run export (a W&B CSV) to read; required when there are several.
+    pub run: Option<String>,
+}
+
 /// Reads a training curve from `path` in `format`, or in the format [`detect`] finds.
+///
+/// # Errors
+/// As [`import_with`].
+pub fn import(path: &Path, format: Option<Format>) -> Result<Trace> {
+    import_with(
+        path,
+        &ImportOptions {
+            format,
+            ..ImportOptions::default()
+        },
+    )
+}
+
+/// Reads a training curve from a file or a run directory (a TensorBoard run, or a Hugging Face
+/// checkpoint holding `trainer_state.json`).
 ///
 /// # Errors
 /// [`Error::Io`] if the file cannot be read; [`Error::InputTooLarge`] for a file over
 /// [`limits::max_input_bytes`]; [`Error::EmptyInput`] for an empty file or one with no
 /// steps; [`Error::UnknownFormat`] when detection fails; otherwise the format's parse errors
-/// ([`Error::Parse`], [`Error::StepOrder`], [`Error::Crc`], …), each naming the file and place.
-pub fn import(path: &Path, format: Option<Format>) -> Result<Trace> {
+/// ([`Error::Parse`], [`Error::StepOrder`], [`Error::DuplicateKey`], [`Error::Crc`], …), each
+/// naming the file and place.
+pub fn import_with(path: &Path, opts: &ImportOptions) -> Result<Trace> {
+    if path.is_dir() {
+        let state = path.join("trainer_state.json");
+        if state.is_file() && opts.format.is_none_or(|f| f == Format::HfTrainerState) {
+            return import_with(&state, opts);
+        }
+        return tensorboard::parse_dir(path);
+    }
     let bytes = limits::read_input(path)?;
-    import_bytes(&bytes, path, format)
+    import_bytes_with(&bytes, path, opts)
 }
 
 /// Parses a training curve already in memory; `path` names it in errors and in `origin.path`.
@@ -252,6 +309,18 @@ pub fn import(path: &Path, format: Option<Format>) -> Result<Trace> {
 /// # Errors
 /// As [`import`], without the I/O errors.
 pub fn import_bytes(bytes: &[u8], path: &Path, format: Option<Format>) -> Result<Trace> {
+    let opts = ImportOptions {
+        format,
+        ..ImportOptions::default()
+    };
+    import_bytes_with(bytes, path, &opts)
+}
+
+/// Parses a training curve already in memory with [`ImportOptions`].
+///
+/// # Errors
+/// As [`import_with`], without the I/O errors.
+pub fn import_bytes_with(bytes: &[u8], path: &Path, opts: &ImportOptions) -> Result<Trace> {
     // Spreadsheet exports often start with a UTF-8 byte-order mark; it is not content.
     let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
     if bytes.iter().all(u8::is_ascii_whitespace) {
@@ -260,7 +329,7 @@ pub fn import_bytes(bytes: &[u8], path: &Path, format: Option<Format>) -> Result
             reason: "the file is empty".into(),
         });
     }
-    let format = match format.or_else(|| detect(bytes)) {
+    let format = match opts.format.or_else(|| detect(bytes)) {
         Some(f) => f,
         None if looks_like_broken_json(bytes) => return Err(json_error(bytes, path)),
         None => {
@@ -271,14 +340,42 @@ pub fn import_bytes(bytes: &[u8], path: &Path, format: Option<Format>) -> Result
             })
         }
     };
+    let rank = opts.rank;
     match format {
         Format::Lossdiff => Trace::from_json(utf8(bytes, path)?, path),
         Format::MegatronGolden => megatron_golden::parse(utf8(bytes, path)?, path),
-        Format::MegatronLog => megatron_log::parse(&String::from_utf8_lossy(bytes), path),
-        Format::TorchtitanText => text::parse(&String::from_utf8_lossy(bytes), path),
+        Format::MegatronLog => megatron_log::parse(&String::from_utf8_lossy(bytes), path, rank),
+        Format::TorchtitanText => text::parse(&String::from_utf8_lossy(bytes), path, rank),
         Format::Jsonl => jsonl::parse(utf8(bytes, path)?, path),
-        Format::Csv => csv::parse(bytes, path),
+        Format::Csv => csv::parse(bytes, path, opts.run.as_deref()),
         Format::TensorBoard => tensorboard::parse(bytes, path),
+        Format::HfTrainerState => hf::parse(utf8(bytes, path)?, path),
+        Format::LossdiffGolden => Err(Error::Parse {
+            path: path.to_path_buf(),
+            place: "the top level".into(),
+            expected: "one trace (a golden holds an arm's ensemble: `lossdiff compare` and `lossdiff show` read it as such, `lossdiff golden export` writes one of its traces)".into(),
+            got: "a lossdiff golden".into(),
+        }),
+    }
+}
+
+/// Checks that a trace has `metric` (at any cadence), naming the series it has when not.
+///
+/// # Errors
+/// [`Error::NoSuchSeries`] naming the trace's file, the metric and the series present.
+pub fn require_series(trace: &Trace, metric: &str) -> Result<()> {
+    match trace.points(metric) {
+        Some(_) => Ok(()),
+        None => Err(Error::NoSuchSeries {
+            path: trace
+                .origin
+                .path
+                .clone()
+                .unwrap_or_else(|| trace.name.clone())
+                .into(),
+            metric: metric.to_string(),
+            available: trace.describe_series(),
+        }),
     }
 }
 
@@ -493,12 +590,16 @@ mod tests {
     /// Deterministic garbage: every format must return `Ok` or `Err` on it, never panic.
     #[test]
     fn no_input_makes_any_importer_panic() {
-        let seeds: [&[u8]; 5] = [
+        let seeds: [&[u8]; 9] = [
             b"{\"lm loss\": {\"values\": {\"1\": 1.0, \"2\": \"nan\"}}}",
             b" iteration 1/ 10 | lm loss: 1.0 | grad norm: 2 |\n",
             b"step: 1  loss: 2.0  mfu: 3%\nstep,loss\n1,2\n",
             b"{\"step\": 1, \"loss\": 2}\n",
             &[8, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4, 0x08, 0x01],
+            b"{\"global_step\": 2, \"log_history\": [{\"loss\": NaN, \"step\": 1}, {\"loss\": -Infinity, \"step\": 2}]}",
+            b"{\"config\": {\"a\": {\"b\": 1}}, \"seed\": 3, \"versions\": {\"t\": \"1\"}}\n{\"step\": 1, \"loss\": NaN}\n",
+            b"[rank1]:x Running with args: {'training': {'seed': 4, 'lr': [1, (2,)]}}\n[rank0]:step: 1  loss: 2\n[rank1]:step: 1  loss: 3\n",
+            b"---- arguments ----\n  lr ..... 0.1\n  seed ... 2\n---- end of arguments ----\n iteration 1/ 10 | lm loss: 1.0 |\n",
         ];
         let mut state = 0x9E37_79B9_7F4A_7C15u64;
         let mut next = move || {

@@ -41,7 +41,7 @@ fn nan_steps(t: &Trace, metric: &str) -> Vec<u64> {
 }
 
 #[test]
-fn pp2_files_import_with_iteration_time_dropped() {
+fn pp2_files_import_with_iteration_time_on_its_own_steps() {
     let Some(dir) = dir() else { return };
     for (file, loss_1) in [
         ("golden_values_dev_dgx_h100.json", 10.94919),
@@ -58,14 +58,14 @@ fn pp2_files_import_with_iteration_time_dropped() {
                 "lm_loss",
                 "mem_allocated_bytes",
                 "mem_max_allocated_bytes",
-                "num_zeros"
+                "num_zeros",
+                "step_time_s"
             ]
         );
-        // iteration-time is logged on 2..50 only: dropped, not NaN-padded.
-        let dropped = t.config["import"]["dropped"]["iteration-time"]
-            .as_str()
-            .unwrap();
-        assert!(dropped.contains("49 steps 2..50"), "{dropped}");
+        // iteration-time is logged on 2..50 only: kept on its own steps, not NaN-padded.
+        let own = t.config["import"]["own_steps"][STEP_TIME].as_str().unwrap();
+        assert!(own.contains("49 steps 2..50"), "{own}");
+        assert_eq!(t.points(STEP_TIME).unwrap().0.len(), 49);
         assert!(t
             .series
             .values()
@@ -135,12 +135,7 @@ fn real_files_re_export_equal_to_themselves() {
             }
             let (t, raw) = load(&dir, test, &file);
             let back = to_megatron_golden(&t);
-            let dropped = &t.config["import"]["dropped"];
             for (metric, body) in raw.as_object().unwrap() {
-                if dropped.get(metric).is_some() {
-                    assert!(back.get(metric).is_none(), "{file} {metric}");
-                    continue;
-                }
                 let got = &back[metric];
                 for key in ["start_step", "end_step", "step_interval"] {
                     assert_eq!(got[key], body[key], "{file} {metric} {key}");
@@ -167,7 +162,7 @@ fn real_files_re_export_equal_to_themselves() {
 #[test]
 fn real_file_re_exports_line_for_line() {
     let Some(dir) = dir() else { return };
-    // No metric of this file is dropped, so every line must come back (metric order aside).
+    // Every line must come back (metric order aside).
     let path = dir.join(RESUME).join("golden_values_dev_dgx_a100.json");
     let original = std::fs::read_to_string(&path).unwrap();
     let exported = megatron_golden_json(&import(&path, None).unwrap());

@@ -15,14 +15,27 @@
 //! `step_time_s`). Megatron's `<tag> vs samples` tags repeat the same values with consumed samples
 //! as the step, so they are skipped and listed in `config.import.skipped_tags`. A tag logged twice
 //! at one step (two runs appended to one file) is an [`Error::StepOrder`].
+//!
+//! **Config.** Two places: the HParams plugin's `session_start_info` (PyTorch's
+//! `SummaryWriter.add_hparams`, Keras' `hp.hparams`), whose hparams become config keys under
+//! their names; and text summaries (Megatron-LM's `write_args_to_tensorboard` writes every
+//! argument with `add_text(arg, str(value))`, tag `<arg>/text_summary`), each a config key when
+//! every copy of the tag holds one value (a tag with several texts, like generated samples, is
+//! not a setting: skipped and listed). A `seed` hparam or argument becomes `seeds["init"]`.
+//!
+//! **Run directories.** A directory is one run: every event file in it (a restarted run writes a
+//! new one; they are read in file-name order, which is creation-time order) and in its
+//! subdirectories (`add_hparams` writes to one), labelled by the directory's name. A directory
+//! without event files of its own but with several run subdirectories is a log directory of
+//! several runs: refused, listing them.
 
 use super::protobuf::{masked_crc32c, DecodeError, Fields, Wire};
-use super::{Collector, Format};
+use super::{pyvalue, quote, Collector, Format};
 use crate::error::{Error, Result};
 use crate::trace::{Precision, Trace};
-use serde_json::json;
-use std::collections::BTreeSet;
-use std::path::Path;
+use serde_json::{json, Map, Value};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
 
 /// Whether the bytes start with a TFRecord header whose length checksum verifies.
 pub(super) fn looks_like(bytes: &[u8]) -> bool {
@@ -103,79 +116,325 @@ struct Scalar {
     precision: Precision,
 }
 
+/// What a `Summary.Value` holds, of what lossdiff reads.
+enum Item {
+    Scalar(Scalar),
+    /// The HParams plugin's hyperparameters of a session.
+    Hparams(Vec<(String, Value)>),
+    /// A text summary (its tag without `/text_summary`).
+    Text(String, String),
+}
+
+/// What the event files of one run say besides scalars.
+#[derive(Default)]
+struct Extras {
+    skipped_tags: BTreeSet<String>,
+    hparams: Map<String, Value>,
+    /// Every text seen per tag.
+    texts: BTreeMap<String, BTreeSet<String>>,
+}
+
 /// Parses an event file into a trace.
 pub(super) fn parse(bytes: &[u8], path: &Path) -> Result<Trace> {
     let mut c = Collector::new(path);
-    let mut skipped_tags = BTreeSet::new();
+    let mut extras = Extras::default();
+    read_into(bytes, path, &mut c, &mut extras)?;
+    finish(c, extras)
+}
+
+/// Parses every event file of a run directory into one trace named after the directory.
+///
+/// # Errors
+/// [`Error::EmptyInput`] for a directory without event files; [`Error::Parse`] for a log
+/// directory of several runs, listing them; otherwise as [`parse`], naming the event file.
+pub(super) fn parse_dir(dir: &Path) -> Result<Trace> {
+    let files = run_files(dir)?;
+    let mut c = Collector::new(dir);
+    if let Some(name) = dir.file_name() {
+        c.set_name(name.to_string_lossy().into_owned());
+    }
+    let mut extras = Extras::default();
+    for f in &files {
+        let bytes = super::limits::read_input(f)?;
+        read_into(&bytes, f, &mut c, &mut extras)?;
+    }
+    let names: Vec<String> = (files.iter())
+        .map(|f| f.strip_prefix(dir).unwrap_or(f).display().to_string())
+        .collect();
+    c.note("event_files", json!(names));
+    finish(c, extras)
+}
+
+fn is_event_file(p: &Path) -> bool {
+    p.is_file()
+        && p.file_name()
+            .is_some_and(|n| n.to_string_lossy().contains("tfevents"))
+}
+
+/// Lists a directory's entries sorted by name (symlinks not followed into directories).
+fn entries(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut out: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| Error::io(dir, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    out.sort();
+    Ok(out)
+}
+
+fn is_real_dir(p: &Path) -> bool {
+    std::fs::symlink_metadata(p).is_ok_and(|m| m.is_dir())
+}
+
+/// Event files of a directory and its subdirectories, up to `depth` levels down.
+fn event_files(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) -> Result<()> {
+    for p in entries(dir)? {
+        if is_event_file(&p) {
+            out.push(p);
+        } else if depth > 0 && is_real_dir(&p) {
+            event_files(&p, depth - 1, out)?;
+        }
+    }
+    Ok(())
+}
+
+/// The event files of one run: see the module docs.
+fn run_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    const DEPTH: usize = 3;
+    let own: Vec<PathBuf> = entries(dir)?
+        .into_iter()
+        .filter(|p| is_event_file(p))
+        .collect();
+    if own.is_empty() {
+        let mut runs = Vec::new();
+        for sub in entries(dir)?.into_iter().filter(|p| is_real_dir(p)) {
+            let mut files = Vec::new();
+            event_files(&sub, DEPTH, &mut files)?;
+            if !files.is_empty() {
+                runs.push(sub);
+            }
+        }
+        if runs.len() > 1 {
+            let names: Vec<String> = (runs.iter())
+                .filter_map(|r| r.file_name().map(|n| quote(&n.to_string_lossy())))
+                .collect();
+            return Err(Error::Parse {
+                path: dir.to_path_buf(),
+                place: "the directory".into(),
+                expected: "one run's event files; pass one run directory".into(),
+                got: format!("{} runs: {}", runs.len(), names.join(", ")),
+            });
+        }
+    }
+    let mut files = Vec::new();
+    event_files(dir, DEPTH, &mut files)?;
+    // Own files first (in name order: creation time), then the subdirectories'.
+    files.sort_by_key(|f| (f.parent() != Some(dir), f.clone()));
+    if files.is_empty() {
+        return Err(Error::EmptyInput {
+            path: dir.to_path_buf(),
+            reason: "a directory without TensorBoard event files (events.out.tfevents.*) or trainer_state.json".into(),
+        });
+    }
+    Ok(files)
+}
+
+/// Reads one event file's scalars into `c` and its hparams and texts into `extras`.
+fn read_into(bytes: &[u8], path: &Path, c: &mut Collector<'_>, extras: &mut Extras) -> Result<()> {
     for (n, (offset, data)) in records(bytes, path)?.into_iter().enumerate() {
-        let place = || format!("record {n} at byte {offset}");
+        let place = || format!("{}: record {n} at byte {offset}", path.display());
         let malformed = |e: DecodeError| Error::Parse {
             path: path.to_path_buf(),
-            place: place(),
+            place: format!("record {n} at byte {offset}"),
             expected: "an Event protobuf".into(),
             got: format!("{} at byte {} of the record", e.what, e.offset),
         };
-        let (step, scalars) = event(data).map_err(malformed)?;
-        for s in scalars {
+        let (step, items) = event(data).map_err(malformed)?;
+        for item in items {
+            let s = match item {
+                Item::Scalar(s) => s,
+                Item::Hparams(h) => {
+                    extras.hparams.extend(h);
+                    continue;
+                }
+                Item::Text(tag, text) => {
+                    extras.texts.entry(tag).or_default().insert(text);
+                    continue;
+                }
+            };
             if s.tag.ends_with(" vs samples") {
-                skipped_tags.insert(s.tag);
+                extras.skipped_tags.insert(s.tag);
                 continue;
             }
             let step = u64::try_from(step).map_err(|_| Error::Parse {
                 path: path.to_path_buf(),
-                place: place(),
+                place: format!("record {n} at byte {offset}"),
                 expected: "a non-negative step".into(),
                 got: step.to_string(),
             })?;
             c.push(&s.tag, step, s.value, s.precision, place)?;
         }
     }
-    if !skipped_tags.is_empty() {
-        c.note("skipped_tags", json!(skipped_tags));
+    Ok(())
+}
+
+fn finish(mut c: Collector<'_>, mut extras: Extras) -> Result<Trace> {
+    let mut settings = std::mem::take(&mut extras.hparams);
+    for (tag, texts) in extras.texts {
+        match (texts.len(), texts.first()) {
+            (1, Some(text)) => {
+                settings.entry(tag).or_insert_with(|| pyvalue::scalar(text));
+            }
+            _ => {
+                extras.skipped_tags.insert(format!("{tag} (text)"));
+            }
+        }
+    }
+    if !settings.is_empty() {
+        c.add_config(settings, "hparams and text summaries")?;
+    }
+    if !extras.skipped_tags.is_empty() {
+        c.note("skipped_tags", json!(extras.skipped_tags));
     }
     c.finish(Format::TensorBoard)
 }
 
-/// Decodes an `Event`: its step and the scalars of its summary (none for other events).
-fn event(data: &[u8]) -> std::result::Result<(i64, Vec<Scalar>), DecodeError> {
-    let (mut step, mut scalars) = (0i64, Vec::new());
+/// Decodes an `Event`: its step and the items of its summary (none for other events).
+fn event(data: &[u8]) -> std::result::Result<(i64, Vec<Item>), DecodeError> {
+    let (mut step, mut items) = (0i64, Vec::new());
     for field in Fields::new(data) {
         match field? {
             (2, Wire::Varint(v)) => step = v as i64, // int64 is two's complement on the wire
             (5, Wire::Bytes(summary)) => {
                 for value in Fields::new(summary) {
                     if let (1, Wire::Bytes(v)) = value? {
-                        scalars.extend(summary_value(v)?);
+                        items.extend(summary_value(v)?);
                     }
                 }
             }
             _ => {}
         }
     }
-    Ok((step, scalars))
+    Ok((step, items))
 }
 
-/// Decodes a `Summary.Value` into a scalar, or `None` if it holds something else.
-fn summary_value(data: &[u8]) -> std::result::Result<Option<Scalar>, DecodeError> {
-    let (mut tag, mut simple, mut tensor) = (None, None, None);
+/// Decodes a `Summary.Value` into what lossdiff reads of it, or `None`.
+fn summary_value(data: &[u8]) -> std::result::Result<Option<Item>, DecodeError> {
+    let (mut tag, mut simple, mut tensor, mut plugin) = (None, None, None, None);
     for field in Fields::new(data) {
         match field? {
             (1, Wire::Bytes(t)) => tag = Some(String::from_utf8_lossy(t).into_owned()),
             (2, Wire::Fixed32(bits)) => simple = Some(f32::from_bits(bits)),
             (8, Wire::Bytes(t)) => tensor = Some(t),
+            (9, Wire::Bytes(m)) => plugin = plugin_data(m)?,
             _ => {}
         }
+    }
+    let Some(tag) = tag else { return Ok(None) };
+    match plugin {
+        Some(("hparams", content)) => return Ok(hparams(content)?.map(Item::Hparams)),
+        Some(("text", _)) => {
+            let text = tensor.map(string_val).transpose()?.flatten();
+            let tag = tag
+                .strip_suffix("/text_summary")
+                .unwrap_or(&tag)
+                .to_string();
+            return Ok(text.map(|t| Item::Text(tag, t)));
+        }
+        _ => {}
     }
     let value = match (simple, tensor) {
         (Some(v), _) => Some((f64::from(v), Precision::F32)),
         (None, Some(t)) => scalar_tensor(t)?,
         (None, None) => None,
     };
-    Ok(tag.zip(value).map(|(tag, (value, precision))| Scalar {
-        tag,
-        value,
-        precision,
+    Ok(value.map(|(value, precision)| {
+        Item::Scalar(Scalar {
+            tag,
+            value,
+            precision,
+        })
     }))
+}
+
+/// Decodes `SummaryMetadata.plugin_data`: the plugin's name and content.
+fn plugin_data(meta: &[u8]) -> std::result::Result<Option<(&'static str, &[u8])>, DecodeError> {
+    for field in Fields::new(meta) {
+        if let (1, Wire::Bytes(pd)) = field? {
+            let (mut name, mut content): (&[u8], &[u8]) = (b"", b"");
+            for f in Fields::new(pd) {
+                match f? {
+                    (1, Wire::Bytes(n)) => name = n,
+                    (2, Wire::Bytes(c)) => content = c,
+                    _ => {}
+                }
+            }
+            let known = match name {
+                b"hparams" => "hparams",
+                b"text" => "text",
+                _ => return Ok(None),
+            };
+            return Ok(Some((known, content)));
+        }
+    }
+    Ok(None)
+}
+
+/// Decodes `HParamsPluginData.session_start_info.hparams` (a map of `google.protobuf.Value`).
+fn hparams(content: &[u8]) -> std::result::Result<Option<Vec<(String, Value)>>, DecodeError> {
+    for field in Fields::new(content) {
+        if let (3, Wire::Bytes(start)) = field? {
+            let mut out = Vec::new();
+            for f in Fields::new(start) {
+                if let (1, Wire::Bytes(entry)) = f? {
+                    let (mut key, mut value) = (None, Value::Null);
+                    for e in Fields::new(entry) {
+                        match e? {
+                            (1, Wire::Bytes(k)) => {
+                                key = Some(String::from_utf8_lossy(k).into_owned())
+                            }
+                            (2, Wire::Bytes(v)) => value = proto_value(v)?,
+                            _ => {}
+                        }
+                    }
+                    out.extend(key.map(|k| (k, value)));
+                }
+            }
+            return Ok(Some(out));
+        }
+    }
+    Ok(None)
+}
+
+/// Decodes a scalar `google.protobuf.Value` (number, string, bool; lists and structs as null).
+fn proto_value(v: &[u8]) -> std::result::Result<Value, DecodeError> {
+    let mut out = Value::Null;
+    for f in Fields::new(v) {
+        out = match f? {
+            (2, Wire::Fixed64(bits)) => {
+                let x = f64::from_bits(bits);
+                match serde_json::Number::from_f64(x) {
+                    Some(n) => Value::Number(n),
+                    None if x.is_nan() => Value::String("nan".into()),
+                    None if x > 0.0 => Value::String("inf".into()),
+                    None => Value::String("-inf".into()),
+                }
+            }
+            (3, Wire::Bytes(s)) => Value::String(String::from_utf8_lossy(s).into_owned()),
+            (4, Wire::Varint(b)) => Value::Bool(b != 0),
+            _ => continue,
+        };
+    }
+    Ok(out)
+}
+
+/// Returns the first `string_val` of a string `TensorProto`.
+fn string_val(t: &[u8]) -> std::result::Result<Option<String>, DecodeError> {
+    for f in Fields::new(t) {
+        if let (8, Wire::Bytes(s)) = f? {
+            return Ok(Some(String::from_utf8_lossy(s).into_owned()));
+        }
+    }
+    Ok(None)
 }
 
 // TensorFlow `DataType` values (tensorflow/core/framework/types.proto).
@@ -363,7 +622,11 @@ mod tests {
         assert_eq!(scalar_tensor(&t).unwrap(), Some((2.5, Precision::F32)));
         let h = half::f16::from_f32(1.5).to_le_bytes();
         let val = tensor("x", DT_HALF, &h);
-        assert_eq!(summary_value(&val).unwrap().map(|s| s.value), Some(1.5));
+        let value = match summary_value(&val).unwrap() {
+            Some(Item::Scalar(s)) => Some(s.value),
+            _ => None,
+        };
+        assert_eq!(value, Some(1.5));
         // A [2]-shaped tensor is a histogram-like payload, not a scalar.
         let mut t = Vec::new();
         let mut dim = Vec::new();
@@ -438,5 +701,103 @@ mod tests {
         f.extend(event(1, &simple("loss", 2.0)));
         let err = import_bytes(&f, Path::new("ev"), None).unwrap_err();
         assert!(matches!(err, Error::StepOrder { step: 1, .. }), "{err}");
+    }
+
+    /// A `Summary.Value` as PyTorch's `hparams()` writes `session_start_info`.
+    fn hparams_value(pairs: &[(&str, Option<f64>, Option<&str>)]) -> Vec<u8> {
+        let mut start = Vec::new();
+        for (k, num, text) in pairs {
+            let mut v = Vec::new();
+            if let Some(x) = num {
+                v.push(2 << 3 | 1);
+                v.extend(x.to_le_bytes());
+            }
+            if let Some(t) = text {
+                bytes_field(3, t.as_bytes(), &mut v);
+            }
+            let mut entry = Vec::new();
+            bytes_field(1, k.as_bytes(), &mut entry);
+            bytes_field(2, &v, &mut entry);
+            bytes_field(1, &entry, &mut start);
+        }
+        let mut content = Vec::new();
+        varint(1 << 3, &mut content);
+        varint(0, &mut content);
+        bytes_field(3, &start, &mut content);
+        plugin_value("_hparams_/session_start_info", "hparams", &content, None)
+    }
+
+    fn plugin_value(tag: &str, plugin: &str, content: &[u8], tensor: Option<&[u8]>) -> Vec<u8> {
+        let mut pd = Vec::new();
+        bytes_field(1, plugin.as_bytes(), &mut pd);
+        bytes_field(2, content, &mut pd);
+        let mut meta = Vec::new();
+        bytes_field(1, &pd, &mut meta);
+        let mut val = Vec::new();
+        bytes_field(1, tag.as_bytes(), &mut val);
+        if let Some(t) = tensor {
+            bytes_field(8, t, &mut val);
+        }
+        bytes_field(9, &meta, &mut val);
+        val
+    }
+
+    /// A text summary as `SummaryWriter.add_text(arg, str(value))` writes it (Megatron's args).
+    fn text_value(tag: &str, text: &str) -> Vec<u8> {
+        let mut t = Vec::new();
+        varint(1 << 3, &mut t);
+        varint(7, &mut t); // DT_STRING
+        bytes_field(8, text.as_bytes(), &mut t);
+        plugin_value(&format!("{tag}/text_summary"), "text", b"", Some(&t))
+    }
+
+    #[test]
+    fn a_run_directory_reads_every_event_file_hparams_and_texts() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = dir.path().join("flash");
+        std::fs::create_dir_all(run.join("1712345678.5")).unwrap();
+        // Two event files of a restarted run, then add_hparams' subdirectory.
+        let mut first = event(1, &simple("lm loss", 3.0));
+        first.extend(event(0, &text_value("lr", "0.00015")));
+        first.extend(event(0, &text_value("seed", "1234")));
+        std::fs::write(run.join("events.out.tfevents.1712345600.vm.1.0"), first).unwrap();
+        let mut second = event(2, &simple("lm loss", 2.5));
+        second.extend(event(2, &text_value("sample", "once upon")));
+        second.extend(event(3, &text_value("sample", "a time")));
+        std::fs::write(run.join("events.out.tfevents.1712345700.vm.2.0"), second).unwrap();
+        let hp = hparams_value(&[
+            ("attention_dropout", Some(0.1), None),
+            ("attention", None, Some("flash")),
+        ]);
+        std::fs::write(
+            run.join("1712345678.5/events.out.tfevents.1712345678.vm.1.1"),
+            event(0, &hp),
+        )
+        .unwrap();
+        let t = crate::import::import(&run, None).unwrap();
+        assert_eq!(t.name, "flash");
+        assert_eq!(t.steps, vec![1, 2]);
+        assert_eq!(t.lm_loss().unwrap(), &[3.0, 2.5]);
+        assert_eq!(t.config["lr"], json!(0.00015));
+        assert_eq!(t.config["attention_dropout"], json!(0.1));
+        assert_eq!(t.config["attention"], json!("flash"));
+        assert_eq!(t.seeds["init"], 1234);
+        assert_eq!(t.config["import"]["skipped_tags"], json!(["sample (text)"]));
+        assert_eq!(
+            t.config["import"]["event_files"].as_array().unwrap().len(),
+            3
+        );
+        // A log directory holding two runs is refused, naming them.
+        std::fs::create_dir_all(dir.path().join("naive")).unwrap();
+        std::fs::write(
+            dir.path().join("naive/events.out.tfevents.1.vm.1.0"),
+            event(1, &simple("loss", 1.0)),
+        )
+        .unwrap();
+        let err = crate::import::import(dir.path(), None).unwrap_err();
+        assert!(
+            err.to_string().contains("2 runs: \"flash\", \"naive\""),
+            "{err}"
+        );
     }
 }

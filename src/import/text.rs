@@ -10,11 +10,18 @@
 //! `memory_gib`, `mfu` in % → `mfu_pct`. A `loss` that is not a number is an error naming the line;
 //! another unreadable value (e.g. `mfu: N/A`) is skipped.
 //!
+//! **Config.** With `--job.print_args`, torchtitan logs its whole job config once as a Python
+//! dict: `Running with args: {'job': {...}, 'training': {'seed': 42, ...}}`. Its sections become
+//! config keys under their source names (`training.lr`); `training.seed` or `debug.seed` becomes
+//! `seeds["init"]`. Logs of several ranks (`[rank0]:`, `[rank1]:`) are split and one rank is read
+//! (`--rank N`, default: the lowest with metric lines; `ranks.rs`).
+//!
 //! A file with no such line is read as columns: an optional header line (`step loss grad_norm`),
 //! then rows of numbers, the first column the step. Without a header there must be two columns,
 //! `step loss`. Lines starting with `#` are comments.
 
-use super::{parse_number, parse_step, quote, Collector, Format};
+use super::ranks::Ranked;
+use super::{parse_number, parse_step, pyvalue, quote, Collector, Format};
 use crate::error::{Error, Result};
 use crate::trace::{Precision, Trace};
 use std::borrow::Cow;
@@ -127,22 +134,28 @@ fn unit_suffix(unit: &str) -> String {
 }
 
 /// Parses torchtitan lines or, when there are none, a column table.
-pub(super) fn parse(text: &str, path: &Path) -> Result<Trace> {
+pub(super) fn parse(text: &str, path: &Path, rank: Option<u32>) -> Result<Trace> {
     if looks_like_torchtitan(text) {
-        parse_torchtitan(text, path)
+        parse_torchtitan(text, path, rank)
     } else {
         parse_columns(text, path)
     }
 }
 
-fn parse_torchtitan(text: &str, path: &Path) -> Result<Trace> {
+/// The line torchtitan logs its job config on (`--job.print_args`).
+const JOB_CONFIG: &str = "Running with args: ";
+
+fn parse_torchtitan(text: &str, path: &Path, rank: Option<u32>) -> Result<Trace> {
     let mut c = Collector::new(path);
-    for (i, raw) in text.lines().enumerate() {
+    let ranked = Ranked::split(text);
+    let is_metric = |l: &str| step_line(&strip_ansi(l)).is_some();
+    let chosen = ranked.choose(rank, is_metric, path, &mut c)?;
+    for (lineno, raw) in ranked.lines(chosen) {
         let line = strip_ansi(raw);
         let Some(parsed) = step_line(&line) else {
             continue;
         };
-        let place = format!("line {}", i + 1);
+        let place = format!("line {lineno}");
         for (key, value) in parsed.pairs {
             let Some((x, unit)) = number_and_unit(value) else {
                 if key == "loss" {
@@ -157,6 +170,22 @@ fn parse_torchtitan(text: &str, path: &Path) -> Result<Trace> {
             };
             let name = format!("{key}{}", unit_suffix(&unit));
             c.push(&name, parsed.step, x, Precision::F64, || place.clone())?;
+        }
+    }
+    'ranks: for lines in ranked.config_candidates(chosen) {
+        for (lineno, raw) in lines {
+            let Some(at) = raw.find(JOB_CONFIG) else {
+                continue;
+            };
+            let printed = raw.get(at + JOB_CONFIG.len()..).unwrap_or_default();
+            let config = pyvalue::dict(&strip_ansi(printed)).ok_or_else(|| Error::Parse {
+                path: path.to_path_buf(),
+                place: format!("line {lineno}"),
+                expected: "a printed dict after `Running with args:`".into(),
+                got: quote(printed),
+            })?;
+            c.add_config(config, &format!("line {lineno}"))?;
+            break 'ranks;
         }
     }
     c.finish(Format::TorchtitanText)
@@ -208,7 +237,27 @@ mod tests {
     use crate::trace::{GRAD_NORM, LM_LOSS};
 
     fn parse_str(text: &str) -> Result<Trace> {
-        parse(text, Path::new("titan.log"))
+        parse(text, Path::new("titan.log"), None)
+    }
+
+    #[test]
+    fn job_config_and_two_interleaved_ranks() {
+        // torchrun --tee 3 prefixes each rank's lines; train.py logs the config with print_args.
+        let log = "[rank0]:[titan] 2025-01-01 12:00:00,001 - root - INFO - Running with args: {'job': {'description': 'llama3 debug'}, 'training': {'lr': 0.0008, 'seed': 42, 'steps': 2}}\n\
+            [rank1]:[titan] 2025-01-01 12:00:00,001 - root - INFO - Running with args: {'job': {'description': 'llama3 debug'}, 'training': {'lr': 0.0008, 'seed': 42, 'steps': 2}}\n\
+            [rank0]:[titan] 2025-01-01 12:00:01,123 - root - INFO - step:  1  loss: 12.2541  grad_norm:  3.2500\n\
+            [rank1]:[titan] 2025-01-01 12:00:01,124 - root - INFO - step:  1  loss: 12.2541  grad_norm:  3.2500\n\
+            [rank1]:[titan] 2025-01-01 12:00:02,124 - root - INFO - step:  2  loss: 11.0  grad_norm:  2.0\n\
+            [rank0]:[titan] 2025-01-01 12:00:02,123 - root - INFO - step:  2  loss: 11.5  grad_norm:  2.0\n";
+        let t = parse_str(log).unwrap();
+        assert_eq!(t.lm_loss().unwrap(), &[12.2541, 11.5]);
+        assert_eq!(t.config["training"]["lr"], serde_json::json!(0.0008));
+        assert_eq!(t.seeds["init"], 42);
+        assert_eq!(t.config["import"]["rank"], 0);
+        assert_eq!(t.config["import"]["ranks"], serde_json::json!([0, 1]));
+        let t = parse(log, Path::new("titan.log"), Some(1)).unwrap();
+        assert_eq!(t.lm_loss().unwrap(), &[12.2541, 11.0]);
+        assert!(t.config["import"].get("rank_choice").is_none());
     }
 
     #[test]
@@ -224,9 +273,9 @@ mod tests {
         assert_eq!(t.metric(GRAD_NORM).unwrap(), &[3.25, 2.0]);
         assert_eq!(t.metric("memory_gib").unwrap(), &[45.23, 45.23]);
         assert_eq!(t.metric("tps").unwrap(), &[1234.0, 12345.0]);
-        // mfu is missing at step 2 (N/A), so it is not on the loss grid and is dropped.
+        // mfu is missing at step 2 (N/A): it keeps its own steps, never padded with NaN.
+        assert_eq!(t.points("mfu_pct").unwrap().0, &[1]);
         assert!(t.metric("mfu_pct").is_none());
-        assert!(t.config["import"]["dropped"]["mfu_pct"].is_string());
     }
 
     #[test]

@@ -103,8 +103,9 @@ fn by_step(traces: &[Trace], metric: &str) -> Vec<BTreeMap<u64, f64>> {
     traces
         .iter()
         .filter_map(|t| {
-            let v = t.metric(metric)?;
-            Some(t.steps.iter().copied().zip(v.iter().copied()).collect())
+            // Any cadence: an eval loss every 50 steps is drawn at its own steps.
+            let (steps, v) = t.points(metric)?;
+            Some(steps.iter().copied().zip(v.iter().copied()).collect())
         })
         .collect()
 }
@@ -216,10 +217,10 @@ fn key_numbers(c: &Comparison, onset: Option<u64>) -> KeyNumbers {
 
 /// Returns the `lr` curve of an arm's first trace, if it has one.
 fn lr_curve(traces: &[Trace]) -> Option<Curve> {
-    let t = traces.first()?;
+    let (steps, values) = traces.first()?.points(LR)?;
     Some(Curve {
-        steps: t.steps.clone(),
-        values: t.metric(LR)?.to_vec(),
+        steps: steps.to_vec(),
+        values: values.to_vec(),
     })
 }
 

@@ -94,7 +94,13 @@ pub(super) fn draw_header(
 ) -> Result<()> {
     let err = draw::render_err(title);
     let title_font = (FONT, 32, FontStyle::Bold).into_font().color(&BLACK);
-    area.draw_text(title, &title_font, (24, 14)).map_err(&err)?;
+    let (w, _) = area.dim_in_pixel();
+    let fitted = fit_text(title, w.saturating_sub(48), |t| {
+        area.estimate_text_size(t, &title_font)
+            .map_or(u32::MAX, |(tw, _)| tw)
+    });
+    area.draw_text(&fitted, &title_font, (24, 14))
+        .map_err(&err)?;
     let color = draw::verdict_color(verdict, passed);
     let badge_font = (FONT, 28, FontStyle::Bold).into_font().color(&WHITE);
     let label = verdict.to_uppercase();
@@ -119,6 +125,24 @@ pub(super) fn draw_header(
     area.draw(&PathElement::new(rule, color.stroke_width(3)))
         .map_err(&err)?;
     Ok(())
+}
+
+/// Shortens `text` with a middle ellipsis until `width_of` it is at most `max` pixels, so a long
+/// title (two deep paths) never runs off the figure; both ends stay, as they tell runs apart.
+pub(super) fn fit_text(text: &str, max: u32, width_of: impl Fn(&str) -> u32) -> String {
+    let chars: Vec<char> = text.chars().collect();
+    if width_of(text) <= max {
+        return text.to_string();
+    }
+    for keep in (2..chars.len()).rev() {
+        let head: String = chars[..keep.div_ceil(2)].iter().collect();
+        let tail: String = chars[chars.len() - keep / 2..].iter().collect();
+        let candidate = format!("{head}…{tail}");
+        if width_of(&candidate) <= max {
+            return candidate;
+        }
+    }
+    "…".into()
 }
 
 /// Returns the steps' extent as a drawable x range.
@@ -481,6 +505,17 @@ fn declared_box(fig: &ComparisonFigure) -> TextBox {
 mod tests {
     use super::*;
     use crate::report::testdata::{comparison, png_info};
+
+    #[test]
+    fn a_long_title_is_shortened_in_the_middle_to_fit() {
+        // 10 px per character, 100 px available.
+        let width = |t: &str| 10 * t.chars().count() as u32;
+        assert_eq!(fit_text("short", 100, width), "short");
+        let long = "experiments/2024-01-01/flash vs experiments/2024-01-01/naive";
+        let fitted = fit_text(long, 100, width);
+        assert!(width(&fitted) <= 100, "{fitted}");
+        assert_eq!(fitted, "exper…aive");
+    }
 
     #[test]
     fn comparison_png_has_the_documented_size_and_content() {
