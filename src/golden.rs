@@ -119,7 +119,7 @@ impl Golden {
     /// I/O and JSON errors naming the file; [`Error::GoldenVersion`] for a golden written by a newer
     /// lossdiff; [`Error::InvalidTrace`] for a trace inside that breaks its invariants.
     pub fn load(path: &Path) -> Result<Golden> {
-        let text = crate::import::limits::read_input_to_string(path)?;
+        let text = crate::limits::read_input_to_string(path)?;
         #[derive(Deserialize)]
         struct Head {
             format: Option<String>,

@@ -61,6 +61,7 @@ pub mod gate;
 pub mod golden;
 pub mod import;
 pub mod kernels;
+pub mod limits;
 pub mod model;
 pub mod optim;
 pub mod params;

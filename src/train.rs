@@ -14,11 +14,11 @@
 use crate::config::RunConfig;
 use crate::data::Corpus;
 use crate::error::Result;
-use crate::faults;
 use crate::fingerprint::Fingerprint;
 use crate::model::{ForwardCtx, Gpt};
 use crate::optim::{accumulate, clip_global_norm, AdamW};
 use crate::params::ParamStore;
+use crate::schedule;
 use crate::trace::{
     Origin, Series, Trace, GRAD_NORM, LM_LOSS, LR, STEP_TIME, TRACE_SCHEMA_VERSION,
 };
@@ -115,7 +115,7 @@ impl Trainer {
     fn step_in_pool(&mut self, step: u64) -> Result<StepRecord> {
         let start = Instant::now();
         let (m, t) = (&self.cfg.model, &self.cfg.train);
-        let lr = faults::lr(step, t);
+        let lr = schedule::trained_lr(step, t);
         let data_seed = t.data_seed.unwrap_or(t.seed);
         let accum = t.grad_accum_steps;
         let mut grads: Vec<Vec<f32>> = self
@@ -140,7 +140,7 @@ impl Trainer {
                 micro,
                 train: true,
             };
-            let loss = (self.model.loss(&x, &y, &ctx)? * faults::loss_scale(step, t))?;
+            let loss = (self.model.loss(&x, &y, &ctx)? * schedule::loss_scale(step, t))?;
             loss_sum += loss.to_scalar::<f32>()?;
             // Average over micro batches, as one big batch would.
             let micro_grads = (loss / accum as f64)?.backward()?;

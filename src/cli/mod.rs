@@ -370,11 +370,11 @@ pub fn render_show(trace: &Trace, rows: usize) -> String {
         trace.name, trace.schema_version, trace.origin.format
     );
     s += "\nconfig\n";
-    for (k, v) in crate::compare::flatten_json(&trace.config) {
+    for (k, v) in crate::trace::flatten_json(&trace.config) {
         s += &format!("  {k} = {v}\n");
     }
     s += "\nfingerprint\n";
-    for (k, v) in crate::compare::flatten_json(&trace.fingerprint) {
+    for (k, v) in crate::trace::flatten_json(&trace.fingerprint) {
         s += &format!("  {k} = {v}\n");
     }
     let seeds: Vec<String> = trace

@@ -2,7 +2,7 @@
 //! fingerprint field that differs, split into the factors the experiment declared and the ones it
 //! did not, plus a warning for any stochastic component (dropout) switched on.
 
-use crate::trace::Trace;
+use crate::trace::{flatten_json, Trace};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
@@ -54,33 +54,6 @@ pub struct ConfigDiff {
     pub varies_within_arm: Vec<String>,
     /// Dropout (or other `*dropout`) keys with a value > 0.
     pub stochastic: Vec<StochasticWarning>,
-}
-
-/// Flattens nested JSON objects into dotted keys; arrays and scalars are leaves.
-///
-/// `{"model": {"attention": "flash"}}` becomes `{"model.attention": "flash"}`.
-pub fn flatten_json(v: &Value) -> BTreeMap<String, Value> {
-    fn go(prefix: &str, v: &Value, out: &mut BTreeMap<String, Value>) {
-        match v {
-            Value::Object(map) if !map.is_empty() => {
-                for (k, child) in map {
-                    let key = if prefix.is_empty() {
-                        k.clone()
-                    } else {
-                        format!("{prefix}.{k}")
-                    };
-                    go(&key, child, out);
-                }
-            }
-            _ if prefix.is_empty() => {}
-            _ => {
-                out.insert(prefix.to_string(), v.clone());
-            }
-        }
-    }
-    let mut out = BTreeMap::new();
-    go("", v, &mut out);
-    out
 }
 
 /// Per key, the distinct values an arm takes (`None` = missing in some trace).

@@ -68,7 +68,7 @@ mod statistical;
 mod tests;
 
 pub use align::{Alignment, Pairing};
-pub use configdiff::{diff_configs, flatten_json, ArmId, ConfigDiff, FieldDiff, StochasticWarning};
+pub use configdiff::{diff_configs, ArmId, ConfigDiff, FieldDiff, StochasticWarning};
 pub use lanes::{megatron_allowed_failures, ExactLane, ToleranceLane};
 pub use statistical::{
     seeds_needed, BandSource, Goal, NoiseBand, Onset, OnsetMethod, SeedsNeeded, StatLane, Yardstick,

@@ -37,7 +37,6 @@
 mod collect;
 mod csv;
 mod jsonl;
-pub mod limits;
 mod megatron_golden;
 mod megatron_log;
 mod protobuf;
@@ -51,6 +50,8 @@ pub use megatron_golden::{megatron_golden_json, to_megatron_golden};
 use collect::{sanitize, Collector, ALIASES};
 
 use crate::error::{Error, Result};
+// Lives at the bottom layer because traces and goldens read files through it too.
+use crate::limits;
 use crate::trace::{parse_non_finite, Trace};
 use serde_json::Value;
 use std::fmt;
