@@ -5,7 +5,6 @@
 use crate::compare::{
     compare, CompareSettings, Comparison, Margin, OnsetMethod, Verdict, Yardstick,
 };
-use crate::gate::describe_verdict;
 use crate::import::{import, Format};
 use crate::report::{comparison_figure, render_comparison};
 use crate::trace::Trace;
@@ -110,7 +109,14 @@ pub(super) fn run(args: CompareArgs) -> anyhow::Result<ExitCode> {
         if let Some(png) = &args.png {
             let path = indexed_path(png, i + 1, bs.len());
             let title = format!("{} vs {}", b.label(), a.label());
-            let fig = comparison_figure(&title, &a.traces, &b.traces, &perturb, &c);
+            let fig = comparison_figure(
+                &title,
+                &a.traces,
+                &b.traces,
+                &perturb,
+                &c,
+                c.verdict.passes(),
+            );
             let bytes = render_comparison(&fig)?;
             crate::fsutil::write_atomic(&path, &bytes)?;
             println!("figure: {}", path.display());
@@ -188,7 +194,7 @@ pub(super) fn render_comparison_text(a: &str, b: &str, c: &Comparison) -> String
         true => " — no change point located; that step is the late window's start",
         false => "",
     };
-    let verdict = describe_verdict(&c.verdict);
+    let verdict = c.verdict.describe();
     let mut s = format!("{b} vs {a} ({}): {verdict}{caveat}\n", c.metric);
     let al = &c.alignment;
     let mut align = format!("  alignment:   {} common steps", al.common);

@@ -606,7 +606,7 @@ fn cmd_merge(shards: &[PathBuf], out: &Path) -> anyhow::Result<ExitCode> {
         let path = dir.join(crate::gate::EXPERIMENTS_JSON);
         let text = std::fs::read_to_string(&path)
             .with_context(|| format!("failed to read shard summary {}", path.display()))?;
-        let summary: crate::gate::Summary = serde_json::from_str(&text)
+        let summary: crate::gate::GateResults = serde_json::from_str(&text)
             .with_context(|| format!("{} is not a lossdiff summary", path.display()))?;
         all.push(summary.experiments);
     }

@@ -66,6 +66,7 @@ mod sim_tests;
 mod statistical;
 #[cfg(test)]
 mod tests;
+mod verdict;
 
 pub use align::{Alignment, Pairing};
 pub use configdiff::{diff_configs, ArmId, ConfigDiff, FieldDiff, StochasticWarning};
