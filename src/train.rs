@@ -7,9 +7,9 @@
 //! parameters are visited in name order, and candle's CPU kernels are deterministic for a given
 //! CPU feature set; the same config gives bit-identical losses across runs and thread counts.
 //!
-//! Threads: candle reads `RAYON_NUM_THREADS` on every kernel call, so that variable (not a rayon
-//! pool) sets a run's parallelism; the CLI's `--threads` sets it at start-up and the fingerprint
-//! records it.
+//! Threads: a step runs in the caller's rayon pool (see `threads`), whose size the fingerprint
+//! records; candle's own thread counts come from the process's environment, which only the
+//! process owner sets.
 
 use crate::config::RunConfig;
 use crate::data::Corpus;
@@ -85,7 +85,6 @@ impl Trainer {
         cfg.validate(name)?;
         let cfg = cfg.resolve();
         crate::alloc::retain_freed_memory();
-        crate::threads::calm_idle_workers();
         let device = Device::Cpu;
         let corpus = Corpus::from_config(&cfg.data, cfg.model.vocab_size, cfg.model.seq_length)?;
         let store = ParamStore::new(cfg.train.seed, cfg.train.perturb_seed);
