@@ -3,7 +3,7 @@
 
 use lossdiff::gate::{merge_reports, run_all_experiments, GateOptions};
 use lossdiff::golden::UpdateMode;
-use lossdiff::runner::RunnerOptions;
+use lossdiff::RunnerOptions;
 
 const SPEC: &str = r#"
 [experiment]
