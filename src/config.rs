@@ -351,7 +351,7 @@ impl RunConfig {
     /// [`Error::InvalidValue`] naming the file and key.
     pub fn load(path: &Path) -> Result<RunConfig> {
         // Under the input limit, and never a FIFO, which would block the open.
-        let text = crate::import::limits::read_input_to_string(path)?;
+        let text = crate::limits::read_input_to_string(path)?;
         RunConfig::parse(&text, path)
     }
 

@@ -133,8 +133,8 @@ impl Corpus {
                 let path = data.path.as_deref().unwrap_or(std::path::Path::new(""));
                 // Under the input limit like every other file lossdiff reads; a FIFO or a device
                 // (`/dev/zero`) is refused before it is opened.
-                let limit = crate::import::limits::max_input_bytes()?;
-                let bytes = crate::import::limits::read_limited(path, limit)?;
+                let limit = crate::limits::max_input_bytes()?;
+                let bytes = crate::limits::read_limited(path, limit)?;
                 if bytes.len() < seq_len + 2 {
                     return Err(Error::InvalidValue {
                         origin: path.display().to_string(),

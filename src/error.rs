@@ -216,7 +216,7 @@ pub enum Error {
         /// What it found (quoted and shortened).
         got: String,
     },
-    /// An input file over the size limit (files are parsed whole; see `import::limits`).
+    /// An input file over the size limit (files are parsed whole; see `limits`).
     #[error("{}: {size} bytes ({:.1} MiB) is over the input limit of {limit} bytes ({:.1} MiB); lossdiff reads input files whole, so raise the limit with LOSSDIFF_MAX_INPUT_BYTES=<bytes> if the machine has about twice the file size in free memory", path.display(), *size as f64 / 1048576.0, *limit as f64 / 1048576.0)]
     InputTooLarge {
         /// The file.
@@ -502,7 +502,7 @@ pub enum Error {
         /// The resolved command line.
         command: String,
         /// Exit status, signal or timeout.
-        reason: crate::external::ExitReason,
+        reason: ExitReason,
         /// The last lines of its stderr and stdout.
         tail: String,
     },
@@ -518,6 +518,28 @@ pub enum Error {
         /// The last lines of its stderr and stdout.
         tail: String,
     },
+}
+
+/// How an external process ended, when it did not succeed. It lives here, not in `external`,
+/// because [`Error::CommandFailed`] carries it and errors import nothing above them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitReason {
+    /// It exited with this non-zero status.
+    Code(i32),
+    /// A signal ended it.
+    Signal(i32),
+    /// It ran past its time limit and was killed (with its process group).
+    TimedOut(std::time::Duration),
+}
+
+impl std::fmt::Display for ExitReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ExitReason::Code(c) => write!(f, "exited with status {c}"),
+            ExitReason::Signal(s) => write!(f, "killed by signal {s}"),
+            ExitReason::TimedOut(d) => write!(f, "timed out after {} s", d.as_secs_f64()),
+        }
+    }
 }
 
 /// Shorthand for results with [`Error`].

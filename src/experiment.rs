@@ -185,7 +185,7 @@ impl Experiment {
     /// misspelled section, experiment key or config key; [`Error::InvalidValue`] naming the key.
     pub fn load(path: &Path) -> Result<Experiment> {
         // Under the input limit, and never a FIFO: a spec is an input like any other.
-        let text = crate::import::limits::read_input_to_string(path)?;
+        let text = crate::limits::read_input_to_string(path)?;
         Experiment::parse(&text, path)
     }
 

@@ -20,13 +20,12 @@
 //! config. `{{` and `}}` are literal braces; text in single quotes is not substituted.
 
 use crate::config::closest;
-use crate::error::{Error, Result};
+use crate::error::{Error, ExitReason, Result};
 use crate::import::{import, import_bytes, Format};
 use crate::trace::Trace;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
-use std::fmt;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -336,29 +335,7 @@ fn shell_quote(w: &str) -> String {
     }
 }
 
-/// How an external process ended, when it did not succeed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ExitReason {
-    /// It exited with this non-zero status.
-    Code(i32),
-    /// A signal ended it.
-    Signal(i32),
-    /// It ran past its time limit and was killed (with its process group).
-    TimedOut(Duration),
-}
-
-impl fmt::Display for ExitReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ExitReason::Code(c) => write!(f, "exited with status {c}"),
-            ExitReason::Signal(s) => write!(f, "killed by signal {s}"),
-            ExitReason::TimedOut(d) => write!(f, "timed out after {} s", d.as_secs_f64()),
-        }
-    }
-}
-
-/// What a finished process printed: all of stdout when it is the trace (up to the input
-/// limit), otherwise the last [`TAIL_BYTES`] of each stream.
+/// What a finished process printed.
 struct Output {
     stdout: Captured,
     stderr: Captured,
@@ -635,7 +612,7 @@ pub struct RunContext<'a> {
 fn variables(ctx: &RunContext, out: &Path, run_values: bool) -> BTreeMap<String, String> {
     let mut vars = BTreeMap::new();
     let mut bare: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for (k, v) in crate::compare::flatten_json(ctx.config) {
+    for (k, v) in crate::trace::flatten_json(ctx.config) {
         let text = match v {
             Value::String(s) => s,
             // An unset option has no text; an empty argument is visible in the recorded command.
@@ -705,7 +682,7 @@ pub fn run(spec: &ExternalSpec, ctx: &RunContext, inputs: &Inputs) -> Result<Tra
         .transpose()?;
     let timeout = Duration::from_secs_f64(spec.timeout_s);
     let stdout_keep = match spec.trace {
-        TraceSource::Stdout => Keep::All(crate::import::limits::max_input_bytes()?),
+        TraceSource::Stdout => Keep::All(crate::limits::max_input_bytes()?),
         TraceSource::File => Keep::Tail,
     };
     let output = execute(ctx.id, &resolved, &spec.workdir, timeout, stdout_keep)?;

@@ -4,11 +4,11 @@
 //! They exist so lossdiff can prove it sees what it claims to see: calibration runs each fault
 //! against a clean arm and reports how often, how early and how precisely each lane of the
 //! comparison catches it, and the nightly's *canary* runs one and fails if it is not caught.
-//! Each fault is applied at one hook: the learning rate ([`lr`]), attention (scale, precision),
-//! dropout, weight-decay groups, or the reported loss ([`loss_scale`]).
+//! Each fault is applied at one hook: the learning rate and the reported loss
+//! ([`crate::schedule::trained_lr`], [`crate::schedule::loss_scale`]), attention (scale,
+//! precision), dropout, or weight-decay groups. This module is only the catalogue, so that
+//! `config` can name a fault without importing the code that applies it.
 
-use crate::config::TrainConfig;
-use crate::schedule::lr_at;
 use serde::{Deserialize, Serialize};
 
 /// A fault to inject, or none.
@@ -94,41 +94,9 @@ impl Fault {
     }
 }
 
-/// Returns the learning rate step `step` trains with, fault included.
-pub fn lr(step: u64, cfg: &TrainConfig) -> f64 {
-    match cfg.inject {
-        Fault::LrDecayToZero => lr_at(
-            step,
-            &TrainConfig {
-                min_lr: 0.0,
-                ..cfg.clone()
-            },
-        ),
-        Fault::LrZeroAfterDecay if step > cfg.lr_decay_iters.unwrap_or(cfg.train_iters) => 0.0,
-        Fault::WarmupOffByOne if step < cfg.lr_warmup_iters => lr_at(step + 1, cfg),
-        _ => lr_at(step, cfg),
-    }
-}
-
-/// Returns the factor applied to the loss at `step` (1 unless [`Fault::LateLossBias`] is active).
-pub fn loss_scale(step: u64, cfg: &TrainConfig) -> f64 {
-    match cfg.inject {
-        Fault::LateLossBias if step * 5 >= cfg.train_iters * 4 => 1.005,
-        _ => 1.0,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::RunConfig;
-
-    fn cfg(inject: Fault) -> TrainConfig {
-        let mut c = RunConfig::preset("gate").unwrap().resolve().train;
-        c.inject = inject;
-        c.lr_decay_iters = Some(100);
-        c
-    }
 
     #[test]
     fn every_fault_has_a_distinct_config_name() {
@@ -136,26 +104,5 @@ mod tests {
             Fault::CATALOG.iter().map(|f| f.name()).collect();
         assert_eq!(names.len(), Fault::CATALOG.len());
         assert!(names.contains("softmax_scale_1pct"));
-    }
-
-    #[test]
-    fn lr_faults_change_only_their_phase() {
-        let clean = cfg(Fault::None);
-        let zero = cfg(Fault::LrDecayToZero);
-        assert_eq!(lr(10, &clean), lr(10, &zero), "warmup untouched");
-        assert!(lr(100, &zero) == 0.0 && lr(100, &clean) == clean.min_lr);
-        let after = cfg(Fault::LrZeroAfterDecay);
-        assert_eq!(lr(100, &after), lr(100, &clean));
-        assert_eq!(lr(101, &after), 0.0);
-        let early = cfg(Fault::WarmupOffByOne);
-        assert_eq!(lr(0, &early), lr(1, &clean));
-        assert_eq!(lr(20, &early), lr(20, &clean));
-    }
-
-    #[test]
-    fn late_loss_bias_starts_at_eighty_percent() {
-        let c = cfg(Fault::LateLossBias);
-        assert_eq!(loss_scale(159, &c), 1.0);
-        assert_eq!(loss_scale(160, &c), 1.005);
     }
 }

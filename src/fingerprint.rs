@@ -28,7 +28,8 @@ pub struct Fingerprint {
     pub cpu_model: String,
     /// CPU features that select kernels, `name: bool`.
     pub cpu_features: BTreeMap<String, bool>,
-    /// Threads candle's CPU kernels use: `RAYON_NUM_THREADS`, else the core count.
+    /// Threads of the rayon pool the run trained in, where its parallel loops (and gemm's
+    /// tiles) run; the runner builds one pool per run, sized by the arm's `threads`.
     pub threads: usize,
     /// Operating system.
     pub os: String,
@@ -50,7 +51,7 @@ impl Fingerprint {
             git_revision: env!("LOSSDIFF_GIT_REV").to_string(),
             cpu_model: cpu_model(),
             cpu_features: cpu_features(),
-            threads: candle_core::utils::get_num_threads(),
+            threads: rayon::current_num_threads(),
             os: std::env::consts::OS.to_string(),
         }
     }

@@ -180,7 +180,7 @@ impl Golden {
 
     /// Reads a golden of any version this build knows, without checking its digest.
     fn load_any_version(path: &Path) -> Result<Golden> {
-        let text = crate::import::limits::read_input_to_string(path)?;
+        let text = crate::limits::read_input_to_string(path)?;
         #[derive(Deserialize)]
         struct Head {
             format: Option<String>,

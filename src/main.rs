@@ -1,4 +1,5 @@
-//! The `lossdiff` binary: parses arguments and hands over to the library's CLI layer.
+//! The `lossdiff` binary: parses arguments, sets the process's thread environment once, and hands
+//! over to the library's CLI layer.
 
 use std::process::ExitCode;
 
@@ -7,11 +8,33 @@ use std::process::ExitCode;
 static ALLOC: lossdiff::alloc::CountingAlloc = lossdiff::alloc::CountingAlloc;
 
 fn main() -> ExitCode {
-    match lossdiff::cli::run(std::env::args_os()) {
+    let cli = match lossdiff::cli::parse(std::env::args_os()) {
+        Ok(cli) => cli,
+        Err(code) => return code,
+    };
+    set_thread_environment(cli.threads());
+    match lossdiff::cli::run(cli) {
         Ok(code) => code,
         Err(err) => {
             eprintln!("lossdiff: {}", lossdiff::cli::error_message(&err));
             ExitCode::from(2)
         }
+    }
+}
+
+/// Sets the thread knobs candle reads from the environment. Only the process's owner may write
+/// the environment, and only before other threads exist (they may read it concurrently), so the
+/// binary does it here, first thing, and the library never does.
+fn set_thread_environment(threads: Option<usize>) {
+    if let Some(n) = threads {
+        std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+    }
+    // Candle's idle workers spin 25,000 rounds by default, taking the core a second rayon
+    // thread needs on small machines (see `lossdiff::threads`).
+    if std::env::var_os(lossdiff::threads::SPIN_LIMIT_VAR).is_none() {
+        std::env::set_var(
+            lossdiff::threads::SPIN_LIMIT_VAR,
+            lossdiff::threads::SPIN_LIMIT,
+        );
     }
 }

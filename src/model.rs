@@ -38,7 +38,8 @@ pub struct ForwardCtx {
 }
 
 impl ForwardCtx {
-    /// An evaluation context: no dropout.
+    /// An evaluation context: no dropout (tests evaluate the model with it).
+    #[cfg(test)]
     pub fn eval() -> Self {
         ForwardCtx {
             seed: 0,
@@ -443,11 +444,6 @@ impl Gpt {
             Kernels::Composed => candle_nn::loss::cross_entropy(&logits, &targets)?,
             Kernels::Fused => kernels::cross_entropy(&logits, &targets)?,
         })
-    }
-
-    /// Returns the config the model was built with.
-    pub fn config(&self) -> &GptConfig {
-        &self.cfg
     }
 }
 

@@ -1,5 +1,6 @@
-//! Runs an experiment's training runs: in parallel up to the cores available (each run on one
-//! candle thread, which is both fastest and steadiest on a shared machine), with a progress bar,
+//! Runs an experiment's training runs: in parallel up to the cores available (each run in a
+//! one-thread pool of its own, which is both fastest and steadiest on a shared machine), with a
+//! progress bar,
 //! and through a content-addressed cache so gates and sweeps reuse finished work and an
 //! interrupted sweep resumes where it stopped.
 //!
@@ -26,12 +27,12 @@ use crate::fingerprint::Fingerprint;
 use crate::trace::Trace;
 use crate::train::train;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
 /// How to run.
@@ -86,11 +87,13 @@ struct Served {
 
 /// Runs every request and returns their traces in request order, plus what it cost.
 ///
-/// Runs on one thread (the default) go in parallel; runs whose arm asks for more threads go one
-/// at a time afterwards, with `RAYON_NUM_THREADS` set for them (candle reads only that variable),
-/// so the process must not train anything else meanwhile.
+/// Runs on one thread (the default) go in parallel, `jobs` at a time, each in a one-thread rayon
+/// pool of its worker; runs whose arm asks for more threads go one at a time afterwards, each in
+/// a pool of that many threads. A run's parallel loops stay in its own pool, so `jobs` bounds the
+/// cores used and the fingerprint's thread count is the run's. Nothing here touches the process
+/// environment (see `threads`).
 ///
-/// External-command runs go through the same pool: `jobs` bounds how many commands run at once.
+/// External-command runs go through the same workers: `jobs` bounds how many commands run at once.
 ///
 /// # Errors
 /// The first failing run's error, with its run id (for an external command: its exit status or
@@ -101,36 +104,20 @@ pub fn run_all(
     opts: &RunnerOptions,
 ) -> Result<(Vec<Trace>, RunStats)> {
     let bar = progress(requests.len() as u64, opts.progress);
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(opts.jobs.max(1))
-        .build()
-        .map_err(|e| Error::InvalidValue {
-            origin: "runner".into(),
-            key: "jobs".into(),
-            expected: "a thread count the OS can provide".into(),
-            got: format!("{} ({e})", opts.jobs),
-        })?;
     let one_thread: Vec<usize> = (0..requests.len())
         .filter(|&i| requests[i].threads <= 1)
         .collect();
     let probes = Probes::default();
     let mut results: Vec<Option<(Trace, Served)>> = vec![None; requests.len()];
-    let parallel: Vec<(usize, Result<(Trace, Served)>)> = with_env_threads(1, || {
-        pool.install(|| {
-            one_thread
-                .par_iter()
-                .map(|&i| (i, run_one(experiment, &requests[i], opts, &bar, &probes)))
-                .collect()
-        })
-    });
+    let parallel = on_workers(&one_thread, opts.jobs, |i| {
+        run_one(experiment, &requests[i], opts, &bar, &probes)
+    })?;
     for (i, r) in parallel {
         results[i] = Some(r?);
     }
     for i in (0..requests.len()).filter(|&i| requests[i].threads > 1) {
-        let r = with_env_threads(requests[i].threads, || {
-            run_one(experiment, &requests[i], opts, &bar, &probes)
-        })?;
-        results[i] = Some(r);
+        let pool = crate::threads::pool(requests[i].threads)?;
+        results[i] = Some(pool.install(|| run_one(experiment, &requests[i], opts, &bar, &probes))?);
     }
     bar.finish_and_clear();
     let mut stats = RunStats::default();
@@ -153,23 +140,40 @@ pub fn run_all(
     Ok((traces, stats))
 }
 
-/// Sets `RAYON_NUM_THREADS` for the duration of `f`, restoring it after. Only called while no
-/// run of this runner is in flight (see [`run_all`]). When the variable already has the wanted
-/// value nothing is written: other threads of the process (parallel tests, say) read the
-/// environment on every candle kernel call, and an unneeded write would race with them.
-fn with_env_threads<T>(threads: usize, f: impl FnOnce() -> T) -> T {
-    let wanted = threads.to_string();
-    let old = std::env::var_os("RAYON_NUM_THREADS");
-    if old.as_deref() == Some(std::ffi::OsStr::new(&wanted)) {
-        return f();
-    }
-    std::env::set_var("RAYON_NUM_THREADS", &wanted);
-    let out = f();
-    match old {
-        Some(v) => std::env::set_var("RAYON_NUM_THREADS", v),
-        None => std::env::remove_var("RAYON_NUM_THREADS"),
-    }
-    out
+/// Calls `work` on every item from `jobs` worker threads, each inside a one-thread rayon pool of
+/// its own, and returns the results with their items (in no particular order). A panic in
+/// `work` is re-raised here.
+///
+/// # Errors
+/// [`Error::InvalidValue`] when the OS cannot start a worker's pool.
+fn on_workers<T: Send>(
+    items: &[usize],
+    jobs: usize,
+    work: impl Fn(usize) -> T + Sync,
+) -> Result<Vec<(usize, T)>> {
+    let next = AtomicUsize::new(0);
+    let worker = || -> Result<Vec<(usize, T)>> {
+        let pool = crate::threads::pool(1)?;
+        Ok(pool.install(|| {
+            let mut out = Vec::new();
+            while let Some(&i) = items.get(next.fetch_add(1, Ordering::Relaxed)) {
+                out.push((i, work(i)));
+            }
+            out
+        }))
+    };
+    let workers = jobs.clamp(1, items.len().max(1));
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..workers).map(|_| s.spawn(worker)).collect();
+        let mut out = Vec::with_capacity(items.len());
+        for h in handles {
+            match h.join() {
+                Ok(done) => out.extend(done?),
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+        Ok(out)
+    })
 }
 
 fn run_one(
@@ -262,7 +266,7 @@ fn read_entry(
     req: &RunRequest,
     ctx: &RunContext,
 ) -> std::result::Result<Option<Trace>, String> {
-    let text = match crate::import::limits::read_input_to_string(path) {
+    let text = match crate::limits::read_input_to_string(path) {
         Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
             return Ok(None)
         }

@@ -7,6 +7,7 @@
 //! `lr_warmup_init` (0 by default), exactly as Megatron's first iteration does.
 
 use crate::config::{DecayStyle, TrainConfig, WsdDecayStyle};
+use crate::faults::Fault;
 use std::f64::consts::PI;
 
 /// Returns the learning rate optimiser step `step` (0-based) trains with.
@@ -58,6 +59,31 @@ pub fn lr_at(step: u64, cfg: &TrainConfig) -> f64 {
         DecayStyle::Constant | DecayStyle::InverseSquareRoot => unreachable!("handled above"),
     };
     min_lr + coeff * (max_lr - min_lr)
+}
+
+/// Returns the learning rate step `step` trains with: [`lr_at`] unless `cfg.inject` is a
+/// schedule fault.
+pub fn trained_lr(step: u64, cfg: &TrainConfig) -> f64 {
+    match cfg.inject {
+        Fault::LrDecayToZero => lr_at(
+            step,
+            &TrainConfig {
+                min_lr: 0.0,
+                ..cfg.clone()
+            },
+        ),
+        Fault::LrZeroAfterDecay if step > cfg.lr_decay_iters.unwrap_or(cfg.train_iters) => 0.0,
+        Fault::WarmupOffByOne if step < cfg.lr_warmup_iters => lr_at(step + 1, cfg),
+        _ => lr_at(step, cfg),
+    }
+}
+
+/// Returns the factor applied to the loss at `step` (1 unless [`Fault::LateLossBias`] is active).
+pub fn loss_scale(step: u64, cfg: &TrainConfig) -> f64 {
+    match cfg.inject {
+        Fault::LateLossBias if step * 5 >= cfg.train_iters * 4 => 1.005,
+        _ => 1.0,
+    }
 }
 
 #[cfg(test)]
@@ -162,5 +188,40 @@ mod tests {
         c.lr_decay_iters = None;
         c.train_iters = 50;
         assert_relative_eq!(lr_at(25, &c), 5.5e-4, max_relative = 1e-12);
+    }
+
+    fn fault_cfg(inject: Fault) -> TrainConfig {
+        let mut c = crate::config::RunConfig::preset("gate")
+            .unwrap()
+            .resolve()
+            .train;
+        c.inject = inject;
+        c.lr_decay_iters = Some(100);
+        c
+    }
+
+    #[test]
+    fn lr_faults_change_only_their_phase() {
+        let clean = fault_cfg(Fault::None);
+        let zero = fault_cfg(Fault::LrDecayToZero);
+        assert_eq!(
+            trained_lr(10, &clean),
+            trained_lr(10, &zero),
+            "warmup untouched"
+        );
+        assert!(trained_lr(100, &zero) == 0.0 && trained_lr(100, &clean) == clean.min_lr);
+        let after = fault_cfg(Fault::LrZeroAfterDecay);
+        assert_eq!(trained_lr(100, &after), trained_lr(100, &clean));
+        assert_eq!(trained_lr(101, &after), 0.0);
+        let early = fault_cfg(Fault::WarmupOffByOne);
+        assert_eq!(trained_lr(0, &early), trained_lr(1, &clean));
+        assert_eq!(trained_lr(20, &early), trained_lr(20, &clean));
+    }
+
+    #[test]
+    fn late_loss_bias_starts_at_eighty_percent() {
+        let c = fault_cfg(Fault::LateLossBias);
+        assert_eq!(loss_scale(159, &c), 1.0);
+        assert_eq!(loss_scale(160, &c), 1.005);
     }
 }

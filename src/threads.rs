@@ -1,5 +1,14 @@
 //! Where a training step's threads come from, and what they do when idle.
 //!
+//! Who sets what: lossdiff's own parallel work (the fused kernels, and gemm's tiles when candle
+//! asks for them) runs in an explicit rayon pool ([`pool`]) built by whoever schedules the run —
+//! the runner, one pool per run, sized by the arm's `threads`; `lossdiff train` from its
+//! `--threads`. Candle's own thread counts are process-wide and read from the environment
+//! (`RAYON_NUM_THREADS`, [`SPIN_LIMIT_VAR`]), so only the owner of the process sets them, once,
+//! before any thread starts: the `lossdiff` binary in `main.rs`, and for `cargo test`/`cargo run`
+//! the `[env]` table of `.cargo/config.toml`. The library never writes the environment: another
+//! thread (a parallel test, say) may be reading it.
+//!
 //! A step runs on three kinds of threads: gemm's and the fused kernels' work goes to rayon's pool,
 //! and candle's elementwise ops go to candle's own barrier pool. On a two-core machine that is
 //! four threads for two cores, and two habits of those pools cost more than the work:
@@ -8,14 +17,35 @@
 //! - After each op candle's barrier-pool workers spin 25,000 rounds before parking. On two cores
 //!   that spinner takes the core rayon's second thread needs: measured on the `small` preset,
 //!   two threads were no faster than one (84 vs 81 ms/step); with the spin cut to 1,000 rounds
-//!   two threads took 54 ms ([`calm_idle_workers`]).
+//!   two threads took 54 ms ([`SPIN_LIMIT`]).
 //!
 //! Neither changes a result: which thread computes a row never changes its bits (see
 //! `kernels::slices`), and gemm splits its output, not its sums, over threads.
 
-/// Rounds candle's barrier-pool workers spin before parking, unless the user set
-/// `CANDLE_BARRIER_POOL_SPIN_LIMIT` (candle's default is 25,000).
+use crate::error::{Error, Result};
+
+/// The variable candle reads, once when its barrier pool starts, for how many rounds its idle
+/// workers spin before parking (candle's default is 25,000).
+pub const SPIN_LIMIT_VAR: &str = "CANDLE_BARRIER_POOL_SPIN_LIMIT";
+
+/// The spin limit the process owner sets in [`SPIN_LIMIT_VAR`] unless the user chose one.
 pub const SPIN_LIMIT: &str = "1000";
+
+/// Builds a rayon pool of `threads` threads (at least one) for one run's parallel work.
+///
+/// # Errors
+/// [`Error::InvalidValue`] when the OS cannot start the threads.
+pub fn pool(threads: usize) -> Result<rayon::ThreadPool> {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads.max(1))
+        .build()
+        .map_err(|e| Error::InvalidValue {
+            origin: "thread pool".into(),
+            key: "threads".into(),
+            expected: "a thread count the OS can provide".into(),
+            got: format!("{threads} ({e})"),
+        })
+}
 
 /// Runs `f` on a thread of rayon's current pool (the global one outside any pool), so that the
 /// parallel loops inside it split among the pool's threads without a hand-off each.
@@ -25,22 +55,6 @@ pub fn in_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
         // `rayon::scope` runs its body in the pool and waits for it.
         None => rayon::scope(|_| f()),
     }
-}
-
-/// Sets candle's barrier-pool spin limit to [`SPIN_LIMIT`] unless the user chose one.
-///
-/// Candle reads the variable once, when its pool starts (at the first elementwise op of the
-/// process), so this is called before a trainer builds its model. Idempotent.
-pub fn calm_idle_workers() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        const VAR: &str = "CANDLE_BARRIER_POOL_SPIN_LIMIT";
-        if std::env::var_os(VAR).is_none() {
-            // Like the runner's RAYON_NUM_THREADS: the process's own environment, written
-            // through std's lock; candle reads it through std too.
-            std::env::set_var(VAR, SPIN_LIMIT);
-        }
-    });
 }
 
 #[cfg(test)]
@@ -67,5 +81,11 @@ mod tests {
             (outer, in_pool(rayon::current_thread_index))
         });
         assert_eq!(outer, inner);
+    }
+
+    #[test]
+    fn a_pool_has_the_threads_asked_for_and_never_none() {
+        assert_eq!(pool(2).unwrap().install(rayon::current_num_threads), 2);
+        assert_eq!(pool(0).unwrap().install(rayon::current_num_threads), 1);
     }
 }

@@ -307,7 +307,7 @@ impl Trace {
     /// I/O and JSON errors name the file; [`Error::TraceSchema`] for a trace from a newer lossdiff;
     /// [`Error::InvalidTrace`] for a broken invariant.
     pub fn load(path: &Path) -> Result<Trace> {
-        let text = crate::import::limits::read_input_to_string(path)?;
+        let text = crate::limits::read_input_to_string(path)?;
         Trace::from_json(&text, path)
     }
 
@@ -364,6 +364,35 @@ impl Trace {
     pub fn save(&self, path: &Path) -> Result<()> {
         crate::fsutil::write_atomic(path, self.to_json().as_bytes())
     }
+}
+
+/// Flattens nested JSON objects into dotted keys; arrays and scalars are leaves. A trace's
+/// `config` and `fingerprint` are read this way by the config diff, the CLI and external
+/// commands' placeholders alike.
+///
+/// `{"model": {"attention": "flash"}}` becomes `{"model.attention": "flash"}`.
+pub fn flatten_json(v: &serde_json::Value) -> BTreeMap<String, serde_json::Value> {
+    fn go(prefix: &str, v: &serde_json::Value, out: &mut BTreeMap<String, serde_json::Value>) {
+        match v {
+            serde_json::Value::Object(map) if !map.is_empty() => {
+                for (k, child) in map {
+                    let key = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    go(&key, child, out);
+                }
+            }
+            _ if prefix.is_empty() => {}
+            _ => {
+                out.insert(prefix.to_string(), v.clone());
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    go("", v, &mut out);
+    out
 }
 
 #[cfg(test)]

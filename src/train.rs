@@ -7,18 +7,18 @@
 //! parameters are visited in name order, and candle's CPU kernels are deterministic for a given
 //! CPU feature set; the same config gives bit-identical losses across runs and thread counts.
 //!
-//! Threads: candle reads `RAYON_NUM_THREADS` on every kernel call, so that variable (not a rayon
-//! pool) sets a run's parallelism; the CLI's `--threads` sets it at start-up and the fingerprint
-//! records it.
+//! Threads: a step runs in the caller's rayon pool (see `threads`), whose size the fingerprint
+//! records; candle's own thread counts come from the process's environment, which only the
+//! process owner sets.
 
 use crate::config::RunConfig;
 use crate::data::Corpus;
 use crate::error::Result;
-use crate::faults;
 use crate::fingerprint::Fingerprint;
 use crate::model::{ForwardCtx, Gpt};
 use crate::optim::{accumulate, clip_global_norm, AdamW};
 use crate::params::ParamStore;
+use crate::schedule;
 use crate::trace::{
     Origin, Series, Trace, GRAD_NORM, LM_LOSS, LR, STEP_TIME, TRACE_SCHEMA_VERSION,
 };
@@ -85,7 +85,6 @@ impl Trainer {
         cfg.validate(name)?;
         let cfg = cfg.resolve();
         crate::alloc::retain_freed_memory();
-        crate::threads::calm_idle_workers();
         let device = Device::Cpu;
         let corpus = Corpus::from_config(&cfg.data, cfg.model.vocab_size, cfg.model.seq_length)?;
         let store = ParamStore::new(cfg.train.seed, cfg.train.perturb_seed);
@@ -115,7 +114,7 @@ impl Trainer {
     fn step_in_pool(&mut self, step: u64) -> Result<StepRecord> {
         let start = Instant::now();
         let (m, t) = (&self.cfg.model, &self.cfg.train);
-        let lr = faults::lr(step, t);
+        let lr = schedule::trained_lr(step, t);
         let data_seed = t.data_seed.unwrap_or(t.seed);
         let accum = t.grad_accum_steps;
         let mut grads: Vec<Vec<f32>> = self
@@ -140,7 +139,7 @@ impl Trainer {
                 micro,
                 train: true,
             };
-            let loss = (self.model.loss(&x, &y, &ctx)? * faults::loss_scale(step, t))?;
+            let loss = (self.model.loss(&x, &y, &ctx)? * schedule::loss_scale(step, t))?;
             loss_sum += loss.to_scalar::<f32>()?;
             // Average over micro batches, as one big batch would.
             let micro_grads = (loss / accum as f64)?.backward()?;

@@ -3,7 +3,7 @@
 //! comes from `lossdiff calibrate` (200 steps, 4 seeds).
 
 use lossdiff::calibrate::{calibrate, CalibrationOptions};
-use lossdiff::faults::Fault;
+use lossdiff::Fault;
 
 /// Most false positives allowed among `n` null pairs at alpha = 0.05: the smallest `k` with
 /// `P(X > k) < 2.5 %` for `X ~ Binomial(n, 0.05)` — a nominal-alpha procedure fails this rarely.

@@ -3,7 +3,7 @@
 
 use lossdiff::gate::{run_experiment, GateOptions};
 use lossdiff::golden::UpdateMode;
-use lossdiff::runner::RunnerOptions;
+use lossdiff::RunnerOptions;
 use std::path::Path;
 
 fn spec(b_lr: &str) -> String {

@@ -2,8 +2,8 @@
 //! calibration and the nightly canary meaningless.
 
 use lossdiff::config::RunConfig;
-use lossdiff::faults::Fault;
 use lossdiff::train::{loss_bits, train};
+use lossdiff::Fault;
 
 fn run(inject: Fault) -> Vec<u32> {
     let mut c = RunConfig::preset("gate").unwrap();

@@ -5,9 +5,9 @@
 //! (`CI` set) nothing is written to `golden/`; locally a failing gate leaves a pending
 //! `*.golden.json.new` to review (`lossdiff golden review`).
 
-use lossdiff::faults::Fault;
 use lossdiff::gate::{check, GateOptions};
 use lossdiff::golden::GoldenOutcome;
+use lossdiff::Fault;
 use lossdiff::Verdict;
 use std::path::Path;
 

@@ -1,24 +1,54 @@
 //! The comparison engine on real Megatron-LM golden values (`../shared/realdata/megatron/`, see
 //! its NOTES.md): cross-hardware pairs of `gpt3_mcore_tp1_pp2` and dev vs LTS containers of
 //! `gpt3_mcore_tp1_pp2_resume_torch_dist` on the same A100. One trace per arm: single-curve mode.
-//! Skipped, loudly, when the folder is absent. The reasoning behind each assertion is in
-//! `docs/megatron-realdata.md`.
+//! When the folder is absent these tests fail, unless `LOSSDIFF_SKIP_REALDATA` is set to skip
+//! them knowingly. The reasoning behind each assertion is in `docs/megatron-realdata.md`.
 
 use lossdiff::compare::{compare, CompareSettings, Comparison, Direction, Verdict, Yardstick};
 use lossdiff::import::import;
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 const PP2: &str = "gpt3_mcore_tp1_pp2";
 const RESUME: &str = "gpt3_mcore_tp1_pp2_resume_torch_dist";
 
+/// Set (to anything but `0`) to skip these tests when the real data is absent.
+const OPT_OUT: &str = "LOSSDIFF_SKIP_REALDATA";
+
 fn dir() -> Option<PathBuf> {
     let d = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/realdata/megatron");
+    realdata_dir(&d, std::env::var_os(OPT_OUT))
+}
+
+/// Returns `d` when it exists. Absent, it fails the test — a skip line is swallowed by output
+/// capture, so a checkout without the data would pass without testing anything — unless the
+/// opt-out variable is set.
+fn realdata_dir(d: &Path, opt_out: Option<OsString>) -> Option<PathBuf> {
     if d.is_dir() {
-        Some(d)
-    } else {
-        println!("SKIPPED: ../shared/realdata/megatron absent");
-        None
+        return Some(d.to_path_buf());
     }
+    match opt_out.filter(|v| !v.is_empty() && v != "0") {
+        Some(_) => {
+            eprintln!("SKIPPED ({OPT_OUT} set): {} absent", d.display());
+            None
+        }
+        None => panic!(
+            "{} is absent: the real-data tests need it (docs/megatron-realdata.md); set {OPT_OUT}=1 to skip them knowingly",
+            d.display()
+        ),
+    }
+}
+
+#[test]
+#[should_panic(expected = "set LOSSDIFF_SKIP_REALDATA=1 to skip them knowingly")]
+fn a_missing_realdata_folder_fails_instead_of_passing_silently() {
+    realdata_dir(Path::new("/nonexistent/realdata/megatron"), None);
+}
+
+#[test]
+fn the_opt_out_variable_skips_a_missing_realdata_folder() {
+    let absent = Path::new("/nonexistent/realdata/megatron");
+    assert_eq!(realdata_dir(absent, Some("1".into())), None);
 }
 
 /// Compares `b` against `a` (both golden files of `test`) with the default settings.

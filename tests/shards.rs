@@ -6,7 +6,7 @@ mod common;
 use common::{lossdiff_in, stderr, stdout};
 use lossdiff::gate::{merge_reports, run_all_experiments, GateOptions};
 use lossdiff::golden::UpdateMode;
-use lossdiff::runner::RunnerOptions;
+use lossdiff::RunnerOptions;
 
 const SPEC: &str = r#"
 [experiment]

@@ -3,7 +3,7 @@
 
 use lossdiff::gate::{run_experiment, GateOptions};
 use lossdiff::golden::{GoldenOutcome, UpdateMode};
-use lossdiff::runner::RunnerOptions;
+use lossdiff::RunnerOptions;
 use std::path::Path;
 
 fn spec(lr: &str) -> String {

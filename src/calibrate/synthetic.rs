@@ -112,12 +112,15 @@ fn add(x: &[f64], f: impl Fn(usize) -> f64) -> Vec<f64> {
     x.iter().enumerate().map(|(t, v)| v + f(t)).collect()
 }
 
-/// A family: a name, what it expects, its true onset, and a case generator `(A, B, settings)`.
+/// One case: arm A, arm B and the settings to compare them with.
+type Case = (Vec<Trace>, Vec<Trace>, CompareSettings);
+
+/// A family: a name, what it expects, its true onset, and a case generator.
 struct Family {
     name: String,
     expect: Expect,
     true_onset: Option<u64>,
-    make: Box<dyn Fn(u64) -> (Vec<Trace>, Vec<Trace>, CompareSettings)>,
+    make: Box<dyn Fn(u64) -> Case>,
 }
 
 fn settings(pairing: PairingMode) -> CompareSettings {
@@ -133,7 +136,7 @@ fn ensemble(base: u64, k: u64, phi: f64, level: f64, seeded: bool) -> Vec<Trace>
             let key = hash_words(&[base, s]);
             trace(
                 "s",
-                seeded.then_some(base * 100 + s),
+                seeded.then_some(key),
                 seed_run(key, phi, level),
             )
         })

@@ -5,7 +5,6 @@
 use crate::compare::{
     compare, CompareSettings, Comparison, Margin, OnsetMethod, PairingMode, Verdict, Yardstick,
 };
-use crate::gate::describe_verdict;
 use crate::golden::Golden;
 use crate::import::{import_with, require_series, Format, ImportOptions};
 use crate::report::{comparison_figure, render_comparison};
@@ -162,7 +161,8 @@ pub(super) fn run(args: CompareArgs) -> anyhow::Result<ExitCode> {
             if let Some(png) = &args.png {
                 let path = indexed_path(png, m * bs.len() + i + 1, figures);
                 let title = format!("{} vs {}", b.label(), a.label());
-                let fig = comparison_figure(&title, &a.traces, &b.traces, &perturb, &c);
+                let passed = c.verdict.passes() && !c.beyond_rounding();
+                let fig = comparison_figure(&title, &a.traces, &b.traces, &perturb, &c, passed);
                 let bytes = render_comparison(&fig)?;
                 crate::fsutil::write_atomic(&path, &bytes)?;
                 println!("figure: {}", path.display());
@@ -409,7 +409,7 @@ pub(super) fn render_comparison_text(a: &str, b: &str, c: &Comparison) -> String
         true => " — no change point located; that step is the late window's start",
         false => "",
     };
-    let verdict = describe_verdict(&c.verdict);
+    let verdict = c.verdict.describe();
     let mut s = format!("{b} vs {a} ({}): {verdict}{caveat}\n", c.metric);
     let al = &c.alignment;
     let mut align = format!("  alignment:   {} common steps", al.common);

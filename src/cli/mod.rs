@@ -15,13 +15,14 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+/// A parsed command line.
 #[derive(Parser)]
 #[command(
     name = "lossdiff",
     version,
     about = "Did numerics change, where, and how sure are we?"
 )]
-struct Cli {
+pub struct Cli {
     #[command(subcommand)]
     command: Command,
 }
@@ -199,32 +200,60 @@ enum GoldenCommand {
     },
 }
 
-/// Runs the CLI on `args` (including the program name) and returns the process exit code.
+/// Parses `args` (including the program name). `Err` is the exit code when parsing already
+/// said everything: `--help` and `--version` (0), or a usage error (2), printed to the terminal.
+pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Cli, ExitCode> {
+    Cli::try_parse_from(args).map_err(|e| {
+        let code = if e.use_stderr() { 2 } else { 0 };
+        // Nothing more useful to do if the terminal is gone.
+        let _ = e.print();
+        ExitCode::from(code)
+    })
+}
+
+impl Cli {
+    /// Returns the thread count candle should use for this command, for the binary to set in
+    /// `RAYON_NUM_THREADS` before anything starts: `--threads`, else `RAYON_NUM_THREADS` if set,
+    /// else 1 (steady step times on shared machines) for commands that train; `None` for the
+    /// others, which leave candle its default.
+    pub fn threads(&self) -> Option<usize> {
+        let from_env = || {
+            std::env::var("RAYON_NUM_THREADS")
+                .ok()
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .filter(|&n| n > 0)
+                .unwrap_or(1)
+        };
+        match &self.command {
+            Command::Train {
+                threads: Some(n), ..
+            } => Some((*n).max(1)),
+            Command::Train { .. } | Command::Run { .. } | Command::Calibrate { .. } => {
+                Some(from_env())
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Runs a parsed command line and returns the process exit code.
 ///
 /// # Errors
 /// Any failure, with context naming the file or flag involved; `main` prints it and exits 2.
-pub fn run(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<ExitCode> {
-    let cli = match Cli::try_parse_from(args) {
-        Ok(cli) => cli,
-        Err(e) => {
-            let code = if e.use_stderr() { 2 } else { 0 };
-            e.print().context("failed to print usage")?;
-            return Ok(ExitCode::from(code));
-        }
-    };
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let threads = cli.threads().unwrap_or(1);
     match cli.command {
         Command::Train {
             spec,
             out,
             overrides,
-            threads,
+            threads: requested,
             name,
         } => {
-            if let Some(n) = threads {
+            if let Some(n) = requested {
                 check_threads(n)?;
             }
-            set_threads(threads);
-            cmd_train(&spec, &out, &overrides, name)
+            cmd_train(&spec, &out, &overrides, name, threads)
         }
         Command::Show { trace, rows } => cmd_show(&trace, rows),
         Command::Compare(args) => compare::run(args),
@@ -261,10 +290,7 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<ExitCode>
             jobs,
             no_cache,
             kernels,
-        } => {
-            set_threads(None);
-            cmd_run(&spec, out, cells, shard, jobs, no_cache, kernels)
-        }
+        } => cmd_run(&spec, out, cells, shard, jobs, no_cache, kernels),
         Command::Cells { spec, shards } => cmd_cells(&spec, shards),
         Command::Merge { shards, out } => cmd_merge(&shards, &out),
         Command::Calibrate {
@@ -274,7 +300,6 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<ExitCode>
             seeds,
             cases,
         } => {
-            set_threads(None);
             let mut opts = match reduced {
                 true => crate::calibrate::CalibrationOptions::reduced(),
                 false => crate::calibrate::CalibrationOptions::full(),
@@ -348,25 +373,12 @@ fn check_threads(n: usize) -> crate::Result<()> {
 /// Threads per core `--threads` may ask for.
 const MAX_THREADS_PER_CORE: usize = 4;
 
-/// Sets candle's thread count through `RAYON_NUM_THREADS`, the only knob candle reads.
-///
-/// Called before any work starts, while the process has a single thread, so changing the
-/// environment is race-free.
-fn set_threads(threads: Option<usize>) {
-    match threads {
-        Some(n) => std::env::set_var("RAYON_NUM_THREADS", n.max(1).to_string()),
-        None if std::env::var_os("RAYON_NUM_THREADS").is_none() => {
-            std::env::set_var("RAYON_NUM_THREADS", "1")
-        }
-        None => {}
-    }
-}
-
 fn cmd_train(
     spec: &Path,
     out: &Path,
     overrides: &[String],
     name: Option<String>,
+    threads: usize,
 ) -> anyhow::Result<ExitCode> {
     let mut cfg = RunConfig::load(spec)?;
     cfg.apply_overrides(overrides)?;
@@ -381,7 +393,10 @@ fn cmd_train(
         bar.set_position(r.step);
         bar.set_message(format!("loss {:.4}  lr {:.2e}", r.loss, r.lr));
     };
-    let trace = train(&cfg, &name, &mut on_step)
+    // The run's parallel loops go to a pool of `--threads` threads, as the runner does per run.
+    let pool = crate::threads::pool(threads)?;
+    let trace = pool
+        .install(|| train(&cfg, &name, &mut on_step))
         .with_context(|| format!("training {} failed", spec.display()))?;
     bar.finish_and_clear();
     trace
@@ -451,11 +466,11 @@ pub fn render_show(trace: &Trace, rows: usize) -> String {
         trace.name, trace.schema_version, trace.origin.format
     );
     s += "\nconfig\n";
-    for (k, v) in crate::compare::flatten_json(&trace.config) {
+    for (k, v) in crate::trace::flatten_json(&trace.config) {
         s += &format!("  {k} = {v}\n");
     }
     s += "\nfingerprint\n";
-    for (k, v) in crate::compare::flatten_json(&trace.fingerprint) {
+    for (k, v) in crate::trace::flatten_json(&trace.fingerprint) {
         s += &format!("  {k} = {v}\n");
     }
     let seeds: Vec<String> = trace
@@ -625,7 +640,7 @@ fn used_goldens(dir: &Path) -> anyhow::Result<Vec<(String, String, String)>> {
         .collect();
     paths.sort();
     for p in paths {
-        let text = crate::import::limits::read_input_to_string(&p)?;
+        let text = crate::limits::read_input_to_string(&p)?;
         // Run specs (no [experiment] table) produce no goldens.
         if !text.contains("[experiment]") {
             continue;

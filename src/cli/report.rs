@@ -5,10 +5,10 @@
 //! - Any other directory: every trace file in it (any format `lossdiff compare` reads) is compared
 //!   against the first one in name order, and the report is written to `<dir>/report/`.
 
-use crate::compare::{compare, CompareSettings, Verdict};
-use crate::gate::{write_report_dir_reusing, Summary, EXPERIMENTS_JSON};
+use crate::compare::{compare, CompareSettings};
+use crate::gate::{write_report_dir_reusing, GateResults, EXPERIMENTS_JSON};
 use crate::report::{
-    comparison_figure, render_comparison, write_report, FigureSource, GateDecision, ReportInput,
+    comparison_entry_with_figure, comparison_summary, write_report, GateDecision, ReportInput,
 };
 use anyhow::Context;
 use std::path::{Path, PathBuf};
@@ -19,7 +19,7 @@ pub(super) fn run(dir: &Path) -> anyhow::Result<ExitCode> {
     if summary_path.exists() {
         let text = std::fs::read_to_string(&summary_path)
             .with_context(|| format!("failed to read {}", summary_path.display()))?;
-        let summary: Summary = serde_json::from_str(&text)
+        let summary: GateResults = serde_json::from_str(&text)
             .with_context(|| format!("{} is not a lossdiff report", summary_path.display()))?;
         let passed = summary.passed;
         let results: Vec<_> = summary
@@ -70,24 +70,9 @@ fn traces_report(dir: &Path) -> anyhow::Result<ExitCode> {
             &[],
             &settings,
         )?;
-        let fig = comparison_figure(
-            &name,
-            std::slice::from_ref(a),
-            std::slice::from_ref(b),
-            &[],
-            &c,
-        );
-        let diverged = matches!(c.verdict, Verdict::Diverged { .. });
-        let summary = super::compare::render_comparison_text(a_label, b_label, &c)
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty())
-            .collect::<Vec<_>>()
-            .join(" · ");
-        let figure = Some(FigureSource::Png(render_comparison(&fig)?));
-        entries.push(crate::gate::report_entry(
-            &name, &c, !diverged, summary, figure,
-        ));
+        let summary = comparison_summary(a_label, b_label, &c);
+        let traces = (std::slice::from_ref(a), std::slice::from_ref(b), &[][..]);
+        entries.push(comparison_entry_with_figure(&name, traces, &c, summary)?);
     }
     let failing = entries.iter().filter(|e| !e.passed).count();
     let out = dir.join("report");

@@ -306,7 +306,12 @@ pub(crate) fn align(
     refuse_duplicates(a, metric, "a")?;
     refuse_duplicates(b, metric, "b")?;
     refuse_duplicates(p, metric, "perturbation")?;
-    let arms_end = a.iter().chain(b).map(|t| last_step(t, metric)).max().unwrap_or(0);
+    let arms_end = a
+        .iter()
+        .chain(b)
+        .map(|t| last_step(t, metric))
+        .max()
+        .unwrap_or(0);
     if !common_steps_only {
         if let Some(short) = p.iter().find(|t| last_step(t, metric) < arms_end) {
             return Err(Error::ShortYardstick {

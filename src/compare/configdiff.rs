@@ -8,7 +8,7 @@
 //! A recorded schedule series (`lr`) that differs is a config difference in all but name, and
 //! is reported beside them with the first step it differs at.
 
-use crate::trace::{Trace, LR};
+use crate::trace::{flatten_json, Trace, LR};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
@@ -128,33 +128,6 @@ fn schedule_diffs(a: &[Trace], b: &[Trace], factors: &[String]) -> Vec<ScheduleD
 
 /// The importer's own section of an imported trace's config.
 const PROVENANCE: &str = "import";
-
-/// Flattens nested JSON objects into dotted keys; arrays and scalars are leaves.
-///
-/// `{"model": {"attention": "flash"}}` becomes `{"model.attention": "flash"}`.
-pub fn flatten_json(v: &Value) -> BTreeMap<String, Value> {
-    fn go(prefix: &str, v: &Value, out: &mut BTreeMap<String, Value>) {
-        match v {
-            Value::Object(map) if !map.is_empty() => {
-                for (k, child) in map {
-                    let key = if prefix.is_empty() {
-                        k.clone()
-                    } else {
-                        format!("{prefix}.{k}")
-                    };
-                    go(&key, child, out);
-                }
-            }
-            _ if prefix.is_empty() => {}
-            _ => {
-                out.insert(prefix.to_string(), v.clone());
-            }
-        }
-    }
-    let mut out = BTreeMap::new();
-    go("", v, &mut out);
-    out
-}
 
 /// Per key, the distinct values an arm takes (`None` = missing in some trace).
 fn values_by_key(

@@ -7,7 +7,7 @@
 //! to `0` and `±margin`, so two modes can only disagree where their intervals do — never because
 //! one asks "is it zero?" and another "is it small?".
 
-use crate::stats::t_cdf;
+use crate::stats::{t_cdf, tost_from_estimate};
 use serde::{Deserialize, Serialize};
 
 /// A difference estimate with its uncertainty.
@@ -21,12 +21,12 @@ pub struct Evidence {
     pub df: f64,
 }
 
-/// Upper-tail probability of Student's t.
+/// Upper-tail probability of Student's t, as the CDF of `−t` so tiny p-values keep their digits.
 fn t_sf(t: f64, df: f64) -> f64 {
     if t.is_nan() {
         return 1.0;
     }
-    1.0 - t_cdf(t, df.clamp(1.0, 1e7))
+    t_cdf(-t, df.clamp(1.0, 1e7))
 }
 
 impl Evidence {
@@ -57,9 +57,8 @@ impl Evidence {
                 1.0
             };
         }
-        let lower = t_sf((self.estimate + margin) / self.se, self.df);
-        let upper = t_sf((margin - self.estimate) / self.se, self.df);
-        lower.max(upper)
+        tost_from_estimate(self.estimate, self.se, self.df.min(1e7), margin)
+            .map_or(1.0, |t| t.p_value)
     }
 
     /// Minimum-effect p-value of `H0: |δ| ≤ margin` (small: the difference is shown beyond it).

@@ -66,11 +66,12 @@ mod sim_tests;
 mod statistical;
 #[cfg(test)]
 mod tests;
+mod verdict;
 #[cfg(test)]
 mod verdict_tests;
 
 pub use align::{Alignment, Pairing, PairingMode, Stopped, SANE_MAGNITUDE};
-pub use configdiff::{diff_configs, flatten_json, ArmId, ConfigDiff, FieldDiff, StochasticWarning};
+pub use configdiff::{diff_configs, ArmId, ConfigDiff, FieldDiff, StochasticWarning};
 pub use evidence::Evidence;
 pub use lanes::{megatron_allowed_failures, ExactLane, ToleranceLane};
 pub use statistical::{

@@ -15,7 +15,9 @@
 use super::align::Aligned;
 use super::evidence::Evidence;
 use super::statistical::{column, mean, sd, BandSource, NoiseBand, Yardstick};
-use crate::stats::{median, t_cdf, t_quantile, TestOutcome};
+use crate::stats::{
+    median, one_sample_ttest, t_cdf, t_quantile, welch_ttest, Alternative, TestOutcome,
+};
 use std::ops::Range;
 
 /// Standardising scales are floored at this fraction of their median, so steps where the
@@ -104,12 +106,10 @@ impl Estimator {
         match self {
             Estimator::PairedSeeds(d) => {
                 let m: Vec<f64> = d.iter().map(wmean).collect();
-                let n = m.len() as f64;
-                Some(Evidence {
-                    estimate: mean(&m),
-                    se: sd(&m) / n.sqrt(),
-                    df: n - 1.0,
-                })
+                Some(evidence_of(
+                    one_sample_ttest(&m, 0.0, Alternative::TwoSided),
+                    mean(&m),
+                ))
             }
             Estimator::OnePairPerturbation { d, null } => {
                 let e: Vec<f64> = null.iter().map(wmean).collect();
@@ -125,23 +125,10 @@ impl Estimator {
                     data.a.iter().map(wmean).collect(),
                     data.b.iter().map(wmean).collect(),
                 );
-                let (va, vb) = (
-                    sd(&ma).powi(2) / ma.len() as f64,
-                    sd(&mb).powi(2) / mb.len() as f64,
-                );
-                let se = (va + vb).sqrt();
-                // Welch–Satterthwaite.
-                let df = if se > 0.0 {
-                    (va + vb).powi(2)
-                        / (va * va / (ma.len() - 1) as f64 + vb * vb / (mb.len() - 1) as f64)
-                } else {
-                    f64::INFINITY
-                };
-                Some(Evidence {
-                    estimate: mean(&mb) - mean(&ma),
-                    se,
-                    df,
-                })
+                Some(evidence_of(
+                    welch_ttest(&mb, &ma, Alternative::TwoSided),
+                    mean(&mb) - mean(&ma),
+                ))
             }
             Estimator::OneAgainstEnsemble => {
                 let (ma, mb): (Vec<f64>, Vec<f64>) = (
@@ -219,6 +206,23 @@ impl Estimator {
                 (dbar, scale)
             }
         }
+    }
+}
+
+/// The evidence of a t-test (its estimate, standard error and degrees of freedom); a test that
+/// has no spread to work with leaves the difference known exactly.
+fn evidence_of(test: crate::error::Result<TestOutcome>, estimate: f64) -> Evidence {
+    match test {
+        Ok(t) => Evidence {
+            estimate: t.estimate,
+            se: t.se,
+            df: t.df,
+        },
+        Err(_) => Evidence {
+            estimate,
+            se: 0.0,
+            df: f64::INFINITY,
+        },
     }
 }
 

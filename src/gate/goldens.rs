@@ -1,6 +1,6 @@
 //! Checking an arm's fresh runs against its golden, and blessing per the update policy.
 
-use super::{describe_verdict, verdict_label, ArmTraces, GateCheckInput, GateOptions, GoldenCheck};
+use super::{ArmTraces, GateCheckInput, GateOptions, GoldenCheck};
 use crate::compare::{compare, Verdict};
 use crate::error::Result;
 use crate::fingerprint::Fingerprint;
@@ -97,21 +97,26 @@ pub(super) fn check_golden(
                 Some(r) if c.beyond_rounding() && !matches!(c.verdict, Verdict::Diverged { .. }) =>
                     format!(
                         "{}, but beyond rounding from step {} ({:.0}× the perturbation spread, p = {:.2e})",
-                        verdict_label(&c.verdict),
+                        c.verdict.label(),
                         r.onset_step.unwrap_or_default(),
                         r.ratio,
                         r.p_value
                     ),
-                _ => describe_verdict(&c.verdict),
+                _ => c.verdict.describe(),
             })
         ),
         (GoldenOutcome::Identical, _) => "bitwise identical to the golden".to_string(),
         (GoldenOutcome::Passed, _) => format!(
             "{} to the golden (numerics changed within noise)",
-            comparison.as_ref().map_or("equivalent", |c| verdict_label(&c.verdict))
+            comparison.as_ref().map_or("equivalent", |c| c.verdict.label())
         ),
     };
     let passed = blessed || matches!(outcome, GoldenOutcome::Identical | GoldenOutcome::Passed);
+    // Kept because `store.write` above may just have replaced the file with the fresh runs.
+    let compared_golden = golden.filter(|_| comparison.is_some()).map(|g| ArmTraces {
+        seeds: g.seed_traces,
+        perturbations: g.perturbation_traces,
+    });
     Ok(GoldenCheck {
         cell: cell.id.clone(),
         golden_path: path.clone(),
@@ -121,6 +126,7 @@ pub(super) fn check_golden(
         written,
         passed,
         message,
+        compared_golden,
     })
 }
 

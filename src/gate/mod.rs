@@ -30,8 +30,8 @@ use render::show;
 mod scale;
 
 pub use render::{
-    entry as report_entry, render_summary, write_report_dir, write_report_dir_reusing, FigureKey,
-    Figures, Summary, EXPERIMENTS_JSON,
+    render_summary, write_report_dir, write_report_dir_reusing, FigureKey, FigurePaths,
+    GateResults, EXPERIMENTS_JSON,
 };
 pub use scale::{
     clear_shard_plan, expand_specs, merge_reports, merge_shard_dirs, parse_shard, plan_cells,
@@ -122,6 +122,11 @@ pub struct GoldenCheck {
     pub passed: bool,
     /// One line for humans: what happened and what to do.
     pub message: String,
+    /// The golden traces `comparison` was computed from, as read before any update rewrote the
+    /// file: the report draws the check from these, not from what is on disk afterwards. Not
+    /// serialised (a merged report reuses the shard's figure instead).
+    #[serde(skip)]
+    pub compared_golden: Option<ArmTraces>,
 }
 
 /// Everything a gate found for one experiment.
@@ -311,7 +316,7 @@ struct GateCheckInput<'a> {
 }
 
 /// The traces of one arm in one cell.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct ArmTraces {
     /// Seed ensemble, in seed order.
     pub seeds: Vec<Trace>,
@@ -503,7 +508,7 @@ fn expectation_problems(
     if c.expected_diverged && !diverged {
         problems.push(format!(
             "expected a divergence but the verdict is {}: the harness did not see the planted change",
-            verdict_label(&c.comparison.verdict)
+            c.comparison.verdict.label()
         ));
     }
     if expected_changed && c.comparison.verdict == Verdict::Identical {
@@ -513,7 +518,7 @@ fn expectation_problems(
         );
     }
     if !c.expected_diverged && diverged && (holm_fail || is_non_finite(&c.comparison.verdict)) {
-        problems.push(describe_verdict(&c.comparison.verdict));
+        problems.push(c.comparison.verdict.describe());
     }
     if !c.expected_diverged && !expected_changed && !diverged && rounding_fail {
         if let Some(r) = c.comparison.rounding() {
@@ -554,56 +559,6 @@ fn is_non_finite(v: &Verdict) -> bool {
             ..
         }
     )
-}
-
-/// Returns a verdict's one-word label.
-pub fn verdict_label(v: &Verdict) -> &'static str {
-    match v {
-        Verdict::Identical => "identical",
-        Verdict::Equivalent => "equivalent",
-        Verdict::Inconclusive { .. } => "inconclusive",
-        Verdict::Diverged { .. } => "diverged",
-    }
-}
-
-/// Returns a one-line description of a verdict with its key numbers.
-pub fn describe_verdict(v: &Verdict) -> String {
-    match v {
-        Verdict::Diverged {
-            onset_step,
-            direction: crate::compare::Direction::Stopped,
-            ..
-        } => format!(
-            "diverged: a run stopped after step {}",
-            onset_step.saturating_sub(1)
-        ),
-        Verdict::Diverged {
-            onset_step,
-            direction,
-            effect_size,
-            p_value,
-        } => format!(
-            "diverged from step {onset_step} ({}{}{})",
-            match direction {
-                crate::compare::Direction::Higher => "B higher",
-                crate::compare::Direction::Lower => "B lower",
-                _ => "non-finite value in one arm",
-            },
-            effect_size
-                .map(|e| format!(", effect {:+.3}%", e * 100.0))
-                .unwrap_or_default(),
-            p_value
-                .map(|p| format!(", beyond-margin p = {p:.2e}"))
-                .unwrap_or_default()
-        ),
-        Verdict::Inconclusive { seeds_needed } => format!(
-            "inconclusive{}",
-            seeds_needed
-                .map(|s| format!(" ({} seeds per arm would settle it)", s.per_arm))
-                .unwrap_or_default()
-        ),
-        other => verdict_label(other).to_string(),
-    }
 }
 
 /// Builds comparison settings from an experiment's `[compare]` section (checked when the spec
@@ -649,7 +604,7 @@ pub struct GateOutcome {
     /// The report directory (index.md, index.html, summary.json, junit.xml, figures/).
     pub report_dir: PathBuf,
     /// Figure path per comparison, keyed `(cell, a, b)`; golden checks use `b = "golden"`.
-    pub figures: Figures,
+    pub figures: FigurePaths,
 }
 
 impl GateOutcome {
@@ -676,7 +631,7 @@ impl GateOutcome {
                 c.cell,
                 c.a,
                 c.b,
-                describe_verdict(&c.comparison.verdict)
+                c.comparison.verdict.describe()
             );
             for p in &c.problems {
                 s += &format!("      {p}\n");
@@ -727,3 +682,6 @@ pub fn check(spec: &Path, opts: &GateOptions) -> Result<GateOutcome> {
         figures,
     })
 }
+
+#[cfg(test)]
+mod tests;

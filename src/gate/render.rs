@@ -1,25 +1,23 @@
 //! Presenting gate results: the terminal summary and the report directory (index.md,
 //! index.html, summary.json, junit.xml, figures, and experiments.json for `lossdiff merge`).
 
-use super::{
-    describe_verdict, verdict_label, ArmComparison, ArmTraces, CellTraces, ExperimentReport,
-    ExperimentRun,
-};
-use crate::compare::{Comparison, Verdict};
+use super::{ArmComparison, ArmTraces, CellTraces, ExperimentReport, ExperimentRun, GoldenCheck};
+use crate::compare::Verdict;
 use crate::error::Result;
 use crate::experiment::Cell;
-use crate::golden::Golden;
 use crate::report::{
-    comparison_figure, render_comparison, render_sweep_grid, render_sweep_heatmap, write_report,
-    ArmCurves, FigureSource, GateDecision, KeyNumbers, NamedFigure, ReportEntry, ReportInput,
-    ReportSummary, SweepAxis, SweepCell, SweepFigure,
+    comparison_entry, comparison_figure, comparison_summary, render_comparison, render_sweep_grid,
+    render_sweep_heatmap, write_report, ArmCurves, ComparisonFigure, FigureSource, GateDecision,
+    KeyNumbers, NamedFigure, ReportEntry, ReportInput, ReportSummary, SweepAxis, SweepCell,
+    SweepFigure,
 };
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
-/// The machine-readable summary of a report directory (`summary.json`).
+/// The full gate results of a report directory (`experiments.json`), which `lossdiff merge` and
+/// `lossdiff report DIR` read back.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Summary {
+pub struct GateResults {
     /// Whether every experiment passed.
     pub passed: bool,
     /// Every experiment's report.
@@ -32,7 +30,7 @@ pub struct Summary {
 ///
 /// # Errors
 /// [`crate::Error::Io`] and report errors naming the file.
-pub fn write_report_dir(dir: &Path, results: &[ExperimentRun]) -> Result<Figures> {
+pub fn write_report_dir(dir: &Path, results: &[ExperimentRun]) -> Result<FigurePaths> {
     write_report_dir_reusing(dir, results, &[])
 }
 
@@ -45,10 +43,10 @@ pub fn write_report_dir_reusing(
     dir: &Path,
     results: &[ExperimentRun],
     shard_dirs: &[PathBuf],
-) -> Result<Figures> {
+) -> Result<FigurePaths> {
     let experiments: Vec<ExperimentReport> = results.iter().map(|(r, _)| r.clone()).collect();
     let passed = experiments.iter().all(|r| r.passed);
-    let summary = Summary {
+    let summary = GateResults {
         passed,
         experiments,
     };
@@ -62,77 +60,20 @@ pub fn write_report_dir_reusing(
     let mut keys = Vec::new();
     let mut sweep_figures = Vec::new();
     for (report, cells) in results {
-        for c in &report.comparisons {
-            let name = format!("{} [{}] {} vs {}", report.experiment, c.cell, c.a, c.b);
-            let arms = cells
-                .iter()
-                .find(|(cell, _)| cell.id == c.cell)
-                .map(|(_, a)| a);
-            let figure = arms
-                .and_then(|arms| Some((arm(arms, &c.a)?, arm(arms, &c.b)?)))
-                .map(|(a, b)| {
-                    let mut fig = comparison_figure(
-                        &name,
-                        &a.seeds,
-                        &b.seeds,
-                        &a.perturbations,
-                        &c.comparison,
-                    );
-                    fig.arm_a.label = c.a.clone();
-                    fig.arm_b.label = c.b.clone();
-                    fig.passed = c.passed;
-                    render_comparison(&fig).map(FigureSource::Png)
-                })
-                .transpose()?
-                .or_else(|| reused.get(&name).cloned().map(FigureSource::Path));
-            let summary_text = comparison_summary(c);
-            entries.push(entry(&name, &c.comparison, c.passed, summary_text, figure));
-            keys.push((c.cell.clone(), c.a.clone(), c.b.clone()));
-        }
-        for g in &report.goldens {
-            let name = format!("{} [{}] {} vs golden", report.experiment, g.cell, g.arm);
-            let needs_figure = g
-                .comparison
-                .as_ref()
-                .is_some_and(|c| c.verdict != Verdict::Identical);
-            let fresh = cells
-                .iter()
-                .find(|(cell, _)| cell.id == g.cell)
-                .and_then(|(_, arms)| arm(arms, &g.arm));
-            let figure = match (needs_figure, fresh, &g.comparison) {
-                (true, Some(fresh), Some(c)) => match Golden::load(&g.golden_path) {
-                    Ok(golden) => {
-                        let mut fig = comparison_figure(
-                            &name,
-                            &golden.seed_traces,
-                            &fresh.seeds,
-                            &golden.perturbation_traces,
-                            c,
-                        );
-                        fig.arm_a.label = "golden".into();
-                        fig.arm_b.label = format!("{} (now)", g.arm);
-                        fig.passed = g.passed;
-                        Some(FigureSource::Png(render_comparison(&fig)?))
-                    }
-                    Err(_) => None,
-                },
-                _ => reused.get(&name).cloned().map(FigureSource::Path),
+        for draft in draft_entries(report, cells) {
+            let figure = match &draft.figure {
+                Some(fig) => Some(FigureSource::Png(render_comparison(fig)?)),
+                // Merged shards have no traces: reuse the shard's rendering of the same figure.
+                None => reused
+                    .get(&draft.entry.name)
+                    .cloned()
+                    .map(FigureSource::Path),
             };
-            let text = g.message.clone();
-            entries.push(match &g.comparison {
-                Some(c) => entry(&name, c, g.passed, text, figure),
-                None => ReportEntry {
-                    name: name.clone(),
-                    verdict: format!("{:?}", g.outcome).to_lowercase(),
-                    passed: g.passed,
-                    summary: text,
-                    numbers: KeyNumbers::default(),
-                    undeclared_differences: vec![],
-                    environment_differences: vec![],
-                    figure,
-                },
+            entries.push(ReportEntry {
+                figure,
+                ..draft.entry
             });
-            keys.push((g.cell.clone(), g.arm.clone(), "golden".into()));
+            keys.push(draft.key);
         }
         for m in &report.missing {
             entries.push(ReportEntry {
@@ -226,69 +167,109 @@ fn arm<'a>(arms: &'a CellTraces, name: &str) -> Option<&'a ArmTraces> {
     arms.iter().find(|(n, _)| n == name).map(|(_, t)| t)
 }
 
-/// Builds a report entry from a comparison: verdict, key numbers (late-window Δ and margin in the
-/// metric's units), undeclared and environment differences.
-pub fn entry(
-    name: &str,
-    c: &Comparison,
-    passed: bool,
-    summary: String,
-    figure: Option<FigureSource>,
-) -> ReportEntry {
-    let lane = c.statistical.as_ref();
-    ReportEntry {
-        name: name.to_string(),
-        verdict: verdict_label(&c.verdict).to_string(),
-        passed,
-        summary,
-        numbers: KeyNumbers {
-            onset_step: match c.verdict {
-                Verdict::Diverged { onset_step, .. } => Some(onset_step),
-                _ => None,
+/// A report entry before its figure is drawn: the figure's data, when the traces compared are
+/// at hand (merged shards have none).
+pub(super) struct DraftEntry {
+    /// Which comparison it is.
+    pub(super) key: FigureKey,
+    /// The entry, without its figure.
+    pub(super) entry: ReportEntry,
+    /// What its figure shows.
+    pub(super) figure: Option<ComparisonFigure>,
+}
+
+/// Builds the entries of one experiment's report: its cross-arm comparisons, then its golden
+/// checks, each drawn from the traces that were compared — for a golden check, the golden as it
+/// was read before any update rewrote it.
+pub(super) fn draft_entries(
+    report: &ExperimentReport,
+    cells: &[(Cell, CellTraces)],
+) -> Vec<DraftEntry> {
+    let mut out = Vec::new();
+    for c in &report.comparisons {
+        let name = format!("{} [{}] {} vs {}", report.experiment, c.cell, c.a, c.b);
+        let arms = cells
+            .iter()
+            .find(|(cell, _)| cell.id == c.cell)
+            .map(|(_, a)| a);
+        let figure = arms
+            .and_then(|arms| Some((arm(arms, &c.a)?, arm(arms, &c.b)?)))
+            .map(|(a, b)| {
+                let fig = comparison_figure(
+                    &name,
+                    &a.seeds,
+                    &b.seeds,
+                    &a.perturbations,
+                    &c.comparison,
+                    c.passed,
+                );
+                labelled(fig, &c.a, &c.b)
+            });
+        let text = arm_comparison_summary(c);
+        out.push(DraftEntry {
+            key: (c.cell.clone(), c.a.clone(), c.b.clone()),
+            entry: comparison_entry(&name, &c.comparison, c.passed, text, None),
+            figure,
+        });
+    }
+    for g in &report.goldens {
+        let name = format!("{} [{}] {} vs golden", report.experiment, g.cell, g.arm);
+        let fresh = cells
+            .iter()
+            .find(|(cell, _)| cell.id == g.cell)
+            .and_then(|(_, arms)| arm(arms, &g.arm));
+        let entry = match &g.comparison {
+            Some(c) => comparison_entry(&name, c, g.passed, g.message.clone(), None),
+            None => ReportEntry {
+                name: name.clone(),
+                verdict: format!("{:?}", g.outcome).to_lowercase(),
+                passed: g.passed,
+                summary: g.message.clone(),
+                numbers: KeyNumbers::default(),
+                undeclared_differences: vec![],
+                environment_differences: vec![],
+                figure: None,
             },
-            // In the metric's units, like the margin beside it.
-            effect_size: lane
-                .filter(|_| c.verdict != Verdict::Identical)
-                .map(|l| l.late_difference),
-            p_value: lane.map(|l| l.divergence_p_value),
-            margin: lane.map(|l| l.margin),
-        },
-        undeclared_differences: c.config.undeclared.iter().map(field).collect(),
-        environment_differences: c.config.environment.iter().map(field).collect(),
-        figure,
+        };
+        out.push(DraftEntry {
+            key: (g.cell.clone(), g.arm.clone(), "golden".into()),
+            entry,
+            figure: fresh.and_then(|fresh| golden_figure(&name, g, fresh)),
+        });
     }
+    out
 }
 
-fn field(d: &crate::compare::FieldDiff) -> String {
-    format!("{}: {} → {}", d.key, show(&d.a), show(&d.b))
-}
-
-/// One paragraph for a reader who never ran lossdiff: verdict, the three lanes, alignment.
-fn comparison_summary(c: &ArmComparison) -> String {
-    let cmp = &c.comparison;
-    let mut s = format!("{} vs {}: {}", c.b, c.a, describe_verdict(&cmp.verdict));
-    if c.expected_diverged {
-        s += " (this cell is expected to diverge)";
+/// Draws a golden check from the golden traces it compared against; an identical check has no
+/// figure (there is nothing to see).
+fn golden_figure(name: &str, g: &GoldenCheck, fresh: &ArmTraces) -> Option<ComparisonFigure> {
+    let (c, golden) = (g.comparison.as_ref()?, g.compared_golden.as_ref()?);
+    if c.verdict == Verdict::Identical {
+        return None;
     }
-    s += &format!(
-        ". Exact lane: {}. Megatron rtol {} rule: {} ({} failing steps, {} allowed).",
-        match cmp.exact.first_differing_step {
-            None => "bitwise identical".to_string(),
-            Some(step) => format!(
-                "first differing step {step}, max relative difference {:.2e}",
-                cmp.exact.max_rel_diff
-            ),
-        },
-        cmp.tolerance.rtol,
-        if cmp.tolerance.pass { "pass" } else { "FAIL" },
-        cmp.tolerance.failing_steps,
-        cmp.tolerance.allowed_failures
+    let fig = comparison_figure(
+        name,
+        &golden.seeds,
+        &fresh.seeds,
+        &golden.perturbations,
+        c,
+        g.passed,
     );
-    if let Some(l) = &cmp.statistical {
-        s += &format!(
-            " Statistical lane ({:?} yardstick): late-window difference {:+.3e} against a margin of ±{:.3e}; divergence p = {:.2e}, TOST p = {:.2e}.",
-            l.yardstick, l.late_difference, l.margin, l.divergence_p_value, l.tost_p_value
-        );
+    Some(labelled(fig, "golden", &format!("{} (now)", g.arm)))
+}
+
+/// Names a figure's arms as the gate does (arm names rather than trace names).
+fn labelled(mut fig: ComparisonFigure, a: &str, b: &str) -> ComparisonFigure {
+    fig.arm_a.label = a.to_string();
+    fig.arm_b.label = b.to_string();
+    fig
+}
+
+/// The comparison's paragraph, plus what the gate expected of it and why it fell short.
+fn arm_comparison_summary(c: &ArmComparison) -> String {
+    let mut s = comparison_summary(&c.a, &c.b, &c.comparison);
+    if c.expected_diverged {
+        s += " This cell is expected to diverge.";
     }
     for p in &c.problems {
         s += &format!(" Problem: {p}.");
@@ -334,6 +315,7 @@ fn sweep_figure(report: &ExperimentReport, cells: &[(Cell, CellTraces)]) -> Opti
             &b.seeds,
             &a.perturbations,
             &c.comparison,
+            c.comparison.verdict.passes(),
         );
         out.push(SweepCell {
             label: cell.id.clone(),
@@ -347,9 +329,9 @@ fn sweep_figure(report: &ExperimentReport, cells: &[(Cell, CellTraces)]) -> Opti
                 ..fig.arm_b
             },
             diff: fig.diff,
-            verdict: verdict_label(&c.comparison.verdict).to_string(),
+            verdict: c.comparison.verdict.label().to_string(),
             // A cell is marked when it diverged, expected or not: the grid shows where.
-            passed: !matches!(c.comparison.verdict, Verdict::Diverged { .. }),
+            passed: c.comparison.verdict.passes(),
             onset: fig.onset,
             effect_size: c
                 .comparison
@@ -430,7 +412,7 @@ fn utc_now() -> String {
 pub type FigureKey = (String, String, String);
 
 /// Figure paths by comparison.
-pub type Figures = Vec<(FigureKey, PathBuf)>;
+pub type FigurePaths = Vec<(FigureKey, PathBuf)>;
 
 /// File name of the full gate reports in a report directory.
 pub const EXPERIMENTS_JSON: &str = "experiments.json";
@@ -451,7 +433,7 @@ pub fn render_summary(reports: &[&ExperimentReport]) -> String {
                 c.cell,
                 c.a,
                 c.b,
-                describe_verdict(&c.comparison.verdict),
+                c.comparison.verdict.describe(),
                 if c.expected_diverged {
                     " (expected to diverge)"
                 } else {

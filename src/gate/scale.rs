@@ -219,7 +219,7 @@ fn read_shard_dir(dir: &Path) -> Result<ShardDir> {
     if !dir.is_dir() {
         return Ok(ShardDir::Empty("no such directory".into()));
     }
-    let summary: Option<super::Summary> = read_json(&dir.join(super::EXPERIMENTS_JSON))?;
+    let summary: Option<super::GateResults> = read_json(&dir.join(super::EXPERIMENTS_JSON))?;
     let plan: Option<ShardPlan> = read_json(&dir.join(SHARD_JSON))?;
     Ok(match (summary, plan) {
         (Some(s), Some(p)) => ShardDir::Finished(p, s.experiments),
@@ -426,7 +426,7 @@ pub fn parse_shard(s: &str) -> Result<(usize, usize)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gate::Summary;
+    use crate::gate::GateResults as Summary;
 
     /// A two-task plan over one experiment `e` with cells `c0` (task 0) and `c1` (task 1).
     fn plan(index: usize) -> ShardPlan {

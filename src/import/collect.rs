@@ -340,7 +340,7 @@ fn merge(
             }
             (Some(_), _) => {}
             (None, new) => {
-                for leaf in crate::compare::flatten_json(&new).into_keys() {
+                for leaf in crate::trace::flatten_json(&new).into_keys() {
                     places.insert(format!("{key}.{leaf}"), place.to_string());
                 }
                 places.insert(key, place.to_string());

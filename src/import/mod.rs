@@ -39,7 +39,6 @@ mod csv;
 mod hf;
 pub(crate) mod json;
 mod jsonl;
-pub mod limits;
 mod megatron_golden;
 mod megatron_log;
 mod protobuf;
@@ -55,6 +54,8 @@ pub use megatron_golden::{megatron_golden_json, to_megatron_golden};
 use collect::{sanitize, Collector, ALIASES};
 
 use crate::error::{Error, Result};
+// Lives at the bottom layer because traces and goldens read files through it too.
+use crate::limits;
 use crate::trace::{parse_non_finite, Trace};
 use serde_json::Value;
 use std::fmt;

@@ -1,5 +1,6 @@
 //! Tests on the real Megatron-LM golden values in `../shared/realdata/megatron/` (see its
-//! NOTES.md). Skipped, loudly, when that folder is absent (e.g. a checkout without `shared/`).
+//! NOTES.md). They fail when that folder is absent (e.g. a checkout without `shared/`) unless
+//! `LOSSDIFF_SKIP_REALDATA` is set, as `tests/megatron_realdata.rs` does.
 
 use super::{detect, import, megatron_golden_json, to_megatron_golden, Format};
 use crate::trace::{Trace, LM_LOSS, STEP_TIME};
@@ -9,14 +10,19 @@ use std::path::{Path, PathBuf};
 fn dir() -> Option<PathBuf> {
     let d = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/realdata/megatron");
     if d.is_dir() {
-        Some(d)
-    } else {
-        eprintln!(
-            "SKIPPED: {} absent; real Megatron tests did not run",
-            d.display()
-        );
-        None
+        return Some(d);
     }
+    let opt_out = std::env::var_os("LOSSDIFF_SKIP_REALDATA").filter(|v| !v.is_empty() && v != "0");
+    assert!(
+        opt_out.is_some(),
+        "{} is absent: the real-data tests need it; set LOSSDIFF_SKIP_REALDATA=1 to skip them knowingly",
+        d.display()
+    );
+    eprintln!(
+        "SKIPPED (LOSSDIFF_SKIP_REALDATA set): {} absent",
+        d.display()
+    );
+    None
 }
 
 fn load(dir: &Path, test: &str, file: &str) -> (Trace, Value) {

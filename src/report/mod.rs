@@ -25,8 +25,8 @@
 //! # Ok::<(), lossdiff::Error>(())
 //! ```
 
-mod adhoc;
 mod draw;
+mod entry;
 mod escape;
 mod figure;
 mod files;
@@ -37,7 +37,10 @@ mod sweep;
 #[cfg(test)]
 mod testdata;
 
-pub use adhoc::{comparison_figure, value_text};
+pub use entry::{
+    comparison_entry, comparison_entry_with_figure, comparison_figure, comparison_summary,
+    value_text,
+};
 pub use figure::render_comparison;
 pub use files::{
     check_report_dir, write_report, EntrySummary, FigureSource, GateDecision, NamedFigure,

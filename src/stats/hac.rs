@@ -3,7 +3,6 @@
 
 use super::{check, mean, p_value, t_cdf, Alternative};
 use crate::error::{Error, Result};
-use crate::rng::{hash_words, mix64, unit_open_f64};
 use serde::{Deserialize, Serialize};
 
 /// Largest |AR(1) coefficient| used for prewhitening and the Andrews plug-in: beyond it the
@@ -207,84 +206,6 @@ pub fn hac_mean_test(
     })
 }
 
-/// The moving-block bootstrap distribution of a mean, summarised.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct BootstrapMean {
-    /// The sample mean.
-    pub mean: f64,
-    /// Bootstrap standard error of the mean.
-    pub se: f64,
-    /// Block length used.
-    pub block_len: usize,
-    /// Number of bootstrap replicates.
-    pub replicates: usize,
-}
-
-/// Computes the moving-block bootstrap standard error of the mean of a series.
-///
-/// Each replicate concatenates `ceil(n/b)` blocks of `b` consecutive values whose starts are
-/// uniform on `0..=n−b`, truncated to `n`. Draws come from the counter-based hash of
-/// `(seed, replicate, block)`, so results are identical on every machine and thread count.
-///
-/// # Formula
-/// ```text
-/// x̄*_r = mean of replicate r,   se = sd_r(x̄*_r)
-/// ```
-///
-/// # Errors
-/// [`Error::TooFewObservations`] for `n < 2`, [`Error::NonFiniteInput`],
-/// [`Error::InvalidParameter`] if `block_len` is 0 or > n, or `replicates < 2`.
-///
-/// Reference: Künsch (1989), Ann. Statist. 17(3); Lahiri (2003), *Resampling Methods for
-/// Dependent Data*, §2.5.
-///
-/// Time: `O(replicates · n)`.
-pub fn block_bootstrap_mean(
-    x: &[f64],
-    block_len: usize,
-    replicates: usize,
-    seed: u64,
-) -> Result<BootstrapMean> {
-    check("block_bootstrap_mean", x, 2)?;
-    let n = x.len();
-    if block_len == 0 || block_len > n {
-        return Err(Error::InvalidParameter {
-            name: "block_len",
-            expected: "1 ≤ block_len ≤ n",
-            got: format!("{block_len} for n = {n}"),
-        });
-    }
-    if replicates < 2 {
-        return Err(Error::InvalidParameter {
-            name: "replicates",
-            expected: "at least 2",
-            got: replicates.to_string(),
-        });
-    }
-    let starts = (n - block_len + 1) as f64;
-    let key = hash_words(&[seed, n as u64, block_len as u64]);
-    let means: Vec<f64> = (0..replicates as u64)
-        .map(|r| {
-            let (mut sum, mut taken, mut block) = (0.0, 0, 0u64);
-            while taken < n {
-                let u = unit_open_f64(mix64(key ^ hash_words(&[r, block])));
-                let start = ((u * starts) as usize).min(n - block_len);
-                let take = block_len.min(n - taken);
-                sum += x[start..start + take].iter().sum::<f64>();
-                taken += take;
-                block += 1;
-            }
-            sum / n as f64
-        })
-        .collect();
-    Ok(BootstrapMean {
-        mean: mean(x),
-        se: super::sample_var(&means).sqrt(),
-        block_len,
-        replicates,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -352,20 +273,5 @@ mod tests {
         // With 0 lags LRV = γ0 (divisor n), so t = t_1samp · sqrt(n/(n−1)).
         // scipy.stats.ttest_1samp(SERIES, 0).statistic * sqrt(12/11)
         assert_relative_eq!(r.statistic, 1.532865620145801, max_relative = 1e-10);
-    }
-
-    #[test]
-    fn block_bootstrap_se_matches_theory_and_is_reproducible() {
-        // iid N(0,1), n = 400: se of the mean = 1/20. Block length 1 is the ordinary bootstrap,
-        // whose se is sqrt((n−1)/n)·s/sqrt(n); 2000 replicates give ~1.6 % Monte Carlo error.
-        let x: Vec<f64> = (0..400).map(|i| crate::rng::normal(5, i)).collect();
-        let s = super::super::sample_var(&x).sqrt() / 20.0;
-        let b = block_bootstrap_mean(&x, 1, 2000, 9).unwrap();
-        assert_relative_eq!(b.se, s, max_relative = 0.06);
-        assert_eq!(b, block_bootstrap_mean(&x, 1, 2000, 9).unwrap());
-        // AR(1) φ = 0.5, n = 2000: sqrt(LRV/n) = 2/sqrt(2000) = 0.0447; blocks of 20 capture it.
-        let y = ar1(0.5, 2000, 3);
-        let b = block_bootstrap_mean(&y, 20, 1000, 1).unwrap();
-        assert_relative_eq!(b.se, 2.0 / 2000f64.sqrt(), max_relative = 0.15);
     }
 }

@@ -1,6 +1,6 @@
-//! Pure statistical routines used by the comparison engine: two-sample and paired t-tests,
-//! equivalence (TOST) tests, rank tests, multiple-testing adjustments, long-run (HAC) variance and
-//! the moving-block bootstrap, and change-point detection (CUSUM, PELT).
+//! Pure statistical routines used by the comparison engine: t-tests, equivalence (TOST) tests,
+//! multiple-testing adjustments, long-run (HAC) variance, and change-point detection (CUSUM,
+//! PELT). Crate-private: routines nothing calls are deleted, not kept "just in case".
 //!
 //! Every routine is a free function over `&[f64]` returning a named result struct, and each is
 //! checked in its tests against published reference values (scipy, statsmodels, R `p.adjust`,
@@ -11,25 +11,12 @@
 mod changepoint;
 mod hac;
 mod multiple;
-mod rank;
 mod ttest;
 
-pub use changepoint::{
-    cusum, pelt_mean, sic_penalty, CusumAlarm, CusumOutcome, CusumParams, CusumSide, Shift,
-    CUSUM_DEFAULT_H, CUSUM_DEFAULT_K,
-};
-pub use hac::{
-    andrews_ar1_bandwidth, block_bootstrap_mean, hac_mean_test, long_run_variance,
-    newey_west_bandwidth, Bandwidth, BootstrapMean, HacMeanOutcome, LongRunVariance, Prewhiten,
-};
+pub use changepoint::{cusum, pelt_mean, sic_penalty, CusumParams};
+pub use hac::{hac_mean_test, Bandwidth, HacMeanOutcome, Prewhiten};
 pub use multiple::{benjamini_hochberg, holm};
-pub use rank::{
-    mann_whitney_u, wilcoxon_signed_rank, Continuity, MannWhitneyOutcome, WilcoxonOutcome,
-};
-pub use ttest::{
-    one_sample_ttest, paired_ttest, tost_from_estimate, tost_mean_hac, tost_paired, tost_welch,
-    welch_ttest, TestOutcome, TostOutcome,
-};
+pub use ttest::{one_sample_ttest, tost_from_estimate, welch_ttest, TestOutcome, TostOutcome};
 
 use crate::error::{Error, Result};
 use statrs::distribution::{ContinuousCDF, Normal, StudentsT};

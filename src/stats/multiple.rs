@@ -38,7 +38,8 @@ fn order(p: &[f64]) -> Vec<usize> {
 /// Time: `O(m log m)`.
 ///
 /// # Examples
-/// ```
+/// ```ignore
+/// // Crate-private, so not compiled as a doctest; the unit tests below make this call.
 /// // p.adjust(c(0.01, 0.04, 0.03), "holm") = 0.03 0.06 0.06
 /// let adj = lossdiff::stats::holm(&[0.01, 0.04, 0.03])?;
 /// assert!((adj[0] - 0.03).abs() < 1e-12 && (adj[1] - 0.06).abs() < 1e-12);

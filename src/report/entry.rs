@@ -1,11 +1,13 @@
-//! The bridge from the comparison engine to the comparison figure: turns the traces of a
-//! comparison and its [`Comparison`] into a [`ComparisonFigure`]. It summarises curves (means and
-//! min/max envelopes over seeds, the difference of the means) and copies the engine's numbers;
-//! it decides nothing — verdict, onset, noise band and p-values all come from the `Comparison`.
+//! The one way a comparison becomes part of a report: from a [`Comparison`] and the traces it
+//! compared, this module builds the figure's data ([`comparison_figure`]), the report entry
+//! ([`comparison_entry`]) and its paragraph of text ([`comparison_summary`]). The gate, `lossdiff
+//! compare`, `lossdiff report DIR` and the nightly all go through it, so a verdict reads the same
+//! everywhere. It summarises curves (means and min/max envelopes over seeds, the difference of the
+//! means) and copies the engine's numbers; it decides nothing — verdict, onset, noise band and
+//! p-values come from the `Comparison`, and whether the entry passes from the caller.
 
-use super::{ArmCurves, ComparisonFigure, Curve, DiffCurve, KeyNumbers};
+use super::{ArmCurves, ComparisonFigure, Curve, DiffCurve, FigureSource, KeyNumbers, ReportEntry};
 use crate::compare::{BandSource, Comparison, FieldDiff, OnsetMethod, Verdict};
-use crate::gate::verdict_label;
 use crate::trace::{Trace, LR};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -56,7 +58,7 @@ use std::collections::{BTreeMap, BTreeSet};
 /// };
 /// let (a, b) = (vec![mk(0.0)], vec![mk(0.01)]);
 /// let c = compare(&a, &b, &[], &[], &CompareSettings::default())?;
-/// let fig = comparison_figure("a vs b", &a, &b, &[], &c);
+/// let fig = comparison_figure("a vs b", &a, &b, &[], &c, c.verdict.passes());
 /// assert_eq!(fig.verdict, "diverged");
 /// assert_eq!(fig.diff.steps.len(), 40);
 /// let png = render_comparison(&fig)?;
@@ -68,6 +70,7 @@ pub fn comparison_figure(
     b: &[Trace],
     perturbation: &[Trace],
     c: &Comparison,
+    passed: bool,
 ) -> ComparisonFigure {
     let metric = c.metric.as_str();
     let arm_a = arm_curves(a, metric);
@@ -75,21 +78,16 @@ pub fn comparison_figure(
     let diff = diff_curve(a, b, perturbation, c);
     // A `WindowStart` onset is the late window's first step, not a located change: drawing it as
     // "onset of divergence" would date the divergence where nothing happened.
-    let located =
-        (c.statistical.as_ref()).is_none_or(|s| s.onset.method != OnsetMethod::WindowStart);
-    let onset = match c.verdict {
-        Verdict::Diverged { onset_step, .. } if located => Some(onset_step),
-        _ => None,
-    };
+    let numbers = key_numbers(c);
     ComparisonFigure {
         title: title.to_string(),
-        verdict: verdict_label(&c.verdict).to_string(),
-        passed: !matches!(c.verdict, Verdict::Diverged { .. }),
-        numbers: key_numbers(c, onset),
+        verdict: c.verdict.label().to_string(),
+        passed,
+        onset: numbers.onset_step,
+        numbers,
         arm_a,
         arm_b,
         diff,
-        onset,
         lr_a: lr_curve(a),
         lr_b: lr_curve(b),
         undeclared_differences: undeclared(c),
@@ -193,8 +191,9 @@ fn diff_curve(a: &[Trace], b: &[Trace], perturbation: &[Trace], c: &Comparison) 
     }
 }
 
-/// Returns the header numbers of a comparison.
-fn key_numbers(c: &Comparison, onset: Option<u64>) -> KeyNumbers {
+/// Returns the header numbers of a comparison, shown alike on its figure and in its entry.
+fn key_numbers(c: &Comparison) -> KeyNumbers {
+    let onset = located_onset(c);
     let Some(s) = &c.statistical else {
         return KeyNumbers {
             onset_step: onset,
@@ -212,6 +211,18 @@ fn key_numbers(c: &Comparison, onset: Option<u64>) -> KeyNumbers {
         effect_size: (!matches!(c.verdict, Verdict::Identical)).then_some(s.late_difference),
         p_value,
         margin: Some(s.margin),
+    }
+}
+
+/// Returns the onset of a divergence when a detector located it. A `WindowStart` onset is the
+/// late window's first step, not a located change: showing it as "onset of divergence" would
+/// date the divergence where nothing happened.
+fn located_onset(c: &Comparison) -> Option<u64> {
+    let located =
+        (c.statistical.as_ref()).is_none_or(|s| s.onset.method != OnsetMethod::WindowStart);
+    match c.verdict {
+        Verdict::Diverged { onset_step, .. } if located => Some(onset_step),
+        _ => None,
     }
 }
 
@@ -262,6 +273,85 @@ fn declared(c: &Comparison) -> Vec<String> {
     differ.chain(equal).collect()
 }
 
+/// Builds the report entry of a comparison: its verdict label, the numbers its figure shows,
+/// the undeclared and environment differences, `summary` (usually [`comparison_summary`]) and
+/// the figure. `passed` is the caller's decision, as for [`comparison_figure`].
+pub fn comparison_entry(
+    name: &str,
+    c: &Comparison,
+    passed: bool,
+    summary: String,
+    figure: Option<FigureSource>,
+) -> ReportEntry {
+    ReportEntry {
+        name: name.to_string(),
+        verdict: c.verdict.label().to_string(),
+        passed,
+        summary,
+        numbers: key_numbers(c),
+        undeclared_differences: c
+            .config
+            .undeclared
+            .iter()
+            .map(|f| format_field("", f))
+            .collect(),
+        environment_differences: (c.config.environment.iter())
+            .map(|f| format_field("", f))
+            .collect(),
+        figure,
+    }
+}
+
+/// Builds a comparison's entry with its figure drawn from the traces it compared: what `lossdiff
+/// report DIR` and `lossdiff compare` need, where the verdict alone decides whether it passes.
+///
+/// # Errors
+/// [`crate::Error::InvalidFigure`] or a drawing error from rendering the figure.
+pub fn comparison_entry_with_figure(
+    name: &str,
+    (a, b, perturbation): (&[Trace], &[Trace], &[Trace]),
+    c: &Comparison,
+    summary: String,
+) -> crate::error::Result<ReportEntry> {
+    let passed = c.verdict.passes();
+    let figure = comparison_figure(name, a, b, perturbation, c, passed);
+    let png = super::render_comparison(&figure)?;
+    Ok(comparison_entry(
+        name,
+        c,
+        passed,
+        summary,
+        Some(FigureSource::Png(png)),
+    ))
+}
+
+/// Returns one paragraph about the comparison of `b` against `a` for a reader who never ran
+/// lossdiff: the verdict, then the exact, tolerance and statistical lanes.
+pub fn comparison_summary(a: &str, b: &str, c: &Comparison) -> String {
+    let mut s = format!("{b} vs {a}: {}", c.verdict.describe());
+    s += &format!(
+        ". Exact lane: {}. Megatron rtol {} rule: {} ({} failing steps, {} allowed).",
+        match c.exact.first_differing_step {
+            None => "bitwise identical".to_string(),
+            Some(step) => format!(
+                "first differing step {step}, max relative difference {:.2e}",
+                c.exact.max_rel_diff
+            ),
+        },
+        c.tolerance.rtol,
+        if c.tolerance.pass { "pass" } else { "FAIL" },
+        c.tolerance.failing_steps,
+        c.tolerance.allowed_failures
+    );
+    if let Some(l) = &c.statistical {
+        s += &format!(
+            " Statistical lane ({:?} yardstick): late-window difference {:+.3e} against a margin of ±{:.3e}; divergence p = {:.2e}, TOST p = {:.2e}.",
+            l.yardstick, l.late_difference, l.margin, l.divergence_p_value, l.tost_p_value
+        );
+    }
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -310,7 +400,7 @@ mod tests {
             .collect();
         let factors = ["model.attention".to_string()];
         let c = compare(&a, &b, &[], &factors, &CompareSettings::default()).unwrap();
-        let fig = comparison_figure("t", &a, &b, &[], &c);
+        let fig = comparison_figure("t", &a, &b, &[], &c, c.verdict.passes());
         assert_eq!(fig.arm_a.members.len(), 3);
         let (lo, hi) = fig.arm_a.band.as_ref().unwrap();
         for i in 0..60 {
@@ -339,7 +429,7 @@ mod tests {
         let b_loss: Vec<f64> = b_steps.iter().map(|&s| drift[s as usize - 1]).collect();
         let b = vec![trace("x", 1, b_steps.clone(), b_loss)];
         let c = compare(&a, &b, &[], &[], &CompareSettings::default()).unwrap();
-        let fig = comparison_figure("t", &a, &b, &[], &c);
+        let fig = comparison_figure("t", &a, &b, &[], &c, c.verdict.passes());
         assert_eq!(fig.diff.steps, b_steps);
         assert_eq!(fig.arm_a.steps.len(), 80);
         assert!(fig.diff.noise_band.is_none());
@@ -370,7 +460,7 @@ mod tests {
             .map(|&k| trace("x", 1, steps.clone(), nudged(k)))
             .collect();
         let c = compare(&a, &b, &p, &[], &CompareSettings::default()).unwrap();
-        let fig = comparison_figure("t", &a, &b, &p, &c);
+        let fig = comparison_figure("t", &a, &b, &p, &c, c.verdict.passes());
         let band = c.statistical.as_ref().unwrap().band.as_ref().unwrap();
         let (lo, hi) = fig.diff.noise_band.as_ref().unwrap();
         for i in 0..50 {
