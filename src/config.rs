@@ -12,6 +12,8 @@ use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
+pub(crate) mod footprint;
+
 /// How attention is computed. Both give the same mathematics; they differ in rounding and memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -557,7 +559,11 @@ impl RunConfig {
         }
         // Before anything below resolves the config: a footprint over the budget is refused
         // with the estimate, not discovered by the allocator.
-        crate::footprint::check(self, crate::footprint::max_train_bytes()?, origin)?;
+        crate::config::footprint::check(
+            self,
+            crate::config::footprint::max_train_bytes()?,
+            origin,
+        )?;
         self.validate_numerics(origin)?;
         for (key, p) in [
             ("model.attention_dropout", m.attention_dropout),

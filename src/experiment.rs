@@ -469,10 +469,7 @@ fn relabel(e: Error, path: &Path, arm: &str) -> Error {
     }
 }
 
-/// Returns lowercase hex of bytes.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
+pub use crate::fingerprint::hex;
 
 fn cell_id(assignments: &[(String, String)]) -> String {
     if assignments.is_empty() {

@@ -94,3 +94,8 @@ fn cpu_features() -> BTreeMap<String, bool> {
 fn cpu_features() -> BTreeMap<String, bool> {
     BTreeMap::new()
 }
+
+/// Returns lowercase hex of bytes (digests in cache keys and golden seals).
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

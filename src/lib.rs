@@ -76,7 +76,7 @@ mod error;
 mod external;
 mod faults;
 mod fingerprint;
-mod footprint;
+mod json;
 mod kernels;
 mod limits;
 mod model;

@@ -346,7 +346,7 @@ impl Trace {
             _ => {}
         }
         // serde keeps the last of two equal keys (a hand-merged `lm_loss` twice): refuse instead.
-        crate::import::json::refuse_duplicate_keys(text, path)?;
+        crate::json::refuse_duplicate_keys(text, path)?;
         let trace: Trace = serde_json::from_str(text).map_err(|e| Error::json(path, &e))?;
         trace.validate(path)?;
         Ok(trace)

@@ -54,7 +54,7 @@ pub fn attention(
 }
 
 // The peak count lives with the rest of the training budget, which refuses a config at load.
-pub use crate::footprint::naive_attention_bytes;
+pub use crate::config::footprint::naive_attention_bytes;
 
 /// Computes causal attention the textbook way, materialising the `T × T` scores.
 ///

@@ -134,11 +134,7 @@ fn ensemble(base: u64, k: u64, phi: f64, level: f64, seeded: bool) -> Vec<Trace>
     (0..k)
         .map(|s| {
             let key = hash_words(&[base, s]);
-            trace(
-                "s",
-                seeded.then_some(key),
-                seed_run(key, phi, level),
-            )
+            trace("s", seeded.then_some(key), seed_run(key, phi, level))
         })
         .collect()
 }

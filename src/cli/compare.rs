@@ -503,7 +503,7 @@ fn statistical_lines(c: &Comparison) -> String {
     );
     let _ = writeln!(
         s,
-        "               margin: equivalence (TOST) p = {:.3e}; beyond the margin in some window (minimum-effect test, Bonferroni over {} windows) p = {:.3e}",
+        "               margin: equivalence (TOST) p = {:.3e}; beyond the margin in some window (minimum-effect test over {} windows, the late one keeping α/2) p = {:.3e}",
         st.tost_p_value,
         st.windows.len(),
         st.divergence_p_value
@@ -512,7 +512,7 @@ fn statistical_lines(c: &Comparison) -> String {
         if let Some(e) = w.evidence {
             let _ = writeln!(
                 s,
-                "               beyond the margin over steps {}–{}: B − A = {:+.3e} (margin ±{:.3e}, p = {:.2e})",
+                "               beyond the margin over steps {}–{}: B − A = {:+.3e} (margin ±{:.3e}, adjusted p = {:.2e})",
                 w.first_step, w.last_step, e.estimate, w.margin, w.p_beyond_adjusted
             );
         }

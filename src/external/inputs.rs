@@ -13,7 +13,7 @@
 
 use super::{execute, variables, ExternalSpec, Keep, RunContext};
 use crate::error::{Error, Result};
-use crate::experiment::hex;
+use crate::fingerprint::hex;
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;

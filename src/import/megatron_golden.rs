@@ -39,7 +39,7 @@ pub(super) fn looks_like(metrics_with_values: &[bool]) -> bool {
 /// Parses a golden-values file into a trace.
 pub(super) fn parse(text: &str, path: &Path) -> Result<Trace> {
     // Strict: a step key twice in `values` would otherwise keep the last value silently.
-    let top = super::json::parse_document(text, path)?;
+    let top = crate::json::parse_document(text, path)?;
     let Value::Object(top) = top else {
         return Err(bad(
             path,

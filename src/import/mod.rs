@@ -37,7 +37,7 @@
 mod collect;
 mod csv;
 mod hf;
-pub(crate) mod json;
+use crate::json::{self, quote};
 mod jsonl;
 mod megatron_golden;
 mod megatron_log;
@@ -418,17 +418,6 @@ fn describe_content(bytes: &[u8]) -> String {
     let first = String::from_utf8_lossy(bytes);
     let first = first.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
     format!("first line {}", quote(first))
-}
-
-/// Quotes a piece of input for an error message, cut to a readable length.
-fn quote(s: &str) -> String {
-    const MAX_CHARS: usize = 60;
-    if s.chars().count() > MAX_CHARS {
-        let cut: String = s.chars().take(MAX_CHARS).collect();
-        format!("{cut:?}…")
-    } else {
-        format!("{s:?}")
-    }
 }
 
 /// Parses a decimal number or one of the non-finite spellings (`nan`, `inf`, `-inf`).

@@ -209,10 +209,10 @@ fn run(text: &str, path: &Path, place: Option<&str>, build: bool) -> Result<Valu
             Error::DuplicateKey {
                 path: path.to_path_buf(),
                 place: match d.parent {
-                    Some(parent) => format!("{at}, in {}", super::quote(&parent)),
+                    Some(parent) => format!("{at}, in {}", quote(&parent)),
                     None => at,
                 },
-                key: super::quote(&d.key),
+                key: quote(&d.key),
             }
         }
         None => match place {
@@ -220,7 +220,7 @@ fn run(text: &str, path: &Path, place: Option<&str>, build: bool) -> Result<Valu
                 path: path.to_path_buf(),
                 place: p.to_string(),
                 expected: format!("a JSON object ({e})"),
-                got: super::quote(text),
+                got: quote(text),
             },
             None => Error::json(path, &e),
         },
@@ -250,6 +250,17 @@ pub(crate) fn parse_line(line: &str, path: &Path, place: &str) -> Result<Value> 
 /// [`Error::DuplicateKey`]; [`Error::Json`] for malformed JSON.
 pub(crate) fn refuse_duplicate_keys(text: &str, path: &Path) -> Result<()> {
     run(text, path, None, false).map(drop)
+}
+
+/// Quotes a piece of input for an error message, cut to a readable length.
+pub(crate) fn quote(s: &str) -> String {
+    const MAX_CHARS: usize = 60;
+    if s.chars().count() > MAX_CHARS {
+        let cut: String = s.chars().take(MAX_CHARS).collect();
+        format!("{cut:?}…")
+    } else {
+        format!("{s:?}")
+    }
 }
 
 #[cfg(test)]
