@@ -242,7 +242,15 @@ fn a_lossdiff_golden_is_an_arm_for_compare_and_shows() {
     let runs: Vec<lossdiff::Trace> = (1..=2)
         .map(|k| {
             let p = jsonl_run(dir.path(), &format!("seed{k}.jsonl"), 0.0);
-            lossdiff::import::import(&p, None).unwrap()
+            let mut t = lossdiff::import::import(&p, None).unwrap();
+            // Two seeds of one arm are two different runs (a copy would be refused).
+            if let Some(s) = t.series.get_mut("lm_loss") {
+                s.values
+                    .iter_mut()
+                    .for_each(|v| *v += 1e-6 * (k - 1) as f64);
+            }
+            t.seeds.insert("init".into(), k);
+            t
         })
         .collect();
     let provenance = lossdiff::golden::Provenance {

@@ -183,8 +183,9 @@ fn a_merge_without_a_tasks_results_reports_its_cells_missing_until_the_task_is_r
         );
         assert!(
             stdout(&o).contains("MISSING [lr_decay_iters=16]"),
-            "{}",
-            stdout(&o)
+            "{}{}",
+            stdout(&o),
+            stderr(&o)
         );
         assert!(
             stderr(&o).contains("task(s) 1 of 2 did not finish"),

@@ -184,6 +184,10 @@ pub(super) fn is_golden(path: &Path) -> bool {
     use std::io::Read;
     // Goldens are written with their header first (`"format": "lossdiff-golden"` on line 2);
     // reading a huge log whole just to find out it is not one would double its import time.
+    // Only a regular file is opened: opening a FIFO would block until a writer comes.
+    if crate::limits::check_regular_file(path).is_err() {
+        return false;
+    }
     let mut head = Vec::new();
     let read = std::fs::File::open(path).and_then(|f| f.take(4096).read_to_end(&mut head));
     let text = String::from_utf8_lossy(&head);

@@ -17,7 +17,9 @@ pub struct Evidence {
     pub estimate: f64,
     /// Its standard error (0 when the difference is known exactly, e.g. a shared-noise offset).
     pub se: f64,
-    /// Degrees of freedom of the reference t distribution (`inf` for a normal reference).
+    /// Degrees of freedom of the reference t distribution (`inf` for a normal reference,
+    /// written `"inf"` in JSON, which has no infinity).
+    #[serde(with = "non_finite_as_text")]
     pub df: f64,
 }
 
@@ -85,6 +87,39 @@ impl Evidence {
     }
 }
 
+/// Serialises an `f64` that may be infinite or NaN: JSON has no such numbers and `serde_json`
+/// writes them as `null`, which then fails to read back. Non-finite values are written as the
+/// strings traces use (`"inf"`, `"-inf"`, `"nan"`).
+pub(crate) mod non_finite_as_text {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+        match *v {
+            v if v.is_finite() => s.serialize_f64(v),
+            v if v.is_nan() => s.serialize_str("nan"),
+            v if v > 0.0 => s.serialize_str("inf"),
+            _ => s.serialize_str("-inf"),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Value {
+            Num(f64),
+            Text(String),
+        }
+        match Value::deserialize(d)? {
+            Value::Num(v) => Ok(v),
+            Value::Text(t) => crate::trace::parse_non_finite(&t).ok_or_else(|| {
+                serde::de::Error::custom(format!(
+                    "expected a number, \"inf\" or \"nan\", got {t:?}"
+                ))
+            }),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -121,6 +156,18 @@ mod tests {
             df: 20.0,
         };
         assert!(straddling.p_beyond(0.1) > 0.4 && straddling.p_equivalence(0.1) > 0.4);
+    }
+
+    #[test]
+    fn an_infinite_df_survives_a_json_round_trip() {
+        let e = Evidence {
+            estimate: 0.5,
+            se: 0.0,
+            df: f64::INFINITY,
+        };
+        let text = serde_json::to_string(&e).unwrap();
+        assert!(text.contains("\"inf\""), "{text}");
+        assert_eq!(serde_json::from_str::<Evidence>(&text).unwrap(), e);
     }
 
     #[test]

@@ -128,7 +128,8 @@ pub struct RoundingFinding {
     /// (an intersection–union test, valid if either is).
     pub p_value: f64,
     /// Late-window difference over the ensemble's late-window spread (how many "roundings" B is
-    /// away from A; a same-math change sits near 1).
+    /// away from A; a same-math change sits near 1). Infinite when the ensemble has no spread.
+    #[serde(with = "super::evidence::non_finite_as_text")]
     pub ratio: f64,
     /// Where the departure from rounding begins (when beyond).
     pub onset_step: Option<u64>,
