@@ -22,8 +22,20 @@ pub const MAX_INPUT_BYTES_ENV: &str = "LOSSDIFF_MAX_INPUT_BYTES";
 /// # Errors
 /// [`Error::InvalidValue`] when `LOSSDIFF_MAX_INPUT_BYTES` is not a positive whole number.
 pub fn max_input_bytes() -> Result<u64> {
-    match std::env::var(MAX_INPUT_BYTES_ENV) {
-        Err(_) => Ok(DEFAULT_MAX_INPUT_BYTES),
+    byte_limit(
+        MAX_INPUT_BYTES_ENV,
+        DEFAULT_MAX_INPUT_BYTES,
+        "a positive number of bytes, e.g. 2147483648 for 2 GiB",
+    )
+}
+
+/// Reads a byte limit from the environment variable `var`, else `default`.
+///
+/// # Errors
+/// [`Error::InvalidValue`] naming the variable when it is not a positive whole number.
+pub(crate) fn byte_limit(var: &str, default: u64, expected: &str) -> Result<u64> {
+    match std::env::var(var) {
+        Err(_) => Ok(default),
         Ok(v) => v
             .trim()
             .parse::<u64>()
@@ -31,8 +43,8 @@ pub fn max_input_bytes() -> Result<u64> {
             .filter(|&n| n > 0)
             .ok_or_else(|| Error::InvalidValue {
                 origin: "environment".into(),
-                key: MAX_INPUT_BYTES_ENV.into(),
-                expected: "a positive number of bytes, e.g. 2147483648 for 2 GiB".into(),
+                key: var.into(),
+                expected: expected.into(),
                 got: format!("{v:?}"),
             }),
     }

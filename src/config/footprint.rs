@@ -153,20 +153,11 @@ impl Footprint {
 /// # Errors
 /// [`Error::InvalidValue`] when the variable is not a positive whole number.
 pub fn max_train_bytes() -> Result<u64> {
-    match std::env::var(MAX_TRAIN_BYTES_ENV) {
-        Err(_) => Ok(DEFAULT_MAX_TRAIN_BYTES),
-        Ok(v) => v
-            .trim()
-            .parse::<u64>()
-            .ok()
-            .filter(|&n| n > 0)
-            .ok_or_else(|| Error::InvalidValue {
-                origin: "environment".into(),
-                key: MAX_TRAIN_BYTES_ENV.into(),
-                expected: "a positive number of bytes, e.g. 17179869184 for 16 GiB".into(),
-                got: format!("{v:?}"),
-            }),
-    }
+    crate::limits::byte_limit(
+        MAX_TRAIN_BYTES_ENV,
+        DEFAULT_MAX_TRAIN_BYTES,
+        "a positive number of bytes, e.g. 17179869184 for 16 GiB",
+    )
 }
 
 /// Refuses `cfg` when its estimated [`Footprint`] is over `limit` bytes, naming the largest part
