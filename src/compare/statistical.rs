@@ -8,8 +8,8 @@ use super::onset;
 use super::{CompareSettings, Direction, Margin, Verdict, MIN_WINDOW_STEPS};
 use crate::error::{Error, Result};
 use crate::stats::{
-    hac_mean_test, std_normal, Alternative, Bandwidth, HacMeanOutcome, Prewhiten, TestOutcome,
-    TostOutcome,
+    hac_mean_test, std_normal, tost_from_estimate, Alternative, Bandwidth, HacMeanOutcome,
+    Prewhiten, TestOutcome, TostOutcome,
 };
 use serde::{Deserialize, Serialize};
 use statrs::distribution::ContinuousCDF;
@@ -106,6 +106,9 @@ pub struct WindowFinding {
     pub last_step: u64,
     /// The difference over the window (None when it cannot be estimated).
     pub evidence: Option<Evidence>,
+    /// A's mean over the window (the level a relative margin and the effect are taken of).
+    #[serde(default)]
+    pub level_a: f64,
     /// The margin in the metric's units at this window (relative margins scale with A's level).
     pub margin: f64,
     /// Minimum-effect p-value (`|δ| > margin`), adjusted over the windows (weighted Bonferroni:
@@ -223,7 +226,7 @@ impl StatLane {
             let (estimate, level) = match peak {
                 Some(w) => (
                     w.evidence.map_or(self.late_difference, |e| e.estimate),
-                    self.window_level(w),
+                    w.level_a,
                 ),
                 None => (self.late_difference, self.late_mean_a),
             };
@@ -244,15 +247,6 @@ impl StatLane {
             Verdict::Inconclusive {
                 seeds_needed: self.seeds_needed,
             }
-        }
-    }
-
-    /// A's level in a window, recovered from the window's relative margin (or the late mean).
-    fn window_level(&self, w: &WindowFinding) -> f64 {
-        if self.margin > 0.0 && w.margin > 0.0 {
-            self.late_mean_a * w.margin / self.margin
-        } else {
-            self.late_mean_a
         }
     }
 }
@@ -415,12 +409,14 @@ pub(crate) fn stat_lane(
         .enumerate()
         .map(|(i, r)| {
             let evidence = est.evidence(data, r.clone());
-            let m = margin_at(a_mean(r.clone()));
+            let level_a = a_mean(r.clone());
+            let m = margin_at(level_a);
             let p = evidence.map_or(1.0, |e| (e.p_beyond(m) * weight(i)).min(1.0));
             WindowFinding {
                 first_step: steps[r.start],
                 last_step: steps[r.end - 1],
                 evidence,
+                level_a,
                 margin: m,
                 p_beyond_adjusted: p,
                 beyond_margin: p < settings.alpha,
@@ -432,13 +428,7 @@ pub(crate) fn stat_lane(
         .iter()
         .map(|x| x.p_beyond_adjusted)
         .fold(1.0, f64::min);
-    let late_difference = late.map_or_else(
-        || {
-            let (dbar, _) = est.onset_curve(data);
-            mean(&dbar[w0..u])
-        },
-        |e| e.estimate,
-    );
+    let tost = late.and_then(|e| tost_from_estimate(e.estimate, e.se, e.df.min(1e7), margin).ok());
     let tost_p_value = late.map_or(1.0, |e| e.p_equivalence(margin));
     let rounding_parts = rounding(data, settings, w0, &mut notes);
     let (dbar, scale, band, yardstick_test) = match &rounding_parts {
@@ -468,6 +458,8 @@ pub(crate) fn stat_lane(
         Some(r) => r.dbar.clone(),
         None => dbar.clone(),
     };
+    // Without an estimate (one run per arm, different seeds), the mean curve still describes it.
+    let late_difference = late.map_or_else(|| mean(&raw_dbar[w0..u]), |e| e.estimate);
     let hac = if rounding_parts.is_some() {
         (Bandwidth::NeweyWest1994, Prewhiten::No)
     } else {
@@ -521,7 +513,7 @@ pub(crate) fn stat_lane(
         yardstick_test,
         drift_test,
         drift_p_value: drift_p,
-        tost: None,
+        tost,
         tost_p_value,
         divergence_p_value,
         onset,
