@@ -10,19 +10,8 @@ use crate::error::{Error, Result};
 use crate::external::{ExternalSpec, TraceSource, DEFAULT_TIMEOUT_S};
 use std::path::{Path, PathBuf};
 
-/// Keys of an `[[arm]]` table that are not config overrides.
-const ARM_ENV_KEYS: &[&str] = &[
-    "name",
-    "threads",
-    "command",
-    "trace",
-    "format",
-    "timeout_s",
-    "env",
-    "workdir",
-    "inputs",
-    "probe",
-];
+/// Keys of an `[[arm]]` table that are not config overrides, besides [`EXTERNAL_KEYS`].
+const ARM_KEYS: &[&str] = &["name", "threads", "command"];
 /// Arm keys that only make sense with `command`.
 const EXTERNAL_KEYS: &[&str] = &[
     "trace",
@@ -610,8 +599,9 @@ pub(super) fn parse_arms(
                     suggestion,
                 } => Error::UnknownKey {
                     origin,
-                    suggestion: suggestion
-                        .or_else(|| config::closest(&key, ARM_ENV_KEYS.iter().copied())),
+                    suggestion: suggestion.or_else(|| {
+                        config::closest(&key, ARM_KEYS.iter().chain(EXTERNAL_KEYS).copied())
+                    }),
                     key,
                 },
                 other => other,
