@@ -559,6 +559,7 @@ fn statistical_lines(c: &Comparison) -> String {
         .unwrap_or_default();
     let how = match st.onset.method {
         OnsetMethod::FirstDifferingStep => "bitwise identical before it",
+        OnsetMethod::FromFirstStep => "already far outside the yardstick at the first step",
         OnsetMethod::StepChange => "a level shift starts there",
         OnsetMethod::RampStart => "a ramp starts there",
         OnsetMethod::WindowStart => "no break located: the late window's start",

@@ -8,7 +8,11 @@
 //!
 //! 1. **Bitwise evidence first.** When every pair is bitwise identical up to step k, nothing can
 //!    have diverged before k, and whatever made the curves differ acted at k: the onset is k.
-//! 2. **Otherwise a segmented regression** on the standardised difference curve `z` (difference
+//! 2. **Far outside the yardstick from the first step.** When the first few steps already sit
+//!    more than `START_Z` yardstick spreads away (a dropout left on, a config slip, a 2 % bias),
+//!    the departure began at the first step, whatever else happens later: a steep ramp at step 100
+//!    would otherwise win the fit below and hide the departure that was there all along.
+//! 3. **Otherwise a segmented regression** on the standardised difference curve `z` (difference
 //!    minus the yardstick's centre, over its per-step spread), with two one-break models:
 //!    a *step* (`z = 0` before τ, a constant after: an offset such as a platform bias) and a
 //!    *hinge* (`z = 0` before τ, growing linearly after: a ramp such as an lr schedule that parts).
@@ -39,6 +43,13 @@ const AR1_CAP: f64 = 0.97;
 
 /// Fewest steps after a break for the segmented fit to consider it.
 const MIN_TAIL: usize = 3;
+
+/// How far (in yardstick spreads) each of the first `START_STEPS` steps must sit for the
+/// departure to be dated at the first step. Five spreads on three consecutive steps: with the
+/// per-step spread estimated from a 4-run ensemble (t with 3 df, P(t > 5) ≈ 0.8 %), noise alone
+/// does it about once in two million curves.
+const START_Z: f64 = 5.0;
+const START_STEPS: usize = 3;
 
 /// Whitens a standardised curve with an AR(1) filter fitted on its first half (assumed mostly in
 /// control), so the CUSUM sees roughly independent residuals (Harris & Ross 1991).
@@ -152,6 +163,11 @@ fn refine(z: &[f64], lo: usize, hi: usize) -> usize {
     best.1
 }
 
+/// Whether the oriented curve is already far outside the yardstick on each of its first steps.
+fn departs_from_the_start(oriented: &[f64]) -> bool {
+    oriented.len() >= START_STEPS && oriented[..START_STEPS].iter().all(|&v| v > START_Z)
+}
+
 /// Dates the departure of the standardised curve `z` (usable steps `steps`).
 ///
 /// `identical_until`: index of the first step at which a *paired* A/B run differs in its bits,
@@ -182,6 +198,8 @@ pub(super) fn onset(
         .collect();
     let (step, method) = if start > 0 {
         (steps[start], OnsetMethod::FirstDifferingStep)
+    } else if departs_from_the_start(&oriented) {
+        (steps[0], OnsetMethod::FromFirstStep)
     } else {
         match segmented_break(&oriented) {
             Some((tau, true)) => (steps[start + tau], OnsetMethod::StepChange),
@@ -238,6 +256,47 @@ mod tests {
             .map(|(t, v)| v + if t >= 160 { 4.0 } else { 0.0 })
             .collect();
         assert_eq!(segmented_break(&z), Some((160, true)));
+    }
+
+    /// A small offset present from the first step, then a steep ramp from step 100 (a config slip
+    /// plus its compounding effect): the ramp fits best, but the departure began at step 0.
+    #[test]
+    fn an_offset_from_the_first_step_is_not_hidden_by_a_later_ramp() {
+        let n = 300;
+        let z: Vec<f64> = noise(n, 5)
+            .iter()
+            .enumerate()
+            .map(|(t, v)| {
+                v + 8.0
+                    + if t >= 100 {
+                        2.0 * (t - 100) as f64
+                    } else {
+                        0.0
+                    }
+            })
+            .collect();
+        let (tau, _) = segmented_break(&z).expect("a break");
+        assert!(
+            tau >= 90,
+            "the one-break fit alone dates the ramp (tau = {tau})"
+        );
+        let steps: Vec<u64> = (1..=n as u64).collect();
+        let o = onset(&z, &steps, Some(0), 240, true, &CompareSettings::default()).unwrap();
+        assert_eq!((o.step, o.method), (1, OnsetMethod::FromFirstStep));
+    }
+
+    /// Noise that touches five spreads once near the start is not a departure.
+    #[test]
+    fn one_large_early_value_does_not_anchor_the_onset() {
+        let n = 300;
+        let z: Vec<f64> = noise(n, 6)
+            .iter()
+            .enumerate()
+            .map(|(t, v)| v + if t == 1 { 6.0 } else { 0.0 } + if t >= 150 { 4.0 } else { 0.0 })
+            .collect();
+        let steps: Vec<u64> = (1..=n as u64).collect();
+        let o = onset(&z, &steps, Some(0), 240, true, &CompareSettings::default()).unwrap();
+        assert_eq!((o.step, o.method), (151, OnsetMethod::StepChange));
     }
 
     #[test]

@@ -76,6 +76,9 @@ pub struct NoiseBand {
 pub enum OnsetMethod {
     /// Every pair was bitwise identical before this step: the change acted here.
     FirstDifferingStep,
+    /// The first steps already sat far outside the yardstick: the departure was there from the
+    /// start.
+    FromFirstStep,
     /// A segmented regression found a level shift starting here.
     StepChange,
     /// A segmented regression found a ramp starting here.
