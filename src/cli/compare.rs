@@ -448,10 +448,14 @@ fn exact_line(c: &Comparison) -> String {
     let e = &c.exact;
     match e.first_differing_step {
         None => format!("  exact:       bitwise identical ({} pairs)\n", e.pairs),
-        // Differences of finite values are all zero: what differs is a NaN or an infinity, and
-        // a "max |B − A| = 0" would read as no difference at all.
-        Some(step) if e.max_abs_diff == 0.0 => format!(
+        // Differences of finite values are all zero: what differs is a NaN or an infinity (or
+        // the sign of a zero), and a "max |B − A| = 0" would read as no difference at all.
+        Some(step) if e.max_abs_diff == 0.0 && non_finite(c) => format!(
             "  exact:       differs from step {step} on {} steps, only where a value is non-finite (NaN or ±inf); the finite values are equal\n",
+            e.differing_steps
+        ),
+        Some(step) if e.max_abs_diff == 0.0 => format!(
+            "  exact:       differs in its bits from step {step} on {} steps, but the values are equal as numbers (e.g. −0 and +0)\n",
             e.differing_steps
         ),
         Some(step) => format!(
@@ -459,6 +463,17 @@ fn exact_line(c: &Comparison) -> String {
             e.differing_steps, e.max_abs_diff, e.max_rel_diff
         ),
     }
+}
+
+/// Whether one arm has a non-finite value where the other is finite (as far as the alignment saw).
+fn non_finite(c: &Comparison) -> bool {
+    matches!(
+        c.verdict,
+        Verdict::Diverged {
+            direction: crate::compare::Direction::NonFinite,
+            ..
+        }
+    ) || c.alignment.usable < c.alignment.common
 }
 
 fn tolerance_line(c: &Comparison) -> String {
