@@ -287,6 +287,47 @@ impl UpdateMode {
     }
 }
 
+/// Who runs a gate, so that its hints name the command that re-runs it with goldens blessed. The
+/// library cannot tell who called it (a test binary, the CLI and the CLI under pytest all look
+/// alike from inside), so each caller says: `cargo test` gates get the default, the CLI sets
+/// [`BlessHint::Cli`], and the CLI sets [`BlessHint::Command`] from `LOSSDIFF_BLESS_COMMAND` when a
+/// wrapper (the Python pytest helper) names its own command there.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum BlessHint {
+    /// A `cargo test` gate (`assert_gate!`): `LOSSDIFF_UPDATE=always cargo test`.
+    #[default]
+    CargoTest,
+    /// The `lossdiff` binary: `lossdiff run SPEC --bless`.
+    Cli,
+    /// The caller's own command, used verbatim (e.g. `LOSSDIFF_UPDATE=always python3 -m pytest
+    /// tests/test_gate.py::test_x`).
+    Command(String),
+}
+
+impl BlessHint {
+    /// Name of the environment variable through which a wrapper of the CLI names its own bless
+    /// command (read by the CLI, never by the library).
+    pub const ENV: &'static str = "LOSSDIFF_BLESS_COMMAND";
+
+    /// Returns the hint a wrapper named in `value` (of [`BlessHint::ENV`]), else `fallback`;
+    /// a blank value counts as unset.
+    pub fn from_wrapper(value: Option<String>, fallback: BlessHint) -> BlessHint {
+        match value.filter(|v| !v.trim().is_empty()) {
+            Some(v) => BlessHint::Command(v.trim().to_string()),
+            None => fallback,
+        }
+    }
+
+    /// Returns the command that re-runs the gate of `spec` with its goldens blessed in place.
+    pub fn command(&self, spec: &Path) -> String {
+        match self {
+            BlessHint::CargoTest => "LOSSDIFF_UPDATE=always cargo test".to_string(),
+            BlessHint::Cli => format!("lossdiff run {} --bless", spec.display()),
+            BlessHint::Command(c) => c.clone(),
+        }
+    }
+}
+
 /// What the gate found for one golden, as far as updating is concerned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -301,6 +342,19 @@ pub enum GoldenOutcome {
     Identical,
     /// The fresh run differs but is equivalent (or inconclusive): the gate passes.
     Passed,
+}
+
+impl GoldenOutcome {
+    /// Returns the outcome in words, as the terminal and reports print it.
+    pub fn label(self) -> &'static str {
+        match self {
+            GoldenOutcome::Missing => "missing",
+            GoldenOutcome::Stale => "stale",
+            GoldenOutcome::Failed => "failed",
+            GoldenOutcome::Identical => "identical",
+            GoldenOutcome::Passed => "passed",
+        }
+    }
 }
 
 /// What to write.

@@ -127,7 +127,7 @@ fn missing_golden_directory_fails_the_gate_with_how_to_bless() {
     );
     assert!(
         out.contains(
-            "no golden at golden/x/default/a.golden.json; bless it with `LOSSDIFF_UPDATE=always"
+            "no golden at golden/x/default/a.golden.json; bless it with `lossdiff run exp.toml --bless`"
         ),
         "{out}"
     );

@@ -44,6 +44,7 @@ fn options(dir: &Path) -> GateOptions {
         shard: None,
         inject: None,
         kernels: None,
+        bless_hint: Default::default(),
     }
 }
 

@@ -50,6 +50,7 @@ fn shards_merge_into_the_single_run_report() {
         shard: None,
         inject: None,
         kernels: None,
+        bless_hint: Default::default(),
     };
     let whole = run_all_experiments(&spec, &opts).unwrap();
     let mut shards: Vec<Vec<lossdiff::gate::ExperimentReport>> = Vec::new();

@@ -43,6 +43,7 @@ fn options(dir: &Path, update: UpdateMode, ci: bool) -> GateOptions {
         shard: None,
         inject: None,
         kernels: None,
+        bless_hint: Default::default(),
     }
 }
 

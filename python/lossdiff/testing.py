@@ -23,6 +23,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence, Union
@@ -276,7 +277,8 @@ def assert_run_passes(
     ``golden/`` under ``cwd`` (default: the current directory), as the CLI does.
 
     The failure message lists the failing lines, each failing comparison's figure, the report and,
-    when a golden is missing or stale, the command that blesses it from this test.
+    when a golden is missing, stale or failing, the command that blesses it from this test (see
+    :func:`bless_command`): ``LOSSDIFF_UPDATE=always python3 -m pytest <this test>``.
     """
     if out is None:
         out = tempfile.mkdtemp(prefix="lossdiff-run-")
@@ -303,7 +305,8 @@ def _run_failure(stdout: str, report: Path, cmd: List[str]) -> str:
         msg += f"  figure ({name}): {figure}\n"
     msg += f"  report: {report / 'index.md'}\n"
     bless = bless_command() or "LOSSDIFF_UPDATE=always set on a re-run"
-    if ("no golden at" in stdout or "is stale" in stdout) and bless not in stdout:
+    if ("no golden at" in stdout or "is stale" in stdout or "against golden" in stdout) \
+            and bless not in stdout:
         # A lossdiff that ignores LOSSDIFF_BLESS_COMMAND names `cargo test`; say the right command.
         msg += f"  to bless: `{bless}`, or `lossdiff golden accept` where golden/ is\n"
     msg += f"  command: {shlex.join(cmd)}\n  lossdiff's full output:\n{_indent(stdout)}"
@@ -329,16 +332,21 @@ _pytest_rootdir: Optional[Path] = None
 
 
 def bless_command(environ: Optional[Mapping[str, str]] = None,
-                  rootdir: Optional[PathLike] = None) -> Optional[str]:
-    """Returns the command that re-runs the current pytest test with goldens blessed, or None
-    outside pytest. The test id (``PYTEST_CURRENT_TEST``, relative to pytest's ``rootdir``) is
-    rewritten relative to the current directory, so the command works where pytest was started.
+                  rootdir: Optional[PathLike] = None,
+                  argv: Optional[Sequence[str]] = None) -> Optional[str]:
+    """Returns the command that re-runs the caller with goldens blessed: the current pytest test
+    under pytest, else the running Python script (``argv``, default ``sys.argv``), else None (an
+    interactive session: lossdiff's own hint, ``lossdiff run SPEC --bless``, stands).
+
+    The test id (``PYTEST_CURRENT_TEST``, relative to pytest's ``rootdir``) is rewritten relative
+    to the current directory, so the command works where pytest was started. The helpers pass the
+    command to lossdiff in ``LOSSDIFF_BLESS_COMMAND``, so every hint lossdiff prints names it.
     """
     environ = os.environ if environ is None else environ
     current = environ.get("PYTEST_CURRENT_TEST", "")
     node = current.rsplit(" (", 1)[0] if current else ""
     if not node:
-        return None
+        return _script_bless_command(sys.argv if argv is None else argv)
     root = rootdir if rootdir is not None else _pytest_rootdir
     if root is not None:
         file, sep, rest = node.partition("::")
@@ -349,6 +357,15 @@ def bless_command(environ: Optional[Mapping[str, str]] = None,
             file = str(full)
         node = file + sep + rest
     return f"LOSSDIFF_UPDATE=always python3 -m pytest {shlex.quote(node)}"
+
+
+def _script_bless_command(argv: Sequence[str]) -> Optional[str]:
+    """Returns ``LOSSDIFF_UPDATE=always python3 SCRIPT ARGS…`` for a script run from a file."""
+    if not argv or not argv[0] or not Path(argv[0]).is_file():
+        return None
+    if "pytest" in Path(argv[0]).parts or Path(argv[0]).name.startswith(("pytest", "py.test")):
+        return None  # pytest itself, outside a test (collection): no test to re-run
+    return "LOSSDIFF_UPDATE=always " + shlex.join(["python3", *[str(a) for a in argv]])
 
 
 class Lossdiff:

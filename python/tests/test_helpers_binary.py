@@ -105,3 +105,60 @@ def test_run_gate_blesses_passes_and_fails_with_figures(lossdiff, tmp_path):
     figures = [line.split("): ", 1)[1] for line in msg.splitlines() if line.strip().startswith("figure (")]
     assert figures, msg
     assert all(open(f, "rb").read().startswith(PNG_MAGIC) for f in figures)
+
+
+TWO_ARMS = """\
+[experiment]
+name = "py_bless"
+seeds = 2
+
+declared = ["external.command"]
+
+[[arm]]
+name = "clean"
+command = "python3 WRAP --seed {seed} --steps 100 --out {out}"
+timeout_s = 60
+
+[[arm]]
+name = "twin"
+command = "python3 TWIN --seed {seed} --steps 100 --out {out}"
+timeout_s = 60
+"""
+
+
+def write_wrapper(path, bug):
+    toy = REPO / "scripts" / "toy_train.py"
+    extra = " + ['--bug']" if bug else ""
+    path.write_text(f"import os, sys\nos.execvp('python3', ['python3', {str(toy)!r}] + sys.argv[1:]{extra})\n")
+
+
+def test_a_failing_golden_names_this_tests_bless_command_not_cargo_test(lossdiff, tmp_path):
+    # See: issue #19 — a failing gate told Python users to run `LOSSDIFF_UPDATE=always cargo test`.
+    local = {"CI": ""}
+    wrapper = tmp_path / "train.py"
+    twin = tmp_path / "twin.py"
+    write_wrapper(wrapper, bug=False)
+    write_wrapper(twin, bug=False)
+    s = tmp_path / "py_bless.toml"
+    s.write_text(TWO_ARMS.replace("WRAP", str(wrapper)).replace("TWIN", str(twin)))
+    kw = dict(cwd=tmp_path, args=["--no-cache"])
+    lossdiff.assert_run_passes(s, env={**local, "LOSSDIFF_UPDATE": "always"}, **kw)
+    # The script changes, the spec does not: the golden check fails (not stale).
+    write_wrapper(wrapper, bug=True)
+    with pytest.raises(AssertionError) as e:
+        lossdiff.assert_run_passes(s, env=local, **kw)
+    msg = str(e.value)
+    assert "clean vs golden" in msg and "diverged" in msg, msg
+    assert f"if the change is intended, bless it with `{testing.bless_command()}`" in msg, msg
+    assert "cargo test" not in msg, msg
+    assert "late-window effect" in msg and "vs margin" in msg, msg
+
+
+def test_outside_pytest_the_bless_command_reruns_the_script(tmp_path):
+    script = tmp_path / "check_numerics.py"
+    script.write_text("")
+    got = testing.bless_command(environ={}, argv=[str(script), "--fast"])
+    assert got == f"LOSSDIFF_UPDATE=always python3 {script} --fast"
+    # An interactive session has no command to name: lossdiff's own hint stands.
+    assert testing.bless_command(environ={}, argv=[""]) is None
+    assert testing.bless_command(environ={}, argv=["-c"]) is None

@@ -448,11 +448,32 @@ fn exact_line(c: &Comparison) -> String {
     let e = &c.exact;
     match e.first_differing_step {
         None => format!("  exact:       bitwise identical ({} pairs)\n", e.pairs),
+        // Differences of finite values are all zero: what differs is a NaN or an infinity (or
+        // the sign of a zero), and a "max |B − A| = 0" would read as no difference at all.
+        Some(step) if e.max_abs_diff == 0.0 && non_finite(c) => format!(
+            "  exact:       differs from step {step} on {} steps, only where a value is non-finite (NaN or ±inf); the finite values are equal\n",
+            e.differing_steps
+        ),
+        Some(step) if e.max_abs_diff == 0.0 => format!(
+            "  exact:       differs in its bits from step {step} on {} steps, but the values are equal as numbers (e.g. −0 and +0)\n",
+            e.differing_steps
+        ),
         Some(step) => format!(
-            "  exact:       differs from step {step} on {} steps; max |B − A| = {:.3e}, max relative {:.3e}\n",
+            "  exact:       differs from step {step} on {} steps; over finite values max |B − A| = {:.3e}, max relative {:.3e}\n",
             e.differing_steps, e.max_abs_diff, e.max_rel_diff
         ),
     }
+}
+
+/// Whether one arm has a non-finite value where the other is finite (as far as the alignment saw).
+fn non_finite(c: &Comparison) -> bool {
+    matches!(
+        c.verdict,
+        Verdict::Diverged {
+            direction: crate::compare::Direction::NonFinite,
+            ..
+        }
+    ) || c.alignment.usable < c.alignment.common
 }
 
 fn tolerance_line(c: &Comparison) -> String {
@@ -516,7 +537,7 @@ fn statistical_lines(c: &Comparison) -> String {
         if let Some(e) = w.evidence {
             let _ = writeln!(
                 s,
-                "               beyond the margin over steps {}–{}: B − A = {:+.3e} (margin ±{:.3e}, adjusted p = {:.2e})",
+                "               beyond the margin over steps {}–{}: B − A = {:+.3e} (margin ±{:.3e}, beyond-margin p = {:.2e} adjusted over the windows)",
                 w.first_step, w.last_step, e.estimate, w.margin, w.p_beyond_adjusted
             );
         }
@@ -528,14 +549,14 @@ fn statistical_lines(c: &Comparison) -> String {
         Some(r) if r.within => {
             let _ = writeln!(
                 s,
-                "               rounding: within rounding ({:.1}× the spread of {} perturbations, p = {:.3e})",
+                "               rounding: within rounding ({:.1}× the spread of {} perturbations, rounding test p = {:.3e})",
                 r.ratio, r.ensemble, r.p_value
             );
         }
         Some(r) => {
             let _ = writeln!(
                 s,
-                "               rounding: BEYOND rounding from step {} ({:.0}× the spread of {} perturbations, p = {:.3e})",
+                "               rounding: BEYOND rounding from step {} ({:.0}× the spread of {} perturbations, rounding test p = {:.3e})",
                 r.onset_step.unwrap_or(st.onset.step),
                 r.ratio,
                 r.ensemble,
@@ -647,10 +668,13 @@ fn config_lines(c: &Comparison) -> String {
     for w in &cfg.stochastic {
         let _ = writeln!(
             s,
-            "  warning:     {} = {} in arm {:?}: a stochastic component is on",
+            "  warning:     {} = {} in arm {}: a stochastic component is on",
             w.key,
             crate::report::value_text(&serde_json::json!(w.value)),
-            w.arm
+            match w.arm {
+                crate::compare::ArmId::A => "A",
+                crate::compare::ArmId::B => "B",
+            }
         );
     }
     if cfg.declared.is_empty()

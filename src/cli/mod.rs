@@ -1,8 +1,10 @@
 //! The command line: argument parsing and printing, nothing else. Every command calls the same
 //! library functions a `cargo test` user would. Exit codes: 0 = match (or success), 1 =
-//! divergence, 2 = error.
+//! divergence (or a failed gate), 2 = error. Every `--help` of a command that prints verdicts
+//! points to `lossdiff glossary`.
 
 mod compare;
+mod glossary;
 mod report;
 
 use crate::config::RunConfig;
@@ -20,12 +22,16 @@ use std::process::ExitCode;
 #[command(
     name = "lossdiff",
     version,
-    about = "Did numerics change, where, and how sure are we?"
+    about = "Did numerics change, where, and how sure are we?",
+    after_help = GLOSSARY_HINT
 )]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
 }
+
+/// Where every term the outputs use is explained; shown under each output command's `--help`.
+const GLOSSARY_HINT: &str = "Every term the output uses (verdict, effect, margin, TOST p, beyond-margin p, onset, rounding, …) is explained in plain words by `lossdiff glossary [TERM]` (the same text as docs/glossary.md).\nExit codes: 0 = match, 1 = divergence or gate failure, 2 = error.";
 
 #[derive(Subcommand)]
 enum Command {
@@ -48,7 +54,11 @@ enum Command {
         name: Option<String>,
     },
     /// Run experiment(s) against their goldens; exit 1 if anything fails its expectation.
-    #[command(alias = "nightly")]
+    ///
+    /// Prints one line per comparison: pass/fail, the verdict, the late-window effect against the
+    /// margin, the p-value named by its test, and the rounding finding when the experiment has a
+    /// perturbation ensemble.
+    #[command(alias = "nightly", after_help = GLOSSARY_HINT)]
     Run {
         /// Experiment spec, or a nightly spec with `include = [...]`.
         spec: PathBuf,
@@ -71,6 +81,10 @@ enum Command {
         /// against goldens blessed with the spec's; goldens do not go stale under it.
         #[arg(long, value_parser = parse_kernels)]
         kernels: Option<crate::config::Kernels>,
+        /// Bless: write every arm's fresh runs as its golden (the same as LOSSDIFF_UPDATE=always).
+        /// Refused on CI, where goldens are never written.
+        #[arg(long)]
+        bless: bool,
     },
     /// List the cells of a spec with the job-array task that runs each (`task experiment cell`,
     /// one per line): a job array needs one task per line.
@@ -125,12 +139,33 @@ enum Command {
     /// List the injectable faults (`inject = "<name>"` in a spec, or `--set inject=<name>`).
     Faults,
     /// Compare loss curves of any training stack: arm A (first) against each other arm.
+    #[command(after_help = GLOSSARY_HINT)]
     Compare(compare::CompareArgs),
-    /// Write a report for a directory: re-render a `lossdiff run` report, or compare every trace
-    /// file in it against the first (name order) and write `<dir>/report/`.
+    /// Write a report for a directory and print its verdict table: re-render a `lossdiff run`
+    /// report, or compare the arms of a directory of runs and write `<dir>/report/`.
+    ///
+    /// Arms: each subdirectory is one arm and its files are the arm's seeds (`DIR/flash/seed1.jsonl`);
+    /// a file directly in DIR named `<arm>.seed<N>.<ext>` (or `-seed<N>`, `_seed<N>`, `.s<N>`,
+    /// `-s<N>`, `_s<N>`) is seed N of arm <arm>; any other file is an arm of its own. Runs are
+    /// paired by the seed their traces record, else by the seed number in their names. Every arm
+    /// is compared against the reference: the first arm in name order, or `--reference`.
+    ///
+    /// Exit codes: 0 = no comparison diverged (inconclusive is not a failure), 1 = some comparison
+    /// diverged (or, for a `lossdiff run` report, its gate failed), 2 = error.
+    #[command(after_help = GLOSSARY_HINT)]
     Report {
         /// The directory.
         dir: PathBuf,
+        /// The reference arm (A) every other arm is compared against (default: the first in
+        /// name order).
+        #[arg(long, value_name = "ARM")]
+        reference: Option<String>,
+    },
+    /// Explain the terms lossdiff prints, in plain words: all of them, or the entries that
+    /// mention TERM (e.g. `lossdiff glossary margin`).
+    Glossary {
+        /// A term, e.g. `TOST`, `onset`, `rounding`.
+        term: Option<String>,
     },
     /// Print a trace's config, fingerprint and a short loss table.
     Show {
@@ -257,7 +292,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Show { trace, rows } => cmd_show(&trace, rows),
         Command::Compare(args) => compare::run(args),
-        Command::Report { dir } => report::run(&dir),
+        Command::Report { dir, reference } => report::run(&dir, reference.as_deref()),
+        Command::Glossary { term } => glossary::run(term.as_deref()),
         Command::Golden { action, root } => cmd_golden(action, &root),
         Command::Bench {
             what:
@@ -290,7 +326,19 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             jobs,
             no_cache,
             kernels,
-        } => cmd_run(&spec, out, cells, shard, jobs, no_cache, kernels),
+            bless,
+        } => cmd_run(
+            &spec,
+            RunFlags {
+                out,
+                cells,
+                shard,
+                jobs,
+                no_cache,
+                kernels,
+                bless,
+            },
+        ),
         Command::Cells { spec, shards } => cmd_cells(&spec, shards),
         Command::Merge { shards, out } => cmd_merge(&shards, &out),
         Command::Calibrate {
@@ -661,17 +709,41 @@ fn parse_kernels(s: &str) -> Result<crate::config::Kernels, String> {
         .map_err(|_| format!("expected `fused` or `composed`, got `{s}`"))
 }
 
-fn cmd_run(
-    spec: &Path,
+/// The flags of `lossdiff run`.
+struct RunFlags {
     out: Option<PathBuf>,
     cells: Vec<String>,
     shard: Option<String>,
     jobs: Option<usize>,
     no_cache: bool,
     kernels: Option<crate::config::Kernels>,
-) -> anyhow::Result<ExitCode> {
+    bless: bool,
+}
+
+fn cmd_run(spec: &Path, flags: RunFlags) -> anyhow::Result<ExitCode> {
+    let RunFlags {
+        out,
+        cells,
+        shard,
+        jobs,
+        no_cache,
+        kernels,
+        bless,
+    } = flags;
     let mut opts = crate::gate::GateOptions::from_env()?;
     opts.kernels = kernels;
+    // Hints name `lossdiff run … --bless`, unless a wrapper (the Python helper) names its own.
+    opts.bless_hint = crate::golden::BlessHint::from_wrapper(
+        std::env::var(crate::golden::BlessHint::ENV).ok(),
+        crate::golden::BlessHint::Cli,
+    );
+    if bless {
+        anyhow::ensure!(
+            !opts.ci,
+            "--bless: CI is set, and goldens are never written on CI; bless on a developer machine and commit the goldens"
+        );
+        opts.update = crate::golden::UpdateMode::Always;
+    }
     if !cells.is_empty() {
         opts.cells = Some(cells);
     }

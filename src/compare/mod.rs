@@ -431,7 +431,7 @@ pub fn compare(
     if let (Verdict::Equivalent, Some(lane)) = (&verdict, &statistical) {
         if let Some(late) = lane.late.filter(|l| l.p_difference() < settings.alpha) {
             notes.push(format!(
-                "a difference of {:+.3e} is significant (p = {:.2e}) but inside the margin ±{:.3e} (TOST p = {:.2e}): equivalent",
+                "a difference of {:+.3e} is significant (difference t-test p = {:.2e}) but inside the margin ±{:.3e} (TOST p = {:.2e}): equivalent",
                 late.estimate,
                 late.p_difference(),
                 lane.margin,
@@ -440,7 +440,7 @@ pub fn compare(
         }
         if let Some(r) = lane.rounding.as_ref().filter(|r| !r.within) {
             notes.push(format!(
-                "beyond rounding ({:.0}× the rounding spread, p = {:.2e}) but inside the margin ±{:.3e} (TOST p = {:.2e}): the math changed, the outcome did not",
+                "beyond rounding ({:.0}× the rounding spread, rounding test p = {:.2e}) but inside the margin ±{:.3e} (TOST p = {:.2e}): the math changed, the outcome did not",
                 r.ratio, r.p_value, lane.margin, lane.tost_p_value
             ));
         }

@@ -362,6 +362,7 @@ fn external_toy_experiment_runs_end_to_end() {
         shard: None,
         inject: None,
         kernels: None,
+        bless_hint: Default::default(),
     };
     let (report, by_cell) = run_experiment(&spec, &opts).unwrap();
     assert_eq!(
@@ -618,6 +619,7 @@ fn gate_options(dir: &Path, update: UpdateMode, ci: bool) -> GateOptions {
         shard: None,
         inject: None,
         kernels: None,
+        bless_hint: Default::default(),
     }
 }
 

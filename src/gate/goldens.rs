@@ -5,8 +5,6 @@ use crate::compare::{compare, Verdict};
 use crate::error::Result;
 use crate::fingerprint::Fingerprint;
 use crate::golden::{update_action, Golden, GoldenOutcome, Provenance, UpdateAction};
-use std::ffi::OsStr;
-use std::path::{Path, PathBuf};
 
 /// Compares an arm's fresh traces with its golden and writes what the update policy says.
 pub(super) fn check_golden(
@@ -81,22 +79,26 @@ pub(super) fn check_golden(
         .filter(|_| !blessed)
         .map(|p| format!("; wrote {}", p.display()))
         .unwrap_or_default();
+    let bless = opts.bless_hint.command(&exp.path);
+    // `golden accept` only helps when this run wrote a pending golden to accept.
+    let accept = match written.is_some() && !blessed {
+        true => " or `lossdiff golden accept`",
+        false => "",
+    };
     let message = match (outcome, blessed) {
-        (_, true) => format!("blessed {shown} ({outcome:?} before)"),
-        (GoldenOutcome::Missing, _) => format!(
-            "no golden at {shown}{pending}; bless it with `{}` or `lossdiff golden accept`",
-            bless_command(&exp.path)
-        ),
+        (_, true) => format!("blessed {shown} (it was {})", outcome.label()),
+        (GoldenOutcome::Missing, _) => {
+            format!("no golden at {shown}{pending}; bless it with `{bless}`{accept}")
+        }
         (GoldenOutcome::Stale, _) => format!(
-            "golden {shown} is stale: the spec changed since it was blessed (not a divergence){pending}; re-bless with `{}` or `lossdiff golden accept`",
-            bless_command(&exp.path)
+            "golden {shown} is stale: the spec changed since it was blessed (not a divergence){pending}; re-bless with `{bless}`{accept}"
         ),
         (GoldenOutcome::Failed, _) => format!(
-            "{} against golden {shown}{pending}",
+            "{} against golden {shown}{pending}; if the change is intended, bless it with `{bless}`{accept}",
             comparison.as_ref().map_or("diverged".into(), |c| match c.rounding() {
                 Some(r) if c.beyond_rounding() && !matches!(c.verdict, Verdict::Diverged { .. }) =>
                     format!(
-                        "{}, but beyond rounding from step {} ({:.0}× the perturbation spread, p = {:.2e})",
+                        "{}, but beyond rounding from step {} ({:.0}× the perturbation spread, rounding test p = {:.2e})",
                         c.verdict.label(),
                         r.onset_step.unwrap_or_default(),
                         r.ratio,
@@ -130,46 +132,29 @@ pub(super) fn check_golden(
     })
 }
 
-/// Returns the command that re-runs this gate with goldens blessed, for whoever runs it.
-fn bless_command(spec: &Path) -> String {
-    let program = std::env::args_os().next().map(PathBuf::from);
-    bless_command_for(
-        std::env::var("LOSSDIFF_BLESS_COMMAND").ok(),
-        program.as_deref().and_then(Path::file_stem),
-        spec,
-    )
-}
-
-/// Picks the bless command: the caller's own (`LOSSDIFF_BLESS_COMMAND`, which the Python helper
-/// sets to its pytest test), `lossdiff run SPEC` when the program is the CLI, else `cargo test`.
-fn bless_command_for(caller: Option<String>, program: Option<&OsStr>, spec: &Path) -> String {
-    match caller.filter(|c| !c.trim().is_empty()) {
-        Some(c) => c,
-        None if program == Some(OsStr::new("lossdiff")) => {
-            format!("LOSSDIFF_UPDATE=always lossdiff run {}", spec.display())
-        }
-        None => "LOSSDIFF_UPDATE=always cargo test".to_string(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::golden::BlessHint;
+    use std::path::Path;
 
     #[test]
-    fn bless_command_names_the_callers_command() {
+    fn bless_hint_names_the_callers_command() {
         let spec = Path::new("experiments/x.toml");
-        let py = "LOSSDIFF_UPDATE=always python3 -m pytest tests/test_gate.py::test_x";
-        let cli = Some(OsStr::new("lossdiff"));
-        assert_eq!(bless_command_for(Some(py.into()), cli, spec), py);
         assert_eq!(
-            bless_command_for(Some(" ".into()), cli, spec),
-            "LOSSDIFF_UPDATE=always lossdiff run experiments/x.toml"
-        );
-        let test_binary = Some(OsStr::new("gates-0123abcd"));
-        assert_eq!(
-            bless_command_for(None, test_binary, spec),
+            BlessHint::CargoTest.command(spec),
             "LOSSDIFF_UPDATE=always cargo test"
+        );
+        assert_eq!(
+            BlessHint::Cli.command(spec),
+            "lossdiff run experiments/x.toml --bless"
+        );
+        let py = "LOSSDIFF_UPDATE=always python3 -m pytest tests/test_gate.py::test_x";
+        let wrapped = BlessHint::from_wrapper(Some(py.into()), BlessHint::Cli);
+        assert_eq!(wrapped.command(spec), py);
+        // A blank variable is unset: the CLI's own command.
+        assert_eq!(
+            BlessHint::from_wrapper(Some(" ".into()), BlessHint::Cli),
+            BlessHint::Cli
         );
     }
 }

@@ -18,7 +18,7 @@ use crate::config::Kernels;
 use crate::error::{Error, Result};
 use crate::experiment::{Cell, CompareSpec, Experiment, Role, RunRequest};
 use crate::faults::Fault;
-use crate::golden::{is_ci, GoldenOutcome, GoldenStore, UpdateMode};
+use crate::golden::{is_ci, BlessHint, GoldenOutcome, GoldenStore, UpdateMode};
 use crate::runner::{run_all, RunStats, RunnerOptions};
 use crate::trace::Trace;
 use serde::{Deserialize, Serialize};
@@ -28,16 +28,18 @@ mod goldens;
 mod render;
 use render::show;
 mod scale;
+mod terminal;
 
 pub use render::{
-    render_summary, write_report_dir, write_report_dir_reusing, FigureKey, FigurePaths,
-    GateResults, EXPERIMENTS_JSON,
+    write_report_dir, write_report_dir_reusing, FigureKey, FigurePaths, GateResults,
+    EXPERIMENTS_JSON,
 };
 pub use scale::{
     clear_shard_plan, expand_specs, merge_reports, merge_shard_dirs, parse_shard, plan_cells,
     run_all_experiments, shard_plan, write_shard_plan, MergedShards, PlannedCell, ShardPlan,
     SHARD_JSON,
 };
+pub use terminal::{numbers_clause, render_summary, render_verdict_table, verdict_row, VerdictRow};
 
 /// How to run a gate.
 #[derive(Debug, Clone)]
@@ -63,6 +65,8 @@ pub struct GateOptions {
     /// candle's composed ops agree with them). It is not part of the spec, so goldens do not go
     /// stale under it.
     pub kernels: Option<Kernels>,
+    /// Who runs the gate: its hints name this caller's bless command (default: `cargo test`).
+    pub bless_hint: BlessHint,
 }
 
 impl GateOptions {
@@ -80,6 +84,7 @@ impl GateOptions {
             shard: None,
             inject: None,
             kernels: None,
+            bless_hint: BlessHint::CargoTest,
         })
     }
 }
@@ -523,7 +528,7 @@ fn expectation_problems(
     if !c.expected_diverged && !expected_changed && !diverged && rounding_fail {
         if let Some(r) = c.comparison.rounding() {
             problems.push(format!(
-                "beyond rounding from step {} ({:.0}× the perturbation spread, p = {:.2e} after Holm): expected the same math up to rounding (use expect = \"changed\" for a pair that may change numerics within the margin)",
+                "beyond rounding from step {} ({:.0}× the perturbation spread, rounding test p = {:.2e} after Holm): expected the same math up to rounding (use expect = \"changed\" for a pair that may change numerics within the margin)",
                 r.onset_step.unwrap_or_default(),
                 r.ratio,
                 r.p_value

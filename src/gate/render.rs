@@ -222,7 +222,7 @@ pub(super) fn draft_entries(
             Some(c) => comparison_entry(&name, c, g.passed, g.message.clone(), None),
             None => ReportEntry {
                 name: name.clone(),
-                verdict: format!("{:?}", g.outcome).to_lowercase(),
+                verdict: g.outcome.label().to_string(),
                 passed: g.passed,
                 summary: g.message.clone(),
                 numbers: KeyNumbers::default(),
@@ -416,59 +416,6 @@ pub type FigurePaths = Vec<(FigureKey, PathBuf)>;
 
 /// File name of the full gate reports in a report directory.
 pub const EXPERIMENTS_JSON: &str = "experiments.json";
-
-/// Renders the terminal summary: one line per comparison and golden check, verdict first.
-pub fn render_summary(reports: &[&ExperimentReport]) -> String {
-    let mut s = String::new();
-    for r in reports {
-        s += &format!(
-            "{} {}\n",
-            if r.passed { "PASS" } else { "FAIL" },
-            r.experiment
-        );
-        for c in &r.comparisons {
-            s += &format!(
-                "  {} [{}] {} vs {}: {}{}\n",
-                if c.passed { "ok  " } else { "FAIL" },
-                c.cell,
-                c.a,
-                c.b,
-                c.comparison.verdict.describe(),
-                if c.expected_diverged {
-                    " (expected to diverge)"
-                } else {
-                    ""
-                }
-            );
-            let und: Vec<String> = c
-                .comparison
-                .config
-                .undeclared
-                .iter()
-                .map(|d| format!("{} ({} → {})", d.key, show(&d.a), show(&d.b)))
-                .collect();
-            if !und.is_empty() {
-                s += &format!("       undeclared: {}\n", und.join(", "));
-            }
-            for p in &c.problems {
-                s += &format!("       problem: {p}\n");
-            }
-        }
-        for g in &r.goldens {
-            s += &format!(
-                "  {} [{}] {} vs golden: {}\n",
-                if g.passed { "ok  " } else { "FAIL" },
-                g.cell,
-                g.arm,
-                g.message
-            );
-        }
-        for m in &r.missing {
-            s += &format!("  MISSING [{}] {}\n", m.cell, m.describe());
-        }
-    }
-    s
-}
 
 pub(super) fn show(v: &Option<serde_json::Value>) -> String {
     v.as_ref()

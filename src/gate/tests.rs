@@ -40,6 +40,7 @@ fn options(dir: &Path, update: UpdateMode) -> GateOptions {
         shard: None,
         inject: None,
         kernels: None,
+        bless_hint: Default::default(),
     }
 }
 

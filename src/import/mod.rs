@@ -36,6 +36,7 @@
 
 mod collect;
 mod csv;
+mod dir;
 mod hf;
 use crate::json::{self, quote};
 mod jsonl;
@@ -49,6 +50,7 @@ mod real_megatron;
 mod tensorboard;
 mod text;
 
+pub use dir::{read_arms_dir, seed_tag, DirArm, DirRun, REPORT_SUBDIR};
 pub use megatron_golden::{megatron_golden_json, to_megatron_golden};
 
 use collect::{sanitize, Collector, ALIASES};
