@@ -163,6 +163,25 @@ fn run_cases() -> Probe {
         22,
         |x| x[0].t()?.matmul(&x[1]),
     );
+    // The broadcast_matmul weight gradient recomputed by hand from the same inputs and upstream
+    // gradient (seeds 20 and 120): what autograd should produce, before its final transpose.
+    forward(
+        &mut p,
+        "xᵀ·g summed over the batch, by hand (64x192)",
+        || {
+            tensor(20, &[8, 32, c])?
+                .t()?
+                .matmul(&tensor(120, &[8, 32, 3 * c])?)?
+                .sum_keepdim(0)
+        },
+    );
+    with_backward(
+        &mut p,
+        "broadcast_matmul (8x32x64)·(64x192), weight not transposed",
+        &[&[8, 32, c], &[c, 3 * c]],
+        26,
+        |x| x[0].broadcast_matmul(&x[1]),
+    );
     forward(&mut p, "sum_keepdim dim 0 (8x64x192)", || {
         tensor(24, &[8, c, 3 * c])?.sum_keepdim(0)
     });
