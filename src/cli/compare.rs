@@ -579,17 +579,21 @@ fn statistical_lines(c: &Comparison) -> String {
         .map(|a| format!("; a CUSUM monitor would have alarmed at step {a}"))
         .unwrap_or_default();
     let how = match st.onset.method {
-        OnsetMethod::FirstDifferingStep => "bitwise identical before it",
-        OnsetMethod::FromFirstStep => "already far outside the yardstick at the first step",
-        OnsetMethod::StepChange => "a level shift starts there",
-        OnsetMethod::RampStart => "a ramp starts there",
-        OnsetMethod::WindowStart => "no break located: the late window's start",
+        // Bitwise-equal pairs have no departure to date.
+        OnsetMethod::NoDeparture => None,
+        OnsetMethod::FirstDifferingStep => Some("bitwise identical before it"),
+        OnsetMethod::FromFirstStep => Some("already far outside the yardstick at the first step"),
+        OnsetMethod::StepChange => Some("a level shift starts there"),
+        OnsetMethod::RampStart => Some("a ramp starts there"),
+        OnsetMethod::WindowStart => Some("no break located: the late window's start"),
     };
-    let _ = writeln!(
-        s,
-        "               onset: step {} ({how}){alarm}",
-        st.onset.step
-    );
+    if let Some(how) = how {
+        let _ = writeln!(
+            s,
+            "               onset: step {} ({how}){alarm}",
+            st.onset.step
+        );
+    }
     for n in &st.notes {
         let _ = writeln!(s, "               note: {n}");
     }

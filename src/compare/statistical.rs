@@ -79,6 +79,8 @@ pub enum OnsetMethod {
     /// The first steps already sat far outside the yardstick: the departure was there from the
     /// start.
     FromFirstStep,
+    /// Every pair is bitwise equal: there is no departure to date.
+    NoDeparture,
     /// A segmented regression found a level shift starting here.
     StepChange,
     /// A segmented regression found a ramp starting here.
@@ -98,6 +100,19 @@ pub struct Onset {
     pub cusum_alarm_step: Option<u64>,
     /// PELT change points (first step of each new segment), the offline multi-change view.
     pub pelt_steps: Vec<u64>,
+}
+
+impl Onset {
+    /// The onset of bitwise-equal pairs: none, and no alarm (`step` is the first step, so that
+    /// old readers of `summary.json` still find a number).
+    pub fn none(first_step: u64) -> Onset {
+        Onset {
+            step: first_step,
+            method: OnsetMethod::NoDeparture,
+            cusum_alarm_step: None,
+            pelt_steps: Vec::new(),
+        }
+    }
 }
 
 /// One stretch of the run judged against the margin ("whole-curve judgement").
@@ -371,6 +386,10 @@ pub(crate) fn stat_lane(
         .max(MIN_WINDOW_STEPS)
         .min(u);
     let w0 = u - w;
+    let bitwise_equal = data.pairing.is_paired()
+        && (data.pairs.iter()).all(|&(i, j)| {
+            (data.a[i][..u].iter().zip(&data.b[j][..u])).all(|(x, y)| x.to_bits() == y.to_bits())
+        });
     let a_mean = |r: std::ops::Range<usize>| {
         mean(
             &data
@@ -476,7 +495,11 @@ pub(crate) fn stat_lane(
     } else {
         mean(&raw_dbar) >= 0.0
     };
-    let onset = onset::onset(&z, steps, paired_start, w0, up, settings)?;
+    let onset = if bitwise_equal {
+        Onset::none(steps[0])
+    } else {
+        onset::onset(&z, steps, paired_start, w0, up, settings)?
+    };
     let rounding = rounding_parts.map(|r| {
         let p_value = r.test.p_value.max(drift_p);
         let within = p_value >= settings.alpha;
@@ -590,9 +613,11 @@ fn rounding(
     );
     let test = modes::pooled_t(&ms, &es);
     let spread = sd(&es);
+    // How far B sits from A, in roundings: measured from A itself (not from the ensemble's
+    // centre, which a few members never put exactly at zero), so bitwise-equal pairs are 0×.
     let ratio = if spread > 0.0 {
-        (mean(&ms) - mean(&es)).abs() / spread
-    } else if mean(&ms) == mean(&es) {
+        mean(&ms).abs() / spread
+    } else if mean(&ms) == 0.0 {
         0.0
     } else {
         f64::INFINITY

@@ -365,3 +365,37 @@ fn a_huge_finite_loss_is_a_divergence_not_a_statistics_error() {
         }
     ));
 }
+
+/// A golden re-blessed on a new dependency version that changed nothing: the pairs are bitwise
+/// equal, so B sits 0 roundings from A and there is no onset or alarm to report, however the
+/// few perturbation runs happen to fall around A.
+#[test]
+fn bitwise_equal_pairs_are_zero_roundings_away_with_no_onset() {
+    let n = 200;
+    let a: Vec<Trace> = (0..2u64)
+        .map(|s| {
+            trace(
+                "a",
+                s,
+                add(&curve(n), &noise(20 + s, n, 1e-3)),
+                cfg("naive", 0.0),
+            )
+        })
+        .collect();
+    let b = a.clone();
+    // Perturbations that all landed above A (as three chaotic runs can): their centre is not 0.
+    let p: Vec<Trace> = (0..3u64)
+        .map(|k| {
+            let d: Vec<f64> = noise(30 + k, n, 1e-5).iter().map(|v| v + 3e-5).collect();
+            let base = a[0].series[LM_LOSS].values.clone();
+            trace("p", 0, add(&base, &d), cfg("naive", 0.0))
+        })
+        .collect();
+    let c = compare(&a, &b, &p, &[], &CompareSettings::default()).unwrap();
+    assert_eq!(c.verdict, Verdict::Identical);
+    let s = c.statistical.expect("statistical lane");
+    let r = s.rounding.expect("rounding finding");
+    assert!(r.within && r.ratio == 0.0, "{r:?}");
+    assert_eq!(s.onset.method, OnsetMethod::NoDeparture);
+    assert_eq!(s.onset.cusum_alarm_step, None);
+}
