@@ -8,6 +8,7 @@ use std::process::ExitCode;
 static ALLOC: lossdiff::alloc::CountingAlloc = lossdiff::alloc::CountingAlloc;
 
 fn main() -> ExitCode {
+    restore_sigpipe();
     let cli = match lossdiff::cli::parse(std::env::args_os()) {
         Ok(cli) => cli,
         Err(code) => return code,
@@ -36,5 +37,17 @@ fn set_thread_environment(threads: Option<usize>) {
             lossdiff::threads::SPIN_LIMIT_VAR,
             lossdiff::threads::SPIN_LIMIT,
         );
+    }
+}
+
+/// `lossdiff compare a b | head -1` closes the pipe early. Rust ignores SIGPIPE, so the next
+/// `println!` would panic with "failed printing to stdout"; like `cat`, lossdiff instead ends
+/// quietly when nobody reads its output any more.
+fn restore_sigpipe() {
+    #[cfg(unix)]
+    // SAFETY: called first thing in `main`, before any other thread exists; SIG_DFL is a valid
+    // disposition for SIGPIPE.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }

@@ -263,3 +263,24 @@ fn report_on_a_directory_of_traces_writes_a_ticket_ready_report() {
     );
     assert!(dir.path().join("report/junit.xml").exists());
 }
+
+/// `lossdiff compare a b | head -1`: the reader leaves early and the pipe closes. lossdiff stops
+/// quietly, as `cat` would, instead of panicking with "failed printing to stdout".
+#[test]
+fn a_reader_that_leaves_early_gets_no_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = write_jsonl(dir.path(), "a.jsonl", 1..=200, loss);
+    let b = write_jsonl(dir.path(), "b.jsonl", 1..=200, |x| loss(x) * 1.02);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lossdiff"))
+        .args(["compare", s(&a), s(&b)])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Close the read end before lossdiff has printed anything.
+    drop(child.stdout.take());
+    let o = child.wait_with_output().unwrap();
+    let err = stderr(&o);
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(!err.contains("Broken pipe"), "{err}");
+}
