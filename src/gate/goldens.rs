@@ -82,7 +82,7 @@ pub(super) fn check_golden(
         .map(|p| format!("; wrote {}", p.display()))
         .unwrap_or_default();
     let message = match (outcome, blessed) {
-        (_, true) => format!("blessed {shown} ({outcome:?} before)"),
+        (_, true) => format!("blessed {shown} (before: {})", outcome_words(outcome)),
         (GoldenOutcome::Missing, _) => format!(
             "no golden at {shown}{pending}; bless it with `{}` or `lossdiff golden accept`",
             bless_command(&exp.path)
@@ -96,13 +96,13 @@ pub(super) fn check_golden(
             comparison.as_ref().map_or("diverged".into(), |c| match c.rounding() {
                 Some(r) if c.beyond_rounding() && !matches!(c.verdict, Verdict::Diverged { .. }) =>
                     format!(
-                        "{}, but beyond rounding from step {} ({:.0}× the perturbation spread, p = {:.2e})",
+                        "{}, but beyond rounding from step {} ({:.0}× the perturbation spread, p (beyond rounding) = {})",
                         c.verdict.label(),
                         r.onset_step.unwrap_or_default(),
                         r.ratio,
-                        r.p_value
+                        crate::compare::format_p(r.p_value)
                     ),
-                _ => c.verdict.describe(),
+                _ => c.describe(),
             })
         ),
         (GoldenOutcome::Identical, _) => "bitwise identical to the golden".to_string(),
@@ -128,6 +128,17 @@ pub(super) fn check_golden(
         message,
         compared_golden,
     })
+}
+
+/// Names a golden outcome in words for the "blessed" message.
+fn outcome_words(outcome: GoldenOutcome) -> &'static str {
+    match outcome {
+        GoldenOutcome::Missing => "no golden",
+        GoldenOutcome::Stale => "stale",
+        GoldenOutcome::Failed => "failed",
+        GoldenOutcome::Identical => "identical",
+        GoldenOutcome::Passed => "passed",
+    }
 }
 
 /// Returns the command that re-runs this gate with goldens blessed, for whoever runs it.
