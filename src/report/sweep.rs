@@ -446,7 +446,8 @@ fn percent(rel: f64) -> String {
 /// tint just past it to full blue (negative) or red (positive) at `scale.full`.
 fn heat_color(e: f64, scale: &HeatScale) -> RGBColor {
     let beyond = e.abs() - scale.margin;
-    if !(beyond > 0.0) {
+    // NaN (no effect to colour) is white too, hence not `beyond <= 0.0`.
+    if beyond.is_nan() || beyond <= 0.0 {
         return RGBColor(255, 255, 255);
     }
     let span = (scale.full - scale.margin).max(f64::MIN_POSITIVE);
