@@ -81,6 +81,29 @@ pub(crate) fn sane(x: f64) -> bool {
     x.is_finite() && x.abs() <= SANE_MAGNITUDE
 }
 
+/// Where one arm first had a value the other arm did not: NaN, ±inf or beyond
+/// [`SANE_MAGNITUDE`]. Reports say "NaN at step 12 in B" from it rather than a distance that
+/// cannot be computed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NonFiniteAt {
+    /// The common step.
+    pub step: u64,
+    /// The arm with the value: "A" or "B".
+    pub arm: String,
+    /// The value as a reader would name it: "NaN", "+inf", "-inf", or "a value beyond ±1e30".
+    pub value: String,
+}
+
+/// Names a value that is not [`sane`] for a reader.
+fn name_insane(x: f64) -> String {
+    match x {
+        _ if x.is_nan() => "NaN".into(),
+        f64::INFINITY => "+inf".into(),
+        f64::NEG_INFINITY => "-inf".into(),
+        _ => format!("a value beyond ±{SANE_MAGNITUDE:e}"),
+    }
+}
+
 /// A trace that ends before the others (a crash, an early exit, a timeout).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Stopped {
@@ -415,5 +438,22 @@ impl Aligned {
         (0..self.steps.len())
             .find(|&s| finite(&self.a, s) != finite(&self.b, s))
             .map(|s| self.steps[s])
+    }
+
+    /// Returns the step, arm and value of [`Aligned::first_one_sided_non_finite`].
+    pub fn one_sided_non_finite(&self) -> Option<NonFiniteAt> {
+        let step = self.first_one_sided_non_finite()?;
+        let s = self.steps.iter().position(|&x| x == step)?;
+        let (arm, traces) = if self.a.iter().all(|v| sane(v[s])) {
+            ("B", &self.b)
+        } else {
+            ("A", &self.a)
+        };
+        let value = traces.iter().map(|v| v[s]).find(|&x| !sane(x))?;
+        Some(NonFiniteAt {
+            step,
+            arm: arm.into(),
+            value: name_insane(value),
+        })
     }
 }

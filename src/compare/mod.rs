@@ -69,8 +69,9 @@ mod tests;
 mod verdict;
 #[cfg(test)]
 mod verdict_tests;
+pub use verdict::{format_p, P_BEYOND_MARGIN, P_BEYOND_ROUNDING, P_TOST};
 
-pub use align::{Alignment, Pairing, PairingMode, Stopped, SANE_MAGNITUDE};
+pub use align::{Alignment, NonFiniteAt, Pairing, PairingMode, Stopped, SANE_MAGNITUDE};
 pub use configdiff::{diff_configs, ArmId, ConfigDiff, FieldDiff, StochasticWarning};
 pub use evidence::Evidence;
 pub use lanes::{megatron_allowed_failures, ExactLane, ToleranceLane};
@@ -249,6 +250,9 @@ pub struct Comparison {
     pub config: ConfigDiff,
     /// Anything the reader should know (truncations, fallbacks, skipped lanes).
     pub notes: Vec<String>,
+    /// Where one arm first had NaN or ±inf and the other did not, so reports can say which arm.
+    #[serde(default)]
+    pub non_finite: Option<NonFiniteAt>,
 }
 
 impl Comparison {
@@ -456,6 +460,7 @@ pub fn compare(
         statistical,
         config,
         notes,
+        non_finite: data.one_sided_non_finite(),
     })
 }
 

@@ -2,7 +2,26 @@
 //! one-line description. They live with [`Verdict`] so that the gate, the reports and the CLI
 //! print the same words and agree on what passes, instead of each keeping its own copy.
 
-use super::{Direction, Verdict};
+use super::{Comparison, Direction, Verdict};
+
+/// Name of the test behind a `diverged` verdict's p-value: the minimum-effect test of "the
+/// difference is beyond the margin" (adjusted over the run's windows).
+pub const P_BEYOND_MARGIN: &str = "beyond margin";
+/// Name of the equivalence test: two one-sided tests that the late-window difference is inside
+/// the margin.
+pub const P_TOST: &str = "TOST";
+/// Name of the rounding test: B's difference against last-bit perturbations of A.
+pub const P_BEYOND_ROUNDING: &str = "beyond rounding";
+
+/// Formats a p-value as every output shows it: three decimals, scientific below 0.001
+/// (`0.011`, `1.5e-11`), so the same p reads the same in the terminal, a table and a figure.
+pub fn format_p(p: f64) -> String {
+    if p.is_finite() && p > 0.0 && p < 1e-3 {
+        format!("{p:.1e}")
+    } else {
+        format!("{p:.3}")
+    }
+}
 
 impl Verdict {
     /// Returns the one-word label (`identical`, `equivalent`, `inconclusive`, `diverged`) used
@@ -24,7 +43,9 @@ impl Verdict {
     }
 
     /// Returns a one-line description with the verdict's key numbers, e.g. `diverged from step 12
-    /// (B higher, effect +0.500%, beyond-margin p = 1.00e-6)`.
+    /// (B higher, effect +0.500%, p (beyond margin) = 1.0e-6)`. Every p-value names its test in
+    /// the same words the reports use ([`P_BEYOND_MARGIN`]), so a reader can tell the verdict's p
+    /// from TOST's or the rounding test's wherever it appears.
     pub fn describe(&self) -> String {
         match self {
             Verdict::Diverged {
@@ -45,13 +66,13 @@ impl Verdict {
                 match direction {
                     Direction::Higher => "B higher",
                     Direction::Lower => "B lower",
-                    _ => "non-finite value in one arm",
+                    _ => "NaN or ±inf in one arm only",
                 },
                 effect_size
                     .map(|e| format!(", effect {:+.3}%", e * 100.0))
                     .unwrap_or_default(),
                 p_value
-                    .map(|p| format!(", beyond-margin p = {p:.2e}"))
+                    .map(|p| format!(", p ({P_BEYOND_MARGIN}) = {}", format_p(p)))
                     .unwrap_or_default()
             ),
             Verdict::Inconclusive { seeds_needed } => format!(
@@ -61,6 +82,29 @@ impl Verdict {
                     .unwrap_or_default()
             ),
             other => other.label().to_string(),
+        }
+    }
+}
+
+impl Comparison {
+    /// Returns [`Verdict::describe`], naming the arm and the value when one arm went non-finite:
+    /// `diverged at step 12: NaN in B (A finite)` rather than a distance that cannot be computed.
+    pub fn describe(&self) -> String {
+        match (&self.verdict, &self.non_finite) {
+            (
+                Verdict::Diverged {
+                    direction: Direction::NonFinite,
+                    ..
+                },
+                Some(nf),
+            ) => {
+                let other = if nf.arm == "A" { "B" } else { "A" };
+                format!(
+                    "diverged at step {}: {} in {} ({other} finite)",
+                    nf.step, nf.value, nf.arm
+                )
+            }
+            (v, _) => v.describe(),
         }
     }
 }
@@ -91,7 +135,7 @@ mod tests {
         assert_eq!(Verdict::Equivalent.describe(), "equivalent");
         assert_eq!(
             diverged().describe(),
-            "diverged from step 12 (B higher, effect +0.500%, beyond-margin p = 1.00e-6)"
+            "diverged from step 12 (B higher, effect +0.500%, p (beyond margin) = 1.0e-6)"
         );
         assert!(diverged().describe().starts_with(diverged().label()));
     }

@@ -98,13 +98,13 @@ pub(super) fn check_golden(
             comparison.as_ref().map_or("diverged".into(), |c| match c.rounding() {
                 Some(r) if c.beyond_rounding() && !matches!(c.verdict, Verdict::Diverged { .. }) =>
                     format!(
-                        "{}, but beyond rounding from step {} ({:.0}× the perturbation spread, rounding test p = {:.2e})",
+                        "{}, but beyond rounding from step {} ({:.0}× the perturbation spread, p (beyond rounding) = {})",
                         c.verdict.label(),
                         r.onset_step.unwrap_or_default(),
                         r.ratio,
-                        r.p_value
+                        crate::compare::format_p(r.p_value)
                     ),
-                _ => c.verdict.describe(),
+                _ => c.describe(),
             })
         ),
         (GoldenOutcome::Identical, _) => "bitwise identical to the golden".to_string(),

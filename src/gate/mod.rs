@@ -523,15 +523,15 @@ fn expectation_problems(
         );
     }
     if !c.expected_diverged && diverged && (holm_fail || is_non_finite(&c.comparison.verdict)) {
-        problems.push(c.comparison.verdict.describe());
+        problems.push(c.comparison.describe());
     }
     if !c.expected_diverged && !expected_changed && !diverged && rounding_fail {
         if let Some(r) = c.comparison.rounding() {
             problems.push(format!(
-                "beyond rounding from step {} ({:.0}× the perturbation spread, rounding test p = {:.2e} after Holm): expected the same math up to rounding (use expect = \"changed\" for a pair that may change numerics within the margin)",
+                "beyond rounding from step {} ({:.0}× the perturbation spread, p (beyond rounding, Holm-adjusted) = {}): expected the same math up to rounding (use expect = \"changed\" for a pair that may change numerics within the margin)",
                 r.onset_step.unwrap_or_default(),
                 r.ratio,
-                r.p_value
+                crate::compare::format_p(r.p_value)
             ));
         }
     }

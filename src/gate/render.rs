@@ -269,10 +269,10 @@ fn labelled(mut fig: ComparisonFigure, a: &str, b: &str) -> ComparisonFigure {
 fn arm_comparison_summary(c: &ArmComparison) -> String {
     let mut s = comparison_summary(&c.a, &c.b, &c.comparison);
     if c.expected_diverged {
-        s += " This cell is expected to diverge.";
+        s += "\nThis cell is expected to diverge.";
     }
     for p in &c.problems {
-        s += &format!(" Problem: {p}.");
+        s += &format!("\nProblem: {p}.");
     }
     s
 }
@@ -338,6 +338,7 @@ fn sweep_figure(report: &ExperimentReport, cells: &[(Cell, CellTraces)]) -> Opti
                 .statistical
                 .as_ref()
                 .and_then(|l| l.relative_difference),
+            relative_margin: crate::report::relative_margin(&c.comparison),
         });
     }
     Some(SweepFigure {

@@ -357,13 +357,9 @@ pub(super) fn fmt_signed(v: f64) -> String {
     }
 }
 
-/// Formats a p-value: two significant digits, scientific below 0.001.
+/// Formats a p-value as every output does ([`crate::compare::format_p`]).
 pub(super) fn fmt_p(p: f64) -> String {
-    if p.is_finite() && p > 0.0 && p < 1e-3 {
-        format!("{p:.1e}")
-    } else {
-        format!("{p:.3}")
-    }
+    crate::compare::format_p(p)
 }
 
 /// Drops trailing zeros after a decimal point ("1.50" → "1.5", "2.00" → "2").

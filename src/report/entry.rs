@@ -7,7 +7,10 @@
 //! p-values come from the `Comparison`, and whether the entry passes from the caller.
 
 use super::{ArmCurves, ComparisonFigure, Curve, DiffCurve, FigureSource, KeyNumbers, ReportEntry};
-use crate::compare::{BandSource, Comparison, FieldDiff, OnsetMethod, Verdict};
+use crate::compare::{
+    format_p, BandSource, Comparison, FieldDiff, OnsetMethod, StatLane, Verdict, Yardstick,
+    P_BEYOND_MARGIN, P_BEYOND_ROUNDING, P_TOST,
+};
 use crate::trace::{Trace, LR};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -194,24 +197,52 @@ fn diff_curve(a: &[Trace], b: &[Trace], perturbation: &[Trace], c: &Comparison) 
 /// Returns the header numbers of a comparison, shown alike on its figure and in its entry.
 fn key_numbers(c: &Comparison) -> KeyNumbers {
     let onset = located_onset(c);
+    let tolerance_pass = Some(c.tolerance.pass);
     let Some(s) = &c.statistical else {
         return KeyNumbers {
             onset_step: onset,
+            tolerance_pass,
             ..KeyNumbers::default()
         };
     };
-    let p_value = match c.verdict {
-        Verdict::Identical => None,
-        Verdict::Diverged { p_value, .. } => p_value,
-        Verdict::Equivalent => Some(s.tost_p_value),
-        Verdict::Inconclusive { .. } => Some(s.divergence_p_value),
+    let beyond_margin = || format!("{P_BEYOND_MARGIN}, {}", deciding_window(s));
+    let (p_value, p_test) = match c.verdict {
+        Verdict::Identical => (None, None),
+        Verdict::Diverged { p_value, .. } => (p_value, p_value.map(|_| beyond_margin())),
+        Verdict::Equivalent => (Some(s.tost_p_value), Some(format!("{P_TOST}, late window"))),
+        Verdict::Inconclusive { .. } => (Some(s.divergence_p_value), Some(beyond_margin())),
     };
     KeyNumbers {
         onset_step: onset,
         effect_size: (!matches!(c.verdict, Verdict::Identical)).then_some(s.late_difference),
         p_value,
         margin: Some(s.margin),
+        p_test,
+        tolerance_pass,
     }
+}
+
+/// Returns the window whose beyond-margin p is the lane's divergence p (the smallest adjusted
+/// one): "late window", or "steps a–b" for an earlier one.
+fn deciding_window(s: &StatLane) -> String {
+    // Reversed, so a tie (every window at p = 1, say) names the late window.
+    let best = (s.windows.iter().enumerate().rev())
+        .min_by(|x, y| x.1.p_beyond_adjusted.total_cmp(&y.1.p_beyond_adjusted));
+    match best {
+        Some((i, w)) if i + 1 < s.windows.len() => {
+            format!("steps {}–{}", w.first_step, w.last_step)
+        }
+        _ => "late window".into(),
+    }
+}
+
+/// Returns a comparison's margin relative to A's late-window level (`margin / |A|`), the scale
+/// a sweep heat map draws relative effects against; `None` without a statistical lane or when
+/// A's level is 0.
+pub fn relative_margin(c: &Comparison) -> Option<f64> {
+    let s = c.statistical.as_ref()?;
+    let level = s.late_mean_a.abs();
+    (level > 0.0 && s.margin.is_finite()).then(|| s.margin / level)
 }
 
 /// Returns the onset of a divergence when a detector located it. A `WindowStart` onset is the
@@ -325,31 +356,94 @@ pub fn comparison_entry_with_figure(
     ))
 }
 
-/// Returns one paragraph about the comparison of `b` against `a` for a reader who never ran
-/// lossdiff: the verdict, then the exact, tolerance and statistical lanes.
+/// Returns the comparison of `b` against `a` for a reader who never ran lossdiff, as short lines
+/// (one fact each, joined by `\n`; the pages show them as a list): the verdict, then the exact,
+/// tolerance and statistical lanes, every p-value with its test, and the rounding finding.
 pub fn comparison_summary(a: &str, b: &str, c: &Comparison) -> String {
-    let mut s = format!("{b} vs {a}: {}", c.verdict.describe());
-    s += &format!(
-        ". Exact lane: {}. Megatron rtol {} rule: {} ({} failing steps, {} allowed).",
-        match c.exact.first_differing_step {
-            None => "bitwise identical".to_string(),
-            Some(step) => format!(
-                "first differing step {step}, max relative difference {:.2e}",
-                c.exact.max_rel_diff
-            ),
-        },
+    let mut lines = vec![format!("{b} vs {a}: {}", c.describe())];
+    lines.push(exact_line(c));
+    lines.push(format!(
+        "tolerance: Megatron's rtol {} rule {} ({} failing steps, {} allowed)",
         c.tolerance.rtol,
-        if c.tolerance.pass { "pass" } else { "FAIL" },
+        if c.tolerance.pass { "passes" } else { "fails" },
         c.tolerance.failing_steps,
         c.tolerance.allowed_failures
-    );
+    ));
     if let Some(l) = &c.statistical {
+        lines.push(format!(
+            "statistical ({}): late-window difference {:+.3e} against a margin of ±{:.3e}",
+            yardstick_text(&l.yardstick),
+            l.late_difference,
+            l.margin
+        ));
+        lines.push(format!(
+            "p ({P_BEYOND_MARGIN}, {}) = {}; p ({P_TOST}, late window) = {}",
+            deciding_window(l),
+            format_p(l.divergence_p_value),
+            format_p(l.tost_p_value)
+        ));
+        if let Some(r) = &l.rounding {
+            let finding = match (r.within, r.onset_step) {
+                (true, _) => "within rounding".to_string(),
+                (false, Some(k)) => format!("beyond rounding from step {k}"),
+                (false, None) => "beyond rounding".to_string(),
+            };
+            lines.push(format!(
+                "rounding: {finding} ({} the perturbation spread, p ({P_BEYOND_ROUNDING}) = {})",
+                ratio_text(r.ratio),
+                format_p(r.p_value)
+            ));
+        }
+    }
+    lines.join("\n")
+}
+
+/// Returns the exact lane's line; a non-finite value is named with its step and arm, since no
+/// distance can be computed past it.
+fn exact_line(c: &Comparison) -> String {
+    let mut s = match c.exact.first_differing_step {
+        None => "exact: bitwise identical".to_string(),
+        Some(step) => format!(
+            "exact: first differing step {step}, max relative difference {:.2e}",
+            c.exact.max_rel_diff
+        ),
+    };
+    if let Some(nf) = &c.non_finite {
         s += &format!(
-            " Statistical lane ({:?} yardstick): late-window difference {:+.3e} against a margin of ±{:.3e}; divergence p = {:.2e}, TOST p = {:.2e}.",
-            l.yardstick, l.late_difference, l.margin, l.divergence_p_value, l.tost_p_value
+            " over the finite steps; {} at step {} in {}",
+            nf.value, nf.step, nf.arm
         );
     }
     s
+}
+
+/// Describes the yardstick in words, e.g. "4 last-bit perturbations of A, 3 pairs".
+fn yardstick_text(y: &Yardstick) -> String {
+    let plural =
+        |n: usize, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
+    match *y {
+        Yardstick::Perturbation { ensemble, pairs } => format!(
+            "{} of A, {}",
+            plural(ensemble, "last-bit perturbation", "last-bit perturbations"),
+            plural(pairs, "pair", "pairs")
+        ),
+        Yardstick::Seeds { a, b, paired } => format!(
+            "{a} vs {b} seeds, {}",
+            if paired { "paired" } else { "unpaired (Welch)" }
+        ),
+        Yardstick::SingleCurve => "one curve per arm".into(),
+    }
+}
+
+/// Formats how many perturbation spreads a difference is ("0.6×", "1200×", "no spread").
+fn ratio_text(r: f64) -> String {
+    if !r.is_finite() {
+        "infinitely many times (the ensemble has no spread)".into()
+    } else if r < 10.0 {
+        format!("{r:.1}×")
+    } else {
+        format!("{r:.0}×")
+    }
 }
 
 #[cfg(test)]

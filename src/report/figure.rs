@@ -4,6 +4,7 @@
 
 use super::draw::{self, Area, Bounds, Chart, ARM_A, ARM_B, DIFF, FONT, GREY_TEXT, NOISE, RED};
 use super::legend::{draw_legend, draw_text_box, LegendItem, TextBox};
+use super::marks::gate_badge;
 use super::{ArmCurves, ComparisonFigure, DiffCurve, KeyNumbers};
 use crate::error::Result;
 use plotters::coord::ranged1d::{AsRangedCoord, ValueFormatter};
@@ -64,9 +65,11 @@ fn validate(fig: &ComparisonFigure) -> Result<()> {
     Ok(())
 }
 
-/// Returns the header's numbers line, e.g. "onset step 420 · late Δ +0.08 · p = 1.2e-4"; the
-/// late-window difference and the margin are in the metric's units.
-pub(super) fn numbers_line(n: &KeyNumbers, passed: bool) -> String {
+/// Returns the header's numbers line, e.g. "onset step 420 · late Δ +0.08 · p (beyond margin,
+/// late window) = 1.2e-4 · margin ±0.02"; the late-window difference and the margin are in the
+/// metric's units, and the p-value names its test. The gate badge is separate
+/// ([`gate_badge`](super::marks::gate_badge)).
+pub(super) fn numbers_line(n: &KeyNumbers) -> String {
     let mut parts = Vec::new();
     if let Some(s) = n.onset_step {
         parts.push(format!("onset step {s}"));
@@ -75,13 +78,21 @@ pub(super) fn numbers_line(n: &KeyNumbers, passed: bool) -> String {
         parts.push(format!("late Δ {}", draw::fmt_signed(e)));
     }
     if let Some(p) = n.p_value {
-        parts.push(format!("p = {}", draw::fmt_p(p)));
+        parts.push(format!("{} = {}", p_name(n), draw::fmt_p(p)));
     }
     if let Some(m) = n.margin {
         parts.push(format!("margin ±{}", draw::fmt_num(m)));
     }
-    parts.push(if passed { "gate: pass" } else { "gate: FAIL" }.to_string());
-    parts.join("   ·   ")
+    parts.join("  ·  ")
+}
+
+/// Returns how a p-value is named: "p (TOST, late window)", or a bare "p" when the test is not
+/// known (an entry written by an older lossdiff).
+fn p_name(n: &KeyNumbers) -> String {
+    match &n.p_test {
+        Some(t) => format!("p ({t})"),
+        None => "p".into(),
+    }
 }
 
 /// Draws the title, the verdict badge in its colour and the key numbers.
@@ -113,18 +124,37 @@ pub(super) fn draw_header(
     .map_err(&err)?;
     area.draw_text(&label, &badge_font, (40, 71))
         .map_err(&err)?;
-    let num_font = (FONT, 24).into_font().color(&BLACK);
-    area.draw_text(
-        &numbers_line(numbers, passed),
-        &num_font,
-        (24 + badge_w + 24, 72),
-    )
-    .map_err(&err)?;
+    // Numbers on one line, the gate badge (with its reason) under them, both shrunk to fit.
+    let x = 24 + badge_w + 24;
+    let room = (w as i32 - x - 24).max(0) as u32;
+    let gate = gate_badge(verdict, passed, numbers);
+    let gate_color = if passed { draw::GREEN } else { draw::RED };
+    for (text, y, color, style) in [
+        (numbers_line(numbers), 60, BLACK, FontStyle::Normal),
+        (gate, 90, gate_color, FontStyle::Bold),
+    ] {
+        let font = fitting_font(area, &text, room, style);
+        area.draw_text(&text, &font.color(&color), (x, y))
+            .map_err(&err)?;
+    }
     let (w, h) = area.dim_in_pixel();
     let rule = [(0, h as i32 - 2), (w as i32, h as i32 - 2)];
     area.draw(&PathElement::new(rule, color.stroke_width(3)))
         .map_err(&err)?;
     Ok(())
+}
+
+/// Returns the largest font from 24 px down to 14 px in which `text` fits `room` pixels.
+fn fitting_font<'a>(area: &Area<'_>, text: &str, room: u32, style: FontStyle) -> FontDesc<'a> {
+    let mut size = 24;
+    while size > 14 {
+        let font = (FONT, size, style).into_font();
+        match area.estimate_text_size(text, &font.clone().into_text_style(area)) {
+            Ok((tw, _)) if tw > room => size -= 2,
+            _ => break,
+        }
+    }
+    (FONT, size, style).into_font()
 }
 
 /// Shortens `text` with a middle ellipsis until `width_of` it is at most `max` pixels, so a long
@@ -597,11 +627,12 @@ mod tests {
             effect_size: Some(0.083),
             p_value: Some(1.2e-4),
             margin: Some(0.02),
+            p_test: Some("beyond margin, late window".into()),
+            tolerance_pass: Some(true),
         };
-        let s = numbers_line(&n, false);
         assert_eq!(
-            s,
-            "onset step 420   ·   late Δ +0.083   ·   p = 1.2e-4   ·   margin ±0.02   ·   gate: FAIL"
+            numbers_line(&n),
+            "onset step 420  ·  late Δ +0.083  ·  p (beyond margin, late window) = 1.2e-4  ·  margin ±0.02"
         );
     }
 }

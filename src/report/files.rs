@@ -338,11 +338,12 @@ mod tests {
     fn index_md_has_the_table_failures_first_and_relative_image_links() {
         let (_tmp, paths) = written();
         let md = std::fs::read_to_string(&paths.index_md).unwrap();
-        assert!(md.contains("| Verdict | Comparison | Onset step | Effect | p | Margin |"));
-        let fail_row = md.find("| ❌ diverged |").expect("failing row");
-        let pass_row = md.find("| ✅ equivalent |").expect("passing row");
+        assert!(md.contains("| Verdict | Comparison | Onset step | Effect | p (test) | Margin |"));
+        let fail_row = md.find("| FAIL diverged |").expect("failing row");
+        let pass_row = md.find("| PASS equivalent |").expect("passing row");
         assert!(fail_row < pass_row, "failures are listed first");
-        assert!(md.contains("| ⚠️ inconclusive | bf16 | – | – | – | – |"));
+        assert!(md.contains("| WARN inconclusive | bf16 | – | – | – | – |"));
+        assert!(md.contains("| 0.610 (TOST, late window) |"), "{md}");
         assert!(md.contains("](figures/flash-vs-naive.png)"));
         assert!(md.contains("](figures/dropout_slip_friends.png)"), "{md}");
         assert!(md.contains("- model.attention\\_dropout: 0.0 → 0.1"));
@@ -372,7 +373,8 @@ mod tests {
             html.contains("class=\"alarm\""),
             "undeclared differences are boxed"
         );
-        assert!(html.contains("<td class=\"warn\">⚠️ inconclusive</td>"));
+        assert!(html.contains("<td class=\"warn\"><span class=\"mark warn\"><svg"));
+        assert!(html.contains("WARN</span> inconclusive</td>"));
     }
 
     #[test]

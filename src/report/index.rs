@@ -4,6 +4,7 @@
 use super::escape::{base64, html, md};
 use super::figure::numbers_line;
 use super::files::{Figures, GateDecision, ReportEntry, ReportInput};
+use super::marks::{gate_badge, Mark};
 use super::{draw, KeyNumbers};
 use std::fmt::Write as _;
 
@@ -14,16 +15,39 @@ fn failures_first(entries: &[ReportEntry]) -> Vec<usize> {
     idx
 }
 
-/// Returns a verdict with a pass/fail mark, e.g. "❌ diverged".
+/// Returns an entry's status mark.
+fn mark(e: &ReportEntry) -> Mark {
+    Mark::of(&e.verdict, e.passed)
+}
+
+/// Returns a verdict with its status as text, e.g. "FAIL diverged" (`index.md`'s marks).
 fn marked(e: &ReportEntry) -> String {
-    let mark = if !e.passed {
-        "❌"
-    } else if e.verdict.to_ascii_lowercase().contains("inconclusive") {
-        "⚠️"
+    format!("{} {}", mark(e).word(), verdict_text(e))
+}
+
+/// Returns the verdict as the table shows it: a divergence that passes says it was expected.
+fn verdict_text(e: &ReportEntry) -> String {
+    if e.passed && e.verdict == "diverged" {
+        "diverged (expected)".into()
     } else {
-        "✅"
-    };
-    format!("{mark} {}", e.verdict)
+        e.verdict.clone()
+    }
+}
+
+/// Returns an entry's details: its summary's lines, each one fact.
+fn details(e: &ReportEntry) -> impl Iterator<Item = &str> {
+    e.summary.lines().map(str::trim).filter(|l| !l.is_empty())
+}
+
+/// Returns the line under an entry's heading: the gate badge, then the key numbers.
+fn badge_line(e: &ReportEntry) -> String {
+    let numbers = numbers_line(&e.numbers);
+    let badge = gate_badge(&e.verdict, e.passed, &e.numbers);
+    if numbers.is_empty() {
+        badge
+    } else {
+        format!("{badge}  ·  {numbers}")
+    }
 }
 
 /// Returns the table cells for the key numbers: onset, effect, p, margin ("–" when unknown).
@@ -32,7 +56,10 @@ pub(super) fn number_cells(n: &KeyNumbers) -> [String; 4] {
     [
         n.onset_step.map_or_else(dash, |s| s.to_string()),
         n.effect_size.map_or_else(dash, draw::fmt_signed),
-        n.p_value.map_or_else(dash, draw::fmt_p),
+        n.p_value.map_or_else(dash, |p| match &n.p_test {
+            Some(t) => format!("{} ({t})", draw::fmt_p(p)),
+            None => draw::fmt_p(p),
+        }),
         n.margin
             .map_or_else(dash, |m| format!("±{}", draw::fmt_num(m))),
     ]
@@ -64,7 +91,7 @@ pub(super) fn index_md(report: &ReportInput, figs: &Figures) -> String {
         md(&report.timestamp),
         report.entries.len()
     );
-    s.push_str("| Verdict | Comparison | Onset step | Effect | p | Margin |\n");
+    s.push_str("| Verdict | Comparison | Onset step | Effect | p (test) | Margin |\n");
     s.push_str("|---|---|---|---|---|---|\n");
     for &i in &failures_first(&report.entries) {
         let e = &report.entries[i];
@@ -93,12 +120,16 @@ pub(super) fn index_md(report: &ReportInput, figs: &Figures) -> String {
     s
 }
 
-/// Appends one entry's section to `index.md`.
+/// Appends one entry's section to `index.md`: heading, badge and numbers, details as a list.
 fn md_section(s: &mut String, e: &ReportEntry, figure: Option<&str>) {
     let _ = writeln!(s, "\n## {}\n", md(&format!("{}: {}", e.name, marked(e))));
-    let _ = writeln!(s, "{}\n", md(&numbers_line(&e.numbers, e.passed)));
-    if !e.summary.is_empty() {
-        let _ = writeln!(s, "{}\n", md(&e.summary));
+    let _ = writeln!(s, "**{}**\n", md(&badge_line(e)));
+    let lines: Vec<&str> = details(e).collect();
+    if !lines.is_empty() {
+        for l in lines {
+            let _ = writeln!(s, "- {}", md(l));
+        }
+        s.push('\n');
     }
     md_list(
         s,
@@ -168,16 +199,17 @@ fn img(figs: &Figures, rel: &str, alt: &str) -> String {
 
 /// Appends the summary table: verdict first, failures first.
 fn html_table(s: &mut String, entries: &[ReportEntry]) {
-    s.push_str("<table><tr><th>Verdict</th><th>Comparison</th><th>Onset step</th><th>Effect</th><th>p</th><th>Margin</th></tr>\n");
+    s.push_str("<table><tr><th>Verdict</th><th>Comparison</th><th>Onset step</th><th>Effect</th><th>p (test)</th><th>Margin</th></tr>\n");
     for &i in &failures_first(entries) {
         let e = &entries[i];
-        let cls = match (e.passed, marked(e).starts_with('⚠')) {
-            (false, _) => "fail",
-            (true, true) => "warn",
-            (true, false) => "pass",
-        };
-        let (verdict, name) = (html(&marked(e)), html(&e.name));
-        let _ = write!(s, "<tr><td class=\"{cls}\">{verdict}</td><td>{name}</td>");
+        let m = mark(e);
+        let (verdict, name) = (html(&verdict_text(e)), html(&e.name));
+        let _ = write!(
+            s,
+            "<tr><td class=\"{}\">{} {verdict}</td><td>{name}</td>",
+            m.class(),
+            m.html()
+        );
         for c in number_cells(&e.numbers) {
             let _ = write!(s, "<td>{}</td>", html(&c));
         }
@@ -186,16 +218,20 @@ fn html_table(s: &mut String, entries: &[ReportEntry]) {
     s.push_str("</table>\n");
 }
 
-/// Appends one entry's section: heading, numbers, summary, differences, figure.
+/// Appends one entry's section: heading, badge and numbers, details, differences, figure.
 fn html_section(s: &mut String, e: &ReportEntry, figure: Option<&str>, figs: &Figures) {
-    let _ = writeln!(
-        s,
-        "<h2>{}</h2>",
-        html(&format!("{}: {}", e.name, marked(e)))
-    );
-    let numbers = html(&numbers_line(&e.numbers, e.passed));
-    let _ = writeln!(s, "<p><b>{numbers}</b></p>");
-    let _ = writeln!(s, "<p>{}</p>", html(&e.summary));
+    let m = mark(e);
+    let heading = html(&format!("{}: {}", e.name, e.verdict));
+    let _ = writeln!(s, "<h2>{} {heading}</h2>", m.html());
+    let _ = writeln!(s, "<p><b>{}</b></p>", html(&badge_line(e)));
+    let lines: Vec<&str> = details(e).collect();
+    if !lines.is_empty() {
+        s.push_str("<ul class=\"details\">");
+        for l in lines {
+            let _ = write!(s, "<li>{}</li>", html(l));
+        }
+        s.push_str("</ul>\n");
+    }
     let undeclared = &e.undeclared_differences;
     html_list(s, "Undeclared config differences", undeclared, true);
     html_list(
@@ -213,7 +249,9 @@ fn html_section(s: &mut String, e: &ReportEntry, figure: Option<&str>, figs: &Fi
 const CSS: &str = "body{font-family:sans-serif;max-width:1700px;margin:2em auto;padding:0 1em}\
 table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 10px;text-align:left}\
 .fail{color:#c81e1e;font-weight:bold}.pass{color:#1e8c3c}.warn{color:#d79100}.gate{font-size:1.3em}\
-.alarm{border:3px solid #c81e1e;background:#ffebeb;padding:.5em 1em}img{max-width:100%}";
+.alarm{border:3px solid #c81e1e;background:#ffebeb;padding:.5em 1em}img{max-width:100%}\
+.mark{display:inline-flex;align-items:center;gap:4px;font-weight:bold;white-space:nowrap}\
+.mark svg{flex:none}.details li{margin:2px 0}";
 
 /// Appends a heading and a list, boxed in red when `alarm` and the list is not empty.
 fn html_list(s: &mut String, heading: &str, items: &[String], alarm: bool) {

@@ -3,6 +3,7 @@
 
 use super::escape::xml;
 use super::figure::numbers_line;
+use super::marks::gate_badge;
 use super::ReportInput;
 use std::fmt::Write as _;
 
@@ -28,9 +29,10 @@ pub(super) fn junit_xml(report: &ReportInput) -> String {
             xml(&e.name)
         );
         let mut details = format!(
-            "verdict: {}\n{}",
+            "verdict: {}\n{}\n{}",
             e.verdict,
-            numbers_line(&e.numbers, e.passed)
+            gate_badge(&e.verdict, e.passed, &e.numbers),
+            numbers_line(&e.numbers)
         );
         for d in &e.undeclared_differences {
             let _ = write!(details, "\nundeclared config difference: {d}");
@@ -48,9 +50,9 @@ pub(super) fn junit_xml(report: &ReportInput) -> String {
             let _ = writeln!(
                 s,
                 ">\n      <failure message=\"{}\" type=\"{}\">{}</failure>\n    </testcase>",
-                xml(&e.summary),
+                xml(e.summary.lines().next().unwrap_or_default()),
                 xml(&e.verdict),
-                xml(&details)
+                xml(&format!("{details}\n{}", e.summary))
             );
         }
     }

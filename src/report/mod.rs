@@ -33,13 +33,16 @@ mod files;
 mod index;
 mod junit;
 mod legend;
+mod marks;
 mod sweep;
 #[cfg(test)]
 mod testdata;
+#[cfg(test)]
+mod wording_tests;
 
 pub use entry::{
     comparison_entry, comparison_entry_with_figure, comparison_figure, comparison_summary,
-    value_text,
+    relative_margin, value_text,
 };
 pub use figure::render_comparison;
 pub use files::{
@@ -66,6 +69,13 @@ pub struct KeyNumbers {
     pub p_value: Option<f64>,
     /// Equivalence margin the verdict was judged against.
     pub margin: Option<f64>,
+    /// The test `p_value` comes from, as every output names it next to the number, e.g.
+    /// "TOST, late window" or "beyond margin, steps 21–40" (`p (TOST, late window) = 1.5e-11`).
+    #[serde(default)]
+    pub p_test: Option<String>,
+    /// Whether Megatron-LM's rtol rule passed, so a gate badge can say why it disagrees.
+    #[serde(default)]
+    pub tolerance_pass: Option<bool>,
 }
 
 /// A plain series: one value per step. Values may be non-finite; they are drawn as gaps.
@@ -183,6 +193,9 @@ pub struct SweepCell {
     pub onset: Option<u64>,
     /// Relative late-window effect `(B − A) / |A|`, the heat map's colour.
     pub effect_size: Option<f64>,
+    /// The margin relative to A's level (`margin / |A|`): effects inside it are drawn white.
+    #[serde(default)]
+    pub relative_margin: Option<f64>,
 }
 
 /// A sweep: one A/B comparison per combination of one or two config values.

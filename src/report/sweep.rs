@@ -2,7 +2,7 @@
 //! plot per run (shared axes, failing cells tinted red), and a compact heat map of effect size.
 
 use super::draw::{self, Area, Bounds, ARM_A, ARM_B, DIFF, FONT, GREY_TEXT, NOISE, RED};
-use super::figure::{add_arm, build_chart, draw_arm};
+use super::figure::{add_arm, build_chart, draw_arm, fit_text};
 use super::legend::{draw_legend, LegendItem};
 use super::{invalid, SweepCell, SweepFigure};
 use crate::error::Result;
@@ -345,9 +345,12 @@ fn cell_diff(area: &Area<'_>, name: &str, cell: &SweepCell, axes: &SharedAxes) -
 
 /// Renders a compact heat map of effect size over the sweep's one or two axes, as PNG bytes.
 ///
-/// Each cell shows its effect size (signed) and verdict; colour runs from blue (negative) through
-/// white to red (positive), scaled to the largest |effect|. Cells without an effect size are grey
-/// and say "n/a"; failing cells get a thick red border. A colour bar shows the scale.
+/// Each cell shows its effect size (signed) and verdict. Colour is measured in margins: a cell
+/// whose |effect| is within its margin is white (what "equivalent" looks like, however the
+/// numbers compare among themselves), beyond it a tint from pale to full blue (negative) or red
+/// (positive), full at the largest |effect| (or at twice the margin, when that is larger).
+/// Cells without an effect size are grey and say "n/a"; failing cells get a thick red border. A
+/// colour bar shows the scale with the margin marked. The two-line title is shortened to fit.
 ///
 /// # Errors
 /// [`Error::InvalidFigure`](crate::Error::InvalidFigure) when a cell's coordinates are not on the
@@ -356,28 +359,16 @@ pub fn render_sweep_heatmap(fig: &SweepFigure) -> Result<Vec<u8>> {
     let lay = layout(fig)?;
     let left = if fig.axes.len() == 2 { 220 } else { 40 };
     let (cw, ch) = HEAT_CELL;
-    let w = (left + cw * lay.cols as u32 + 200).max(700);
+    let w = (left + cw * lay.cols as u32 + 240).max(760);
     let h = 150 + ch * lay.rows as u32 + 30;
-    let scale = fig
-        .cells
-        .iter()
-        .filter_map(|c| c.effect_size)
-        .filter(|e| e.is_finite())
-        .fold(0.0f64, |m, e| m.max(e.abs()));
+    let scale = HeatScale::of(fig);
     draw::render_png(&fig.title, (w, h), |root| {
-        let err = draw::render_err(&fig.title);
-        let title = (FONT, 26, FontStyle::Bold).into_font().color(&BLACK);
-        root.draw_text(
-            &format!("{}: relative late-window effect (B − A) / |A|", fig.title),
-            &title,
-            (20, 14),
-        )
-        .map_err(&err)?;
+        heat_title(root, fig, &scale)?;
         heat_labels(root, &fig.title, &lay, left as i32)?;
         for (cell, &(c, r)) in fig.cells.iter().zip(&lay.at) {
             let x0 = left as i32 + (c as u32 * cw) as i32;
             let y0 = 150 + (r as u32 * ch) as i32;
-            heat_cell(root, &fig.title, cell, (x0, y0), scale)?;
+            heat_cell(root, &fig.title, cell, (x0, y0), &scale)?;
         }
         let bar_x = left as i32 + (cw * lay.cols as u32) as i32 + 40;
         color_bar(
@@ -385,24 +376,88 @@ pub fn render_sweep_heatmap(fig: &SweepFigure) -> Result<Vec<u8>> {
             &fig.title,
             (bar_x, 150),
             (ch * lay.rows as u32) as i32,
-            scale,
+            &scale,
         )
     })
 }
 
-/// Returns the heat-map colour of an effect: blue for negative, white at 0, red for positive.
-fn heat_color(e: f64, scale: f64) -> RGBColor {
-    let t = if scale > 0.0 {
-        (e / scale).clamp(-1.0, 1.0)
+/// How a heat map turns an effect into a colour: white within `margin`, full colour at `full`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct HeatScale {
+    /// The relative margin (the largest of the cells'; 0 when no cell has one).
+    margin: f64,
+    /// The |effect| drawn in full colour; above `margin`.
+    full: f64,
+}
+
+impl HeatScale {
+    /// Reads the scale off the cells: their largest margin and largest finite |effect|.
+    fn of(fig: &SweepFigure) -> Self {
+        let finite = |v: Option<f64>| v.filter(|x| x.is_finite()).map(f64::abs);
+        let max = |it: &mut dyn Iterator<Item = f64>| it.fold(0.0f64, f64::max);
+        let margin = max(&mut fig.cells.iter().filter_map(|c| finite(c.relative_margin)));
+        let largest = max(&mut fig.cells.iter().filter_map(|c| finite(c.effect_size)));
+        Self::new(margin, largest)
+    }
+
+    /// Builds a scale with full colour at `largest`, and at least at twice the margin so a
+    /// cell just past the margin is pale rather than saturated.
+    fn new(margin: f64, largest: f64) -> Self {
+        let full = largest.max(2.0 * margin);
+        let full = if full > 0.0 { full } else { 1.0 };
+        HeatScale { margin, full }
+    }
+}
+
+/// Draws the heat map's title on two lines, each shortened with "…" to fit the figure: the
+/// sweep's name, then what the colour means.
+fn heat_title(root: &Area<'_>, fig: &SweepFigure, scale: &HeatScale) -> Result<()> {
+    let err = draw::render_err(&fig.title);
+    let (w, _) = root.dim_in_pixel();
+    let room = w.saturating_sub(40);
+    let what = if scale.margin > 0.0 {
+        format!(
+            "relative late-window effect (B − A) / |A|; white = within the margin ±{}",
+            percent(scale.margin)
+        )
     } else {
-        0.0
+        "relative late-window effect (B − A) / |A|".to_string()
     };
-    let (r, g, b) = if t >= 0.0 {
+    for (text, size, style, y) in [
+        (fig.title.as_str(), 26, FontStyle::Bold, 12),
+        (what.as_str(), 18, FontStyle::Normal, 46),
+    ] {
+        let font = (FONT, size, style).into_font().color(&BLACK);
+        let fitted = fit_text(text, room, |t| {
+            root.estimate_text_size(t, &font)
+                .map_or(u32::MAX, |(tw, _)| tw)
+        });
+        root.draw_text(&fitted, &font, (20, y)).map_err(&err)?;
+    }
+    Ok(())
+}
+
+/// Formats a relative value as a percentage for the heat map's labels ("0.1%", "-55%").
+fn percent(rel: f64) -> String {
+    format!("{}%", draw::fmt_num(rel * 100.0))
+}
+
+/// Returns the heat-map colour of a relative effect: white within the margin, then from a pale
+/// tint just past it to full blue (negative) or red (positive) at `scale.full`.
+fn heat_color(e: f64, scale: &HeatScale) -> RGBColor {
+    let beyond = e.abs() - scale.margin;
+    // NaN (no effect to colour) is white too, hence not `beyond <= 0.0`.
+    if beyond.is_nan() || beyond <= 0.0 {
+        return RGBColor(255, 255, 255);
+    }
+    let span = (scale.full - scale.margin).max(f64::MIN_POSITIVE);
+    // A quarter tint at the margin itself, so "just beyond" never reads as "within".
+    let a = 0.25 + 0.75 * (beyond / span).min(1.0);
+    let (r, g, b) = if e > 0.0 {
         (215.0, 48.0, 39.0)
     } else {
         (49.0, 90.0, 200.0)
     };
-    let a = t.abs();
     let mix = |c: f64| (255.0 + (c - 255.0) * a).round() as u8;
     RGBColor(mix(r), mix(g), mix(b))
 }
@@ -412,7 +467,8 @@ fn heat_labels(root: &Area<'_>, name: &str, lay: &Layout, left: i32) -> Result<(
     let err = draw::render_err(name);
     let (cw, ch) = (HEAT_CELL.0 as i32, HEAT_CELL.1 as i32);
     let key = (FONT, 20, FontStyle::Bold).into_font().color(&GREY_TEXT);
-    root.draw_text(&format!("{} →", lay.col_key), &key, (left, 66))
+    // Below the two title lines (which end at y ≈ 68).
+    root.draw_text(&format!("{} →", lay.col_key), &key, (left, 80))
         .map_err(&err)?;
     let font = (FONT, 19).into_font().color(&BLACK);
     let centred = font.pos(Pos::new(HPos::Center, VPos::Center));
@@ -440,7 +496,7 @@ fn heat_cell(
     name: &str,
     cell: &SweepCell,
     (x0, y0): (i32, i32),
-    scale: f64,
+    scale: &HeatScale,
 ) -> Result<()> {
     let err = draw::render_err(name);
     let (cw, ch) = (HEAT_CELL.0 as i32, HEAT_CELL.1 as i32);
@@ -460,7 +516,14 @@ fn heat_cell(
     // Dark fills need white text to stay readable.
     let luma = 0.299 * fill.0 as f64 + 0.587 * fill.1 as f64 + 0.114 * fill.2 as f64;
     let ink = if luma < 140.0 { WHITE } else { BLACK };
-    let num = effect.map_or("n/a".to_string(), draw::fmt_signed);
+    let num = effect.map_or("n/a".to_string(), |e| {
+        let p = percent(e);
+        if e > 0.0 {
+            format!("+{p}")
+        } else {
+            p
+        }
+    });
     let big = (FONT, 24, FontStyle::Bold)
         .into_font()
         .color(&ink)
@@ -480,19 +543,20 @@ fn heat_cell(
     Ok(())
 }
 
-/// Draws a vertical colour bar from −scale (bottom) to +scale (top) with three labels.
+/// Draws a vertical colour bar from −full (bottom) to +full (top), labelled at both ends, at 0
+/// and at ± the margin (the white band between those two labels).
 fn color_bar(
     root: &Area<'_>,
     name: &str,
     (x, y): (i32, i32),
     height: i32,
-    scale: f64,
+    scale: &HeatScale,
 ) -> Result<()> {
     let err = draw::render_err(name);
     let height = height.max(60);
+    let value_at = |k: i32| scale.full * (1.0 - 2.0 * k as f64 / (height - 1).max(1) as f64);
     for k in 0..height {
-        let t = 1.0 - 2.0 * k as f64 / (height - 1).max(1) as f64;
-        let c = heat_color(t * scale, scale);
+        let c = heat_color(value_at(k), scale);
         root.draw(&Rectangle::new(
             [(x, y + k), (x + 24, y + k + 1)],
             c.filled(),
@@ -504,14 +568,32 @@ fn color_bar(
         BLACK.stroke_width(1),
     ))
     .map_err(&err)?;
-    let font = (FONT, 16)
+    let font = (FONT, 15)
         .into_font()
         .color(&BLACK)
         .pos(Pos::new(HPos::Left, VPos::Center));
-    for (frac, v) in [(0.0, scale), (0.5, 0.0), (1.0, -scale)] {
-        let ty = y + (frac * height as f64) as i32;
-        root.draw_text(&draw::fmt_signed(v), &font, (x + 32, ty))
+    let frac = |v: f64| 0.5 - v / (2.0 * scale.full);
+    let mut labels = vec![
+        (0.0, format!("+{}", percent(scale.full))),
+        (1.0, format!("-{}", percent(scale.full))),
+    ];
+    if scale.margin > 0.0 {
+        // The margin's two labels would sit on top of each other on a bar this tall: one says both.
+        labels.push((0.5, format!("±{} (margin)", percent(scale.margin))));
+        for v in [scale.margin, -scale.margin] {
+            let ty = y + (frac(v) * height as f64) as i32;
+            root.draw(&PathElement::new(
+                [(x - 4, ty), (x + 28, ty)],
+                GREY_TEXT.stroke_width(1),
+            ))
             .map_err(&err)?;
+        }
+    } else {
+        labels.push((0.5, "0".into()));
+    }
+    for (f, text) in labels {
+        let ty = y + (f * height as f64) as i32;
+        root.draw_text(&text, &font, (x + 32, ty)).map_err(&err)?;
     }
     Ok(())
 }
@@ -582,10 +664,35 @@ mod tests {
     }
 
     #[test]
-    fn heat_colour_is_white_at_zero_and_saturated_at_the_scale() {
-        assert_eq!(heat_color(0.0, 1.0), RGBColor(255, 255, 255));
-        assert_eq!(heat_color(1.0, 1.0), RGBColor(215, 48, 39));
-        assert_eq!(heat_color(-2.0, 1.0), RGBColor(49, 90, 200));
-        assert_eq!(heat_color(0.5, 0.0), RGBColor(255, 255, 255));
+    fn heat_colour_is_white_within_the_margin_and_saturated_at_the_largest_effect() {
+        // The kernels sweep of issue #19: a −9.3e-9 effect against a 0.1 % margin is white, not
+        // the saturated blue it was when the colour was scaled to the map's own data.
+        let kernels = HeatScale::new(1e-3, 9.3e-9);
+        assert_eq!(heat_color(-9.3e-9, &kernels), RGBColor(255, 255, 255));
+        assert_eq!(heat_color(-1e-3, &kernels), RGBColor(255, 255, 255));
+        let sweep = HeatScale::new(1e-3, 0.2);
+        assert_eq!(heat_color(0.0, &sweep), RGBColor(255, 255, 255));
+        assert_eq!(heat_color(0.2, &sweep), RGBColor(215, 48, 39));
+        assert_eq!(heat_color(-0.5, &sweep), RGBColor(49, 90, 200));
+        let just_beyond = heat_color(1.1e-3, &sweep);
+        assert!(
+            just_beyond != RGBColor(255, 255, 255) && just_beyond.0 > 200,
+            "{just_beyond:?}"
+        );
+        // Without a margin, only an exact zero is white.
+        let none = HeatScale::new(0.0, 0.0);
+        assert_eq!(heat_color(0.0, &none), RGBColor(255, 255, 255));
+        assert!(heat_color(0.5, &HeatScale::new(0.0, 1.0)) != RGBColor(255, 255, 255));
+    }
+
+    #[test]
+    fn heat_scale_reads_the_cells_margins() {
+        let mut fig = sweep(3);
+        for (c, e) in fig.cells.iter_mut().zip([-9.3e-9, 2e-9, 0.0]) {
+            c.effect_size = Some(e);
+            c.relative_margin = Some(1e-3);
+        }
+        assert_eq!(HeatScale::of(&fig), HeatScale::new(1e-3, 9.3e-9));
+        assert!(render_sweep_heatmap(&fig).is_ok());
     }
 }

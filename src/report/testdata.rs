@@ -84,6 +84,15 @@ pub(crate) fn comparison(n: u64, diverged: bool) -> ComparisonFigure {
             effect_size: Some(if diverged { 0.083 } else { 0.001 }),
             p_value: Some(if diverged { 1.2e-5 } else { 0.61 }),
             margin: Some(0.02),
+            p_test: Some(
+                if diverged {
+                    "beyond margin, late window"
+                } else {
+                    "TOST, late window"
+                }
+                .into(),
+            ),
+            tolerance_pass: Some(true),
         },
         diff: diff(&a, &b),
         arm_a: a,
@@ -129,6 +138,7 @@ pub(crate) fn sweep(n: usize) -> SweepFigure {
                 } else {
                     -0.002 * i as f64
                 }),
+                relative_margin: Some(1e-3),
             }
         })
         .collect();
@@ -264,6 +274,7 @@ pub(crate) fn report_input(figure: Vec<u8>) -> super::ReportInput {
                     effect_size: Some(0.001),
                     p_value: Some(0.61),
                     margin: Some(0.02),
+                    p_test: Some("TOST, late window".into()),
                     ..KeyNumbers::default()
                 },
                 figure: Some(FigureSource::Png(figure.clone())),
