@@ -92,7 +92,7 @@ fn report_dir_groups_seed_files_into_arms_and_prints_the_verdict_table() {
     assert!(row.contains("diverged"), "{row}");
     assert!(row.contains("+2.000%"), "{row}");
     assert!(row.contains("±0.1%"), "{row}");
-    assert!(row.contains("beyond-margin p = "), "{row}");
+    assert!(row.contains("p (beyond margin) = "), "{row}");
     assert_eq!(
         out.matches("\nnew vs base ").count(),
         1,
@@ -171,20 +171,10 @@ fn compare_with_a_perturbation_ensemble_names_every_p_values_test() {
         &[],
     );
     let out = stdout(&o);
-    assert!(out.contains("rounding test p = "), "{out}");
-    for line in out.lines().filter(|l| l.contains("p = ")) {
-        let labelled = [
-            "(TOST) p",
-            "rounding test p",
-            "(HAC) p",
-            "beyond-margin p",
-            "difference t-test p",
-            "windows, the late one keeping α/2) p",
-        ];
-        assert!(
-            labelled.iter().any(|l| line.contains(l)),
-            "unlabelled p-value: {line}"
-        );
+    assert!(out.contains("p (beyond rounding) = "), "{out}");
+    // Every p reads `p (its test, …) = …`, as in the report's files.
+    for line in out.lines() {
+        assert!(!line.contains("p = "), "unlabelled p-value: {line}");
     }
     assert_no_debug_text(&o);
 }
@@ -272,7 +262,7 @@ fn run_prints_effect_margin_and_rounding_and_hints_its_own_bless_flag() {
     assert!(line.contains("late-window effect +"), "{line}");
     assert!(line.contains("vs margin ±0.1% (±"), "{line}");
     assert!(line.contains("rounding from step"), "{line}");
-    assert!(line.contains("rounding test p = "), "{line}");
+    assert!(line.contains("p (beyond rounding) = "), "{line}");
     assert!(
         line.contains("if the change is intended, bless it with `lossdiff run toy.toml --bless`"),
         "{line}"

@@ -3,7 +3,8 @@
 //! differences, and optionally writes the figure(s) and JSON. Exit 1 if any comparison diverged.
 
 use crate::compare::{
-    compare, CompareSettings, Comparison, Margin, OnsetMethod, PairingMode, Verdict, Yardstick,
+    compare, format_p, CompareSettings, Comparison, Margin, OnsetMethod, PairingMode, Verdict,
+    Yardstick,
 };
 use crate::golden::Golden;
 use crate::import::{import_with, require_series, Format, ImportOptions};
@@ -528,17 +529,17 @@ fn statistical_lines(c: &Comparison) -> String {
     );
     let _ = writeln!(
         s,
-        "               margin: equivalence (TOST) p = {:.3e}; beyond the margin in some window (minimum-effect test over {} windows, the late one keeping α/2) p = {:.3e}",
-        st.tost_p_value,
+        "               margin: p (TOST, late window) = {}; p (beyond margin, any of {} windows, the late one keeping α/2) = {}",
+        format_p(st.tost_p_value),
         st.windows.len(),
-        st.divergence_p_value
+        format_p(st.divergence_p_value)
     );
     for w in st.windows.iter().filter(|w| w.beyond_margin) {
         if let Some(e) = w.evidence {
             let _ = writeln!(
                 s,
-                "               beyond the margin over steps {}–{}: B − A = {:+.3e} (margin ±{:.3e}, beyond-margin p = {:.2e} adjusted over the windows)",
-                w.first_step, w.last_step, e.estimate, w.margin, w.p_beyond_adjusted
+                "               beyond the margin over steps {}–{}: B − A = {:+.3e} (margin ±{:.3e}, p (beyond margin, adjusted over the windows) = {})",
+                w.first_step, w.last_step, e.estimate, w.margin, format_p(w.p_beyond_adjusted)
             );
         }
     }
@@ -549,23 +550,27 @@ fn statistical_lines(c: &Comparison) -> String {
         Some(r) if r.within => {
             let _ = writeln!(
                 s,
-                "               rounding: within rounding ({:.1}× the spread of {} perturbations, rounding test p = {:.3e})",
-                r.ratio, r.ensemble, r.p_value
+                "               rounding: within rounding ({:.1}× the spread of {} perturbations, p (beyond rounding) = {})",
+                r.ratio, r.ensemble, format_p(r.p_value)
             );
         }
         Some(r) => {
             let _ = writeln!(
                 s,
-                "               rounding: BEYOND rounding from step {} ({:.0}× the spread of {} perturbations, rounding test p = {:.3e})",
+                "               rounding: BEYOND rounding from step {} ({:.0}× the spread of {} perturbations, p (beyond rounding) = {})",
                 r.onset_step.unwrap_or(st.onset.step),
                 r.ratio,
                 r.ensemble,
-                r.p_value
+                format_p(r.p_value)
             );
         }
         None => {}
     }
-    let _ = writeln!(s, "               drift (HAC) p = {:.3e}", st.drift_p_value);
+    let _ = writeln!(
+        s,
+        "               drift: p (HAC drift test) = {}",
+        format_p(st.drift_p_value)
+    );
     if let Some(b) = &st.band {
         let _ = writeln!(
             s,

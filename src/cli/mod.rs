@@ -31,7 +31,7 @@ pub struct Cli {
 }
 
 /// Where every term the outputs use is explained; shown under each output command's `--help`.
-const GLOSSARY_HINT: &str = "Every term the output uses (verdict, effect, margin, TOST p, beyond-margin p, onset, rounding, …) is explained in plain words by `lossdiff glossary [TERM]` (the same text as docs/glossary.md).\nExit codes: 0 = match, 1 = divergence or gate failure, 2 = error.";
+const GLOSSARY_HINT: &str = "Every term the output uses (verdict, effect, margin, p (TOST), p (beyond margin), onset, rounding, …) is explained in plain words by `lossdiff glossary [TERM]` (the same text as docs/glossary.md).\nExit codes: 0 = match, 1 = divergence or gate failure, 2 = error.";
 
 #[derive(Subcommand)]
 enum Command {

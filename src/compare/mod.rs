@@ -435,17 +435,20 @@ pub fn compare(
     if let (Verdict::Equivalent, Some(lane)) = (&verdict, &statistical) {
         if let Some(late) = lane.late.filter(|l| l.p_difference() < settings.alpha) {
             notes.push(format!(
-                "a difference of {:+.3e} is significant (difference t-test p = {:.2e}) but inside the margin ±{:.3e} (TOST p = {:.2e}): equivalent",
+                "a difference of {:+.3e} is significant (p (difference t-test) = {}) but inside the margin ±{:.3e} (p (TOST, late window) = {}): equivalent",
                 late.estimate,
-                late.p_difference(),
+                format_p(late.p_difference()),
                 lane.margin,
-                lane.tost_p_value
+                format_p(lane.tost_p_value)
             ));
         }
         if let Some(r) = lane.rounding.as_ref().filter(|r| !r.within) {
             notes.push(format!(
-                "beyond rounding ({:.0}× the rounding spread, rounding test p = {:.2e}) but inside the margin ±{:.3e} (TOST p = {:.2e}): the math changed, the outcome did not",
-                r.ratio, r.p_value, lane.margin, lane.tost_p_value
+                "beyond rounding ({:.0}× the rounding spread, p (beyond rounding) = {}) but inside the margin ±{:.3e} (p (TOST, late window) = {}): the math changed, the outcome did not",
+                r.ratio,
+                format_p(r.p_value),
+                lane.margin,
+                format_p(lane.tost_p_value)
             ));
         }
     }

@@ -5,7 +5,7 @@
 //! summary.json) are the `report` module's.
 
 use super::{percent, ExperimentReport};
-use crate::compare::{Comparison, Direction, Margin, Verdict};
+use crate::compare::{format_p, Comparison, Direction, Margin, Verdict};
 
 /// One comparison's cells, each already in words (`–` where a cell does not apply).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,7 +16,7 @@ pub struct VerdictRow {
     pub effect: String,
     /// The equivalence margin, relative and absolute: `±0.1% (±2.54e-3)`.
     pub margin: String,
-    /// The p-value that decided the verdict, named by its test: `TOST p = 1.2e-5`.
+    /// The p-value that decided the verdict, named by its test: `p (TOST, late window) = 1.2e-5`.
     pub p: String,
     /// The onset step of a divergence.
     pub onset: String,
@@ -90,15 +90,16 @@ fn p_text(c: &Comparison) -> String {
         Verdict::Identical => NONE.into(),
         Verdict::Diverged {
             p_value: Some(p), ..
-        } => format!("beyond-margin p = {p:.2e}"),
+        } => format!("p (beyond margin) = {}", format_p(*p)),
         Verdict::Diverged { .. } => "– (decided by rule, no test)".into(),
-        Verdict::Equivalent => {
-            st.map_or(NONE.into(), |s| format!("TOST p = {:.2e}", s.tost_p_value))
-        }
+        Verdict::Equivalent => st.map_or(NONE.into(), |s| {
+            format!("p (TOST, late window) = {}", format_p(s.tost_p_value))
+        }),
         Verdict::Inconclusive { .. } => st.map_or(NONE.into(), |s| {
             format!(
-                "TOST p = {:.2e}, beyond-margin p = {:.2e}",
-                s.tost_p_value, s.divergence_p_value
+                "p (TOST, late window) = {}, p (beyond margin) = {}",
+                format_p(s.tost_p_value),
+                format_p(s.divergence_p_value)
             )
         }),
     }
@@ -109,16 +110,16 @@ fn rounding_text(c: &Comparison) -> String {
         (None, _) => "– (no perturbation ensemble)".into(),
         (Some(_), Verdict::Identical) => "within rounding (bitwise identical)".into(),
         (Some(r), _) if r.within => format!(
-            "within rounding ({}× the perturbation spread, rounding test p = {:.2e})",
+            "within rounding ({}× the perturbation spread, p (beyond rounding) = {})",
             times(r.ratio),
-            r.p_value
+            format_p(r.p_value)
         ),
         (Some(r), _) => format!(
-            "beyond rounding from step {} ({}× the perturbation spread, rounding test p = {:.2e})",
+            "beyond rounding from step {} ({}× the perturbation spread, p (beyond rounding) = {})",
             r.onset_step
                 .map_or_else(|| NONE.to_string(), |s| s.to_string()),
             times(r.ratio),
-            r.p_value
+            format_p(r.p_value)
         ),
     }
 }
@@ -281,7 +282,7 @@ mod tests {
             verdict: v.into(),
             effect: "+1.000% (+2.00e-2)".into(),
             margin: "±0.1% (±2.00e-3)".into(),
-            p: "beyond-margin p = 1.00e-6".into(),
+            p: "p (beyond margin) = 1.0e-6".into(),
             onset: "12".into(),
             rounding: NONE.into(),
         };
