@@ -75,6 +75,7 @@ fn committed_goldens_are_fresh_and_all_used() {
         "dropout_confound",
         "external_toy",
         "canary",
+        "pytorch_upgrade",
     ] {
         let exp = Experiment::load(Path::new(&format!("experiments/{spec}.toml"))).unwrap();
         for cell in exp.cells() {
