@@ -334,7 +334,16 @@ fn serves(req: &RunRequest, ctx: &RunContext, t: &Trace) -> std::result::Result<
             ])
         }
     };
-    match t.seeds == seeds {
+    // An external trace may also carry the seeds its script recorded (an importer reads them,
+    // e.g. `seeds.init`); the runner vouches only for the ones it set.
+    let recorded: BTreeMap<String, u64> = match &req.command {
+        Some(_) => (t.seeds.iter())
+            .filter(|(k, _)| matches!(k.as_str(), "seed" | "perturb"))
+            .map(|(k, v)| (k.clone(), *v))
+            .collect(),
+        None => t.seeds.clone(),
+    };
+    match recorded == seeds {
         true => Ok(()),
         false => Err(format!(
             "its trace's seeds are {:?}, this run's {seeds:?}",

@@ -470,6 +470,43 @@ fn external_runs_are_cached_by_command_and_seed() {
     assert_eq!(ends, [(1.0, 1.0), (2.0, 1.0), (1.0, 2.0), (2.0, 2.0)]);
 }
 
+/// A script that records its own seed (the Python logger's metadata line does) is read with that
+/// seed as `seeds.init`; the cache must still serve it, not retrain every run every time.
+#[test]
+fn a_trace_that_records_its_seed_is_still_served_from_the_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("e.toml");
+    std::fs::write(
+        &path,
+        r#"
+        [experiment]
+        name = "seeded"
+        seeds = 2
+        [[arm]]
+        name = "a"
+        command = "sh -c 'echo \"{\\\"seed\\\": $0}\"; echo \"{\\\"step\\\": 1, \\\"loss\\\": $0}\"; echo \"{\\\"step\\\": 2, \\\"loss\\\": 1}\"' {seed}"
+        trace = "stdout"
+        [[arm]]
+        name = "b"
+        command = "sh -c 'echo \"{\\\"seed\\\": $0}\"; echo \"{\\\"step\\\": 1, \\\"loss\\\": $0}\"; echo \"{\\\"step\\\": 2, \\\"loss\\\": 2}\"' {seed}"
+        trace = "stdout"
+        "#,
+    )
+    .unwrap();
+    let e = Experiment::load(&path).unwrap();
+    let reqs = e.runs(None).unwrap();
+    let opts = RunnerOptions {
+        jobs: 1,
+        cache: Some(dir.path().join("cache")),
+        progress: false,
+    };
+    let (first, s1) = crate::runner::run_all(&e.name, &reqs, &opts).unwrap();
+    assert_eq!(first[1].seeds.get("init"), Some(&2), "{:?}", first[1].seeds);
+    let (second, s2) = crate::runner::run_all(&e.name, &reqs, &opts).unwrap();
+    assert_eq!((s1.trained, s2.trained, s2.cached), (4, 0, 4));
+    assert_eq!(first, second);
+}
+
 // Issue 21 item 6: a command that exits 0 but leaves a child holding stdout made every run wait
 // the full `timeout_s`, and the child outlived lossdiff.
 #[test]
