@@ -30,7 +30,7 @@ use std::collections::{BTreeMap, BTreeSet};
 ///   B − A in the metric's units; p = the divergence p-value (TOST's for `Equivalent`); margin in
 ///   the metric's units. `passed` is "not diverged"; a gate with other rules may overwrite it.
 /// - **Context**: each arm's first trace's `lr` series when it has one; config differences as
-///   `key: a → b` (undeclared, then environment prefixed `env`); declared factors (those equal in
+///   `key: a → b` (undeclared config, and apart from it the environment); declared factors (those equal in
 ///   both arms marked so); A's loss floor (else B's).
 ///
 /// Traces lacking the compared metric are skipped (the comparison would have failed on them).
@@ -94,6 +94,7 @@ pub fn comparison_figure(
         lr_a: lr_curve(a),
         lr_b: lr_curve(b),
         undeclared_differences: undeclared(c),
+        environment_differences: environment(c),
         declared_factors: declared(c),
         loss_floor: a.iter().chain(b).find_map(|t| t.loss_floor),
     }
@@ -290,11 +291,20 @@ fn format_field(prefix: &str, f: &FieldDiff) -> String {
     format!("{prefix}{}: {} → {}", f.key, show(&f.a), show(&f.b))
 }
 
-/// Returns the undeclared config differences, then the environment differences.
+/// Returns the undeclared config differences.
 fn undeclared(c: &Comparison) -> Vec<String> {
-    let cfg = c.config.undeclared.iter().map(|f| format_field("", f));
-    let env = c.config.environment.iter().map(|f| format_field("env ", f));
-    cfg.chain(env).collect()
+    c.config
+        .undeclared
+        .iter()
+        .map(|f| format_field("", f))
+        .collect()
+}
+
+/// Returns the environment differences.
+fn environment(c: &Comparison) -> Vec<String> {
+    (c.config.environment.iter())
+        .map(|f| format_field("", f))
+        .collect()
 }
 
 /// Returns the declared factors: those that differ as `key: a → b`, the others marked equal.
@@ -509,6 +519,29 @@ mod tests {
         assert!(fig.lr_a.is_some() && fig.lr_b.is_some());
         assert_eq!(fig.verdict, "identical");
         assert!(fig.passed);
+    }
+
+    /// A dependency upgrade changes the environment, not the config: the figure's red
+    /// "undeclared config differences" box stays empty and the versions are listed apart.
+    #[test]
+    fn environment_differences_are_not_drawn_as_undeclared_config() {
+        let steps: Vec<u64> = (1..=60).collect();
+        let mut a = vec![trace("x", 1, steps.clone(), curve(1, 60, 0.0))];
+        let mut b = vec![trace("x", 1, steps, curve(1, 60, 0.0))];
+        a[0].fingerprint = serde_json::json!({"candle_version": "0.10.2"});
+        b[0].fingerprint = serde_json::json!({"candle_version": "0.11.1"});
+        let c = compare(&a, &b, &[], &[], &CompareSettings::default()).unwrap();
+        assert_eq!(c.config.environment.len(), 1, "{:?}", c.config);
+        let fig = comparison_figure("t", &a, &b, &[], &c, c.verdict.passes());
+        assert!(
+            fig.undeclared_differences.is_empty(),
+            "{:?}",
+            fig.undeclared_differences
+        );
+        assert_eq!(
+            fig.environment_differences,
+            ["candle_version: 0.10.2 → 0.11.1"]
+        );
     }
 
     #[test]

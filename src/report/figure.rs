@@ -492,8 +492,24 @@ fn side_column(area: &Area<'_>, fig: &ComparisonFigure) -> Result<()> {
     }
     let mut y = draw_legend(area, name, "Legend", &items, 16)?;
     y = draw_text_box(area, name, y + 18, &undeclared_box(fig))?;
-    draw_text_box(area, name, y + 18, &declared_box(fig))?;
+    y = draw_text_box(area, name, y + 18, &declared_box(fig))?;
+    if !fig.environment_differences.is_empty() {
+        draw_text_box(area, name, y + 18, &environment_box(fig))?;
+    }
     Ok(())
+}
+
+/// The grey box listing environment differences: what the gate judges, not a slip.
+fn environment_box(fig: &ComparisonFigure) -> TextBox {
+    TextBox {
+        heading: format!(
+            "Environment differences ({})",
+            fig.environment_differences.len()
+        ),
+        lines: fig.environment_differences.clone(),
+        color: GREY_TEXT,
+        alarm: false,
+    }
 }
 
 /// The red box listing undeclared differences (or a quiet "none").

@@ -156,6 +156,9 @@ pub struct ComparisonFigure {
     pub lr_b: Option<Curve>,
     /// Config differences nobody declared, e.g. "model.attention_dropout: 0.0 → 0.1".
     pub undeclared_differences: Vec<String>,
+    /// Environment differences (versions, CPU, kernels), e.g. "candle_version: 0.10.2 → 0.11.1":
+    /// what the gate judges, not a config slip, so drawn apart from the undeclared ones.
+    pub environment_differences: Vec<String>,
     /// Factors the comparison was meant to vary, e.g. "attention: naive → flash".
     pub declared_factors: Vec<String>,
     /// Lowest achievable loss (e.g. the corpus entropy), drawn as a dashed line.

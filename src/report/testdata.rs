@@ -101,10 +101,12 @@ pub(crate) fn comparison(n: u64, diverged: bool) -> ComparisonFigure {
         lr_a: Some(lr(n)),
         lr_b: Some(lr(n)),
         undeclared_differences: if diverged {
-            vec![
-                "model.attention_dropout: 0.0 → 0.1".into(),
-                "env.candle_version: 0.11.1 → 0.11.2".into(),
-            ]
+            vec!["model.attention_dropout: 0.0 → 0.1".into()]
+        } else {
+            Vec::new()
+        },
+        environment_differences: if diverged {
+            vec!["candle_version: 0.11.1 → 0.11.2".into()]
         } else {
             Vec::new()
         },
