@@ -9,7 +9,8 @@
 //! 1. **Bitwise evidence first.** When every pair is bitwise identical up to step k, nothing can
 //!    have diverged before k, and whatever made the curves differ acted at k: the onset is k.
 //! 2. **Far outside the yardstick from the first step.** When the first few steps already sit
-//!    more than `START_Z` yardstick spreads away (a dropout left on, a config slip, a 2 % bias),
+//!    more than `START_Z` yardstick spreads away, on either side (a dropout left on, a config
+//!    slip, a 2 % bias),
 //!    the departure began at the first step, whatever else happens later: a steep ramp at step 100
 //!    would otherwise win the fit below and hide the departure that was there all along.
 //! 3. **Otherwise a segmented regression** on the standardised difference curve `z` (difference
@@ -163,9 +164,11 @@ fn refine(z: &[f64], lo: usize, hi: usize) -> usize {
     best.1
 }
 
-/// Whether the oriented curve is already far outside the yardstick on each of its first steps.
-fn departs_from_the_start(oriented: &[f64]) -> bool {
-    oriented.len() >= START_STEPS && oriented[..START_STEPS].iter().all(|&v| v > START_Z)
+/// Whether the curve is already far outside the yardstick on each of its first steps, on either
+/// side: a dropout leak moves the first losses up or down at random before it settles into
+/// slowing training down, and the change acted at step one all the same.
+fn departs_from_the_start(z: &[f64]) -> bool {
+    z.len() >= START_STEPS && z[..START_STEPS].iter().all(|v| v.abs() > START_Z)
 }
 
 /// Dates the departure of the standardised curve `z` (usable steps `steps`).
@@ -198,7 +201,7 @@ pub(super) fn onset(
         .collect();
     let (step, method) = if start > 0 {
         (steps[start], OnsetMethod::FirstDifferingStep)
-    } else if departs_from_the_start(&oriented) {
+    } else if departs_from_the_start(tail) {
         (steps[0], OnsetMethod::FromFirstStep)
     } else {
         match segmented_break(&oriented) {
@@ -280,6 +283,21 @@ mod tests {
             tau >= 90,
             "the one-break fit alone dates the ramp (tau = {tau})"
         );
+        let steps: Vec<u64> = (1..=n as u64).collect();
+        let o = onset(&z, &steps, Some(0), 240, true, &CompareSettings::default()).unwrap();
+        assert_eq!((o.step, o.method), (1, OnsetMethod::FromFirstStep));
+    }
+
+    /// A dropout leak: the first losses jump far from the yardstick, down as often as up, before
+    /// the run settles into being slower (B higher). The change acted at the first step.
+    #[test]
+    fn a_departure_that_starts_on_the_other_side_is_still_dated_at_the_first_step() {
+        let n = 300;
+        let z: Vec<f64> = noise(n, 7)
+            .iter()
+            .enumerate()
+            .map(|(t, v)| v + if t < 5 { -9.0 } else { 0.2 * (t - 5) as f64 })
+            .collect();
         let steps: Vec<u64> = (1..=n as u64).collect();
         let o = onset(&z, &steps, Some(0), 240, true, &CompareSettings::default()).unwrap();
         assert_eq!((o.step, o.method), (1, OnsetMethod::FromFirstStep));
