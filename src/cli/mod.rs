@@ -116,7 +116,7 @@ enum Command {
         /// Runs at once (default: available cores).
         #[arg(long)]
         jobs: Option<usize>,
-        /// Seeds of the gate model (default: 24 full, 2 reduced).
+        /// Seeds of the gate model (default: 96 full, 2 reduced).
         #[arg(long)]
         seeds: Option<u64>,
         /// Cases per synthetic family (default: 400 full, 40 reduced; 0 skips them).

@@ -430,27 +430,33 @@ fn spec_hash_does_not_depend_on_how_the_spec_path_is_spelled() {
     );
 }
 
-#[test]
-fn external_runs_are_cached_by_command_and_seed() {
+/// What `runner::run_all` returns: the traces and how many were trained or cached.
+type RunOutcome = (Vec<Trace>, crate::runner::RunStats);
+
+/// Two external arms whose command prints a two-step trace on stdout: loss `seed` then `1` (arm
+/// a) or `2` (arm b), after a `{"seed": N}` metadata line when `record_seed`. Runs it twice
+/// through one cache and returns both results with their stats.
+fn run_twice_through_one_cache(record_seed: bool) -> (RunOutcome, RunOutcome) {
     let dir = tempfile::tempdir().unwrap();
+    let seed_line = if record_seed {
+        r#"echo "{\"seed\": $0}"; "#
+    } else {
+        ""
+    };
+    let arm = |name: &str, last: u32| {
+        let command = format!(
+            r#"sh -c '{seed_line}echo "{{\"step\": 1, \"loss\": $0}}"; echo "{{\"step\": 2, \"loss\": {last}}}"' {{seed}}"#
+        );
+        let command = toml::Value::String(command);
+        format!("[[arm]]\nname = \"{name}\"\ncommand = {command}\ntrace = \"stdout\"\n")
+    };
     let path = dir.path().join("e.toml");
-    std::fs::write(
-        &path,
-        r#"
-        [experiment]
-        name = "cached"
-        seeds = 2
-        [[arm]]
-        name = "a"
-        command = "sh -c 'echo \"{\\\"step\\\": 1, \\\"loss\\\": $0}\"; echo \"{\\\"step\\\": 2, \\\"loss\\\": 1}\"' {seed}"
-        trace = "stdout"
-        [[arm]]
-        name = "b"
-        command = "sh -c 'echo \"{\\\"step\\\": 1, \\\"loss\\\": $0}\"; echo \"{\\\"step\\\": 2, \\\"loss\\\": 2}\"' {seed}"
-        trace = "stdout"
-        "#,
-    )
-    .unwrap();
+    let text = format!(
+        "[experiment]\nname = \"cached\"\nseeds = 2\n{}{}",
+        arm("a", 1),
+        arm("b", 2)
+    );
+    std::fs::write(&path, text).unwrap();
     let e = Experiment::load(&path).unwrap();
     let reqs = e.runs(None).unwrap();
     let opts = RunnerOptions {
@@ -458,8 +464,14 @@ fn external_runs_are_cached_by_command_and_seed() {
         cache: Some(dir.path().join("cache")),
         progress: false,
     };
-    let (first, s1) = crate::runner::run_all(&e.name, &reqs, &opts).unwrap();
-    let (second, s2) = crate::runner::run_all(&e.name, &reqs, &opts).unwrap();
+    let first = crate::runner::run_all(&e.name, &reqs, &opts).unwrap();
+    let second = crate::runner::run_all(&e.name, &reqs, &opts).unwrap();
+    (first, second)
+}
+
+#[test]
+fn external_runs_are_cached_by_command_and_seed() {
+    let ((first, s1), (second, s2)) = run_twice_through_one_cache(false);
     assert_eq!((s1.trained, s1.cached, s2.trained, s2.cached), (4, 0, 0, 4));
     assert_eq!(first, second);
     // Each run got its own seed and arm: four distinct (first, last) losses.
@@ -474,35 +486,8 @@ fn external_runs_are_cached_by_command_and_seed() {
 /// seed as `seeds.init`; the cache must still serve it, not retrain every run every time.
 #[test]
 fn a_trace_that_records_its_seed_is_still_served_from_the_cache() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("e.toml");
-    std::fs::write(
-        &path,
-        r#"
-        [experiment]
-        name = "seeded"
-        seeds = 2
-        [[arm]]
-        name = "a"
-        command = "sh -c 'echo \"{\\\"seed\\\": $0}\"; echo \"{\\\"step\\\": 1, \\\"loss\\\": $0}\"; echo \"{\\\"step\\\": 2, \\\"loss\\\": 1}\"' {seed}"
-        trace = "stdout"
-        [[arm]]
-        name = "b"
-        command = "sh -c 'echo \"{\\\"seed\\\": $0}\"; echo \"{\\\"step\\\": 1, \\\"loss\\\": $0}\"; echo \"{\\\"step\\\": 2, \\\"loss\\\": 2}\"' {seed}"
-        trace = "stdout"
-        "#,
-    )
-    .unwrap();
-    let e = Experiment::load(&path).unwrap();
-    let reqs = e.runs(None).unwrap();
-    let opts = RunnerOptions {
-        jobs: 1,
-        cache: Some(dir.path().join("cache")),
-        progress: false,
-    };
-    let (first, s1) = crate::runner::run_all(&e.name, &reqs, &opts).unwrap();
+    let ((first, s1), (second, s2)) = run_twice_through_one_cache(true);
     assert_eq!(first[1].seeds.get("init"), Some(&2), "{:?}", first[1].seeds);
-    let (second, s2) = crate::runner::run_all(&e.name, &reqs, &opts).unwrap();
     assert_eq!((s1.trained, s2.trained, s2.cached), (4, 0, 4));
     assert_eq!(first, second);
 }
