@@ -79,7 +79,6 @@ mod tests {
             "p (beyond margin)",
             "p (difference t-test)",
             "p (beyond rounding)",
-            "p (TOST",
             "drift test",
             "onset",
             "within rounding",
