@@ -662,6 +662,18 @@ mod tests {
         }
     }
 
+    /// A store in a fresh temporary directory holding one sealed golden (`exp/default/naive`),
+    /// and that golden's path. Keep the directory alive for as long as the store is used.
+    fn store_with_one_golden() -> (tempfile::TempDir, GoldenStore, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = GoldenStore::new(dir.path());
+        let p = store
+            .write(&golden("h", 2.0), UpdateAction::InPlace)
+            .unwrap()
+            .unwrap();
+        (dir, store, p)
+    }
+
     fn golden(spec_hash: &str, last: f32) -> Golden {
         let prov = Provenance {
             spec_hash: spec_hash.into(),
@@ -766,12 +778,7 @@ mod tests {
 
     #[test]
     fn a_hand_edited_loss_fails_the_digest_naming_the_file_and_how_to_rebless() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = GoldenStore::new(dir.path());
-        let p = store
-            .write(&golden("h", 2.0), UpdateAction::InPlace)
-            .unwrap()
-            .unwrap();
+        let (_dir, store, p) = store_with_one_golden();
         let text = std::fs::read_to_string(&p).unwrap();
         assert!(text.contains("\"digest\": \"sha256:"), "{text}");
         std::fs::write(&p, text.replacen("2.5,", "9.5,", 1)).unwrap();
@@ -819,12 +826,7 @@ mod tests {
 
     #[test]
     fn a_golden_copied_to_another_arms_path_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = GoldenStore::new(dir.path());
-        let p = store
-            .write(&golden("h", 2.0), UpdateAction::InPlace)
-            .unwrap()
-            .unwrap();
+        let (_dir, store, p) = store_with_one_golden();
         std::fs::copy(&p, store.path("exp", "default", "flash")).unwrap();
         let err = store.load("exp", "default", "flash").unwrap_err();
         assert_eq!(
@@ -879,12 +881,7 @@ mod tests {
 
     #[test]
     fn migration_never_reseals_a_digest_mismatch() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = GoldenStore::new(dir.path());
-        let p = store
-            .write(&golden("h", 2.0), UpdateAction::InPlace)
-            .unwrap()
-            .unwrap();
+        let (_dir, store, p) = store_with_one_golden();
         let text = std::fs::read_to_string(&p)
             .unwrap()
             .replacen("2.5,", "9.5,", 1);
@@ -898,11 +895,7 @@ mod tests {
 
     #[test]
     fn unused_goldens_are_listed() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = GoldenStore::new(dir.path());
-        store
-            .write(&golden("h", 2.0), UpdateAction::InPlace)
-            .unwrap();
+        let (_dir, store, _) = store_with_one_golden();
         assert_eq!(
             store.unused(&[("exp".into(), "default".into(), "naive".into())]),
             Vec::<PathBuf>::new()
