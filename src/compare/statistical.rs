@@ -374,7 +374,7 @@ fn windows(u: usize, w: usize) -> Vec<std::ops::Range<usize>> {
 /// Computes the statistical lane on the usable steps of `data`.
 ///
 /// `identical_until`: for paired runs, the index of the first step at which some pair differs in
-/// its bits (everything before it is bitwise equal).
+/// its bits (everything before it is bitwise equal); `None` when no usable step differs.
 pub(crate) fn stat_lane(
     data: &Aligned,
     settings: &CompareSettings,
@@ -386,10 +386,8 @@ pub(crate) fn stat_lane(
         .max(MIN_WINDOW_STEPS)
         .min(u);
     let w0 = u - w;
-    let bitwise_equal = data.pairing.is_paired()
-        && (data.pairs.iter()).all(|&(i, j)| {
-            (data.a[i][..u].iter().zip(&data.b[j][..u])).all(|(x, y)| x.to_bits() == y.to_bits())
-        });
+    // The exact lane already compared every pair's bits: no differing usable step means equal.
+    let bitwise_equal = data.pairing.is_paired() && identical_until.is_none();
     let a_mean = |r: std::ops::Range<usize>| {
         mean(
             &data
