@@ -1065,4 +1065,33 @@ mod tests {
             Err(Error::AttentionInput { .. })
         ));
     }
+    /// Digest of `[out, dq, dk, dv]` bits over shapes that cover one tile, several tiles and the
+    /// gate model's attention, f32 and bf16, with and without dropout.
+    fn kernel_digests() -> Vec<(String, u64)> {
+        let shapes = [(1, 4, 32, 16), (1, 2, 200, 32), (2, 2, 130, 64), (1, 1, 600, 32)];
+        let mut out = Vec::new();
+        for (i, &shape) in shapes.iter().enumerate() {
+            for dtype in [DType::F32, DType::BF16] {
+                for dropout in [None, Some((0.1, stream()))] {
+                    let (qkv, w) = inputs(shape, 7 * i as u64, dtype);
+                    let got = run(flash_attention, &qkv, &w, &params(shape.3, dropout));
+                    let mut h = 0xcbf2_9ce4_8422_2325u64;
+                    for x in got.iter().flatten() {
+                        h = (h ^ u64::from(x.to_bits())).wrapping_mul(0x1000_0000_01b3);
+                    }
+                    let name = format!("{shape:?} {dtype:?} dropout={}", dropout.is_some());
+                    out.push((name, h));
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    #[ignore = "prints the kernel's bit digests, for comparing two versions by hand"]
+    fn print_kernel_digests() {
+        for (name, h) in kernel_digests() {
+            println!("{name}: {h:016x}");
+        }
+    }
 }
