@@ -518,6 +518,26 @@ pub enum Error {
         /// The last lines of its stderr and stdout.
         tail: String,
     },
+
+    // === Benchmarks ===
+    /// A cell of `lossdiff bench speed` whose child process failed or printed no timing.
+    #[error("bench cell `{command}` {reason}\n{tail}")]
+    BenchCell {
+        /// The child's command line.
+        command: String,
+        /// What went wrong (could not start, exit status, no timing line).
+        reason: String,
+        /// The last lines of its stderr (and stdout, when it printed no timing).
+        tail: String,
+    },
+    /// A file given to `lossdiff bench speed --readme` without the markers the tables go between.
+    #[error("{}: no `{marker}` marker; the generated tables replace the lines between `<!-- speed:begin -->` and `<!-- speed:end -->`, so add both (in that order) where they belong", path.display())]
+    SpeedMarkers {
+        /// The file.
+        path: PathBuf,
+        /// The marker not found (after the begin marker, for the end one).
+        marker: String,
+    },
 }
 
 /// How an external process ended, when it did not succeed. It lives here, not in `external`,

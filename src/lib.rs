@@ -84,6 +84,7 @@ mod optim;
 mod params;
 mod runner;
 mod schedule;
+mod speed;
 mod stats;
 
 pub use compare::{compare, CompareSettings, Comparison, Verdict};

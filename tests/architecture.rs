@@ -43,7 +43,10 @@ const LAYERS: &[(&str, &[&str])] = &[
             "external",
         ],
     ),
-    ("orchestration", &["experiment", "runner", "golden"]),
+    (
+        "orchestration",
+        &["experiment", "runner", "golden", "speed"],
+    ),
     ("comparison", &["compare"]),
     ("reporting", &["report"]),
     ("verdict", &["gate", "calibrate"]),

@@ -6,6 +6,7 @@
 mod compare;
 mod glossary;
 mod report;
+mod speed;
 
 use crate::config::RunConfig;
 use crate::trace::{Trace, GRAD_NORM, LR, STEP_TIME};
@@ -123,7 +124,8 @@ enum Command {
         #[arg(long)]
         cases: Option<u64>,
     },
-    /// Benchmarks.
+    /// Benchmarks: `speed` times lossdiff against the PyTorch CPU reference, interleaved, and
+    /// prints the README's speed tables; `attention` compares naive and flash attention.
     Bench {
         #[command(subcommand)]
         what: BenchCommand,
@@ -179,6 +181,20 @@ enum Command {
 
 #[derive(Subcommand)]
 enum BenchCommand {
+    /// Time lossdiff's training step and flash attention against the PyTorch CPU reference,
+    /// interleaved in one invocation, and print the README's speed tables with the ratios.
+    ///
+    /// Each round runs every case on both sides back to back (alternating which goes first),
+    /// each cell in a process of its own; a ratio is the median of the per-round ratios with
+    /// their range. PyTorch is optional: when the Python (`--python`, else LOSSDIFF_PYTHON, else
+    /// python3) cannot `import torch`, the bench says so and prints lossdiff's columns. A full
+    /// default run takes several minutes; `--only`, `--presets`, `--seq-len`, `--rounds` and
+    /// `--steps` make it shorter. `--readme README.md` rewrites the tables between the README's
+    /// `<!-- speed:begin -->` and `<!-- speed:end -->` lines.
+    Speed(speed::SpeedArgs),
+    /// One cell of `bench speed`, printed as one JSON line (run by `bench speed` itself).
+    #[command(hide = true)]
+    Cell(speed::CellArgs),
     /// Forward+backward time and peak memory of naive vs flash attention at long sequences.
     Attention {
         /// Sequence lengths (default 1k–32k).
@@ -266,6 +282,9 @@ impl Cli {
             Command::Train { .. } | Command::Run { .. } | Command::Calibrate { .. } => {
                 Some(from_env())
             }
+            Command::Bench {
+                what: BenchCommand::Cell(args),
+            } => Some(args.threads.max(1)),
             _ => None,
         }
     }
@@ -295,6 +314,12 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Report { dir, reference } => report::run(&dir, reference.as_deref()),
         Command::Glossary { term } => glossary::run(term.as_deref()),
         Command::Golden { action, root } => cmd_golden(action, &root),
+        Command::Bench {
+            what: BenchCommand::Speed(args),
+        } => speed::run(args),
+        Command::Bench {
+            what: BenchCommand::Cell(args),
+        } => speed::run_cell(args),
         Command::Bench {
             what:
                 BenchCommand::Attention {
