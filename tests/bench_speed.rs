@@ -219,3 +219,30 @@ fn readme_tables_are_replaced_between_the_markers_and_missing_markers_are_refuse
         "a refused --readme must leave the file alone"
     );
 }
+
+#[test]
+fn the_repository_readme_has_the_markers_and_only_its_speed_tables_are_rewritten() {
+    let dir = tempfile::tempdir().unwrap();
+    let python = fake_python(dir.path(), "python-without-torch", NO_TORCH);
+    let original =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    common::write(dir.path(), "README.md", &original);
+    let a = args(&[
+        "--python",
+        python.to_str().unwrap(),
+        "--only",
+        "attention",
+        "--readme",
+        "README.md",
+    ]);
+    let o = lossdiff_in(dir.path(), &a, &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let text = std::fs::read_to_string(dir.path().join("README.md")).unwrap();
+    let outside = |t: &str| {
+        let (before, rest) = t.split_once("<!-- speed:begin -->").unwrap();
+        let (_, after) = rest.split_once("<!-- speed:end -->").unwrap();
+        (before.to_string(), after.to_string())
+    };
+    assert_eq!(outside(&text), outside(&original));
+    assert!(text.contains("| 64 | f32 |"), "tables not written");
+}
