@@ -6,6 +6,7 @@
 //
 // See: issue #20, "Speed, round two" (a bench command that runs lossdiff and the PyTorch
 // reference interleaved and prints the ratios; PyTorch optional).
+#![cfg(unix)] // the fake Pythons are shell scripts
 
 mod common;
 
