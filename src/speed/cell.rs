@@ -400,6 +400,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(unix)]
     fn a_failing_child_is_an_error_naming_its_command_and_stderr_tail() {
         let mut cmd = Command::new("sh");
         cmd.args(["-c", "echo 'Traceback: boom' >&2; exit 3"]);
@@ -410,6 +411,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(unix)]
     fn a_child_that_prints_no_timing_is_an_error_not_a_zero() {
         let mut cmd = Command::new("sh");
         cmd.args(["-c", "echo done"]);
@@ -423,6 +425,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(unix)]
     fn a_child_timing_line_is_read_from_the_last_line_of_stdout() {
         let mut cmd = Command::new("sh");
         cmd.args([

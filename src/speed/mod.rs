@@ -168,8 +168,14 @@ impl SpeedOptions {
             expected: expected.into(),
             got,
         };
-        if self.rounds == 0 || self.steps == 0 || self.attention_runs == 0 {
-            return Err(bad("--rounds/--steps", "at least 1", "0".into()));
+        for (flag, n) in [
+            ("--rounds", self.rounds),
+            ("--steps", self.steps),
+            ("--attention-runs", self.attention_runs),
+        ] {
+            if n == 0 {
+                return Err(bad(flag, "at least 1", "0".into()));
+            }
         }
         let mut plan = Vec::new();
         if self.only != Some(Table::Attention) {
@@ -223,6 +229,8 @@ impl SpeedOptions {
 /// stderr); [`Error::InvalidValue`] when PyTorch is present but the script is missing.
 pub fn run(opts: &SpeedOptions, progress: &mut dyn FnMut(&str)) -> Result<SpeedReport> {
     let plan = opts.plan()?;
+    // Read before measuring: the date is when the bench started.
+    let machine = machine::Machine::current(&opts.command_line);
     let pytorch = probe_pytorch(&opts.python);
     progress(&render::pytorch_notice(&pytorch));
     if matches!(pytorch, PyTorch::Present { .. }) && !opts.script.is_file() {
@@ -243,26 +251,11 @@ pub fn run(opts: &SpeedOptions, progress: &mut dyn FnMut(&str)) -> Result<SpeedR
         .collect();
     for round in 0..opts.rounds {
         for (spec, result) in plan.iter().zip(&mut cases) {
+            // Alternating who goes first keeps a drifting machine from always favouring one side.
             let torch_first = round % 2 == 1;
-            for side in [torch_first, !torch_first] {
-                let line = match side {
-                    true => match &pytorch {
-                        PyTorch::Present { python, .. } => {
-                            let cmd = cell::pytorch_command(python, &opts.script, spec);
-                            let t = cell::run_child(cmd)?;
-                            let line = format!("PyTorch {}", render::seconds(t.median_s));
-                            result.pytorch.push(t);
-                            line
-                        }
-                        PyTorch::Absent { .. } => continue,
-                    },
-                    false => {
-                        let cmd = cell::lossdiff_command(&opts.lossdiff_exe, spec);
-                        let t = cell::run_child(cmd)?;
-                        let line = format!("lossdiff {}", render::seconds(t.median_s));
-                        result.lossdiff.push(t);
-                        line
-                    }
+            for torch in [torch_first, !torch_first] {
+                let Some(line) = run_side(opts, &pytorch, spec, result, torch)? else {
+                    continue;
                 };
                 progress(&format!(
                     "round {}/{} {}: {line}",
@@ -274,13 +267,41 @@ pub fn run(opts: &SpeedOptions, progress: &mut dyn FnMut(&str)) -> Result<SpeedR
         }
     }
     Ok(SpeedReport {
-        machine: machine::Machine::current(&opts.command_line),
+        machine,
         pytorch,
         rounds: opts.rounds,
         steps: (opts.steps, opts.warmup),
         attention_threads: opts.attention_threads,
         cases,
     })
+}
+
+/// Measures one side of one cell in a child and records it; returns the progress line, or `None`
+/// for the PyTorch side when PyTorch is absent.
+fn run_side(
+    opts: &SpeedOptions,
+    pytorch: &PyTorch,
+    spec: &CellSpec,
+    result: &mut CaseResult,
+    torch: bool,
+) -> Result<Option<String>> {
+    let (cmd, name, into) = match (torch, pytorch) {
+        (true, PyTorch::Absent { .. }) => return Ok(None),
+        (true, PyTorch::Present { python, .. }) => (
+            cell::pytorch_command(python, &opts.script, spec),
+            "PyTorch",
+            &mut result.pytorch,
+        ),
+        (false, _) => (
+            cell::lossdiff_command(&opts.lossdiff_exe, spec),
+            "lossdiff",
+            &mut result.lossdiff,
+        ),
+    };
+    let t = cell::run_child(cmd)?;
+    let line = format!("{name} {}", render::seconds(t.median_s));
+    into.push(t);
+    Ok(Some(line))
 }
 
 #[cfg(test)]
