@@ -71,6 +71,7 @@ pub mod rng;
 pub mod threads;
 
 mod attention;
+mod clock;
 mod data;
 mod error;
 mod external;

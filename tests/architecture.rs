@@ -16,7 +16,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     (
         "foundation",
         &[
-            "error", "fsutil", "limits", "json", "rng", "alloc", "threads", "faults",
+            "error", "fsutil", "limits", "json", "rng", "alloc", "threads", "faults", "clock",
         ],
     ),
     (

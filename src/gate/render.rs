@@ -129,7 +129,7 @@ pub fn write_report_dir_reusing(
             .map(|(r, _)| r.experiment.as_str())
             .collect::<Vec<_>>()
             .join(", "),
-        timestamp: utc_now(),
+        timestamp: crate::clock::utc_seconds(crate::clock::now_secs()),
         entries,
         sweep_figures,
         gate: GateDecision {
@@ -384,29 +384,6 @@ fn reusable_figures(dirs: &[PathBuf]) -> Result<std::collections::BTreeMap<Strin
         }
     }
     Ok(out)
-}
-
-/// Returns the current UTC time as `YYYY-MM-DD HH:MM:SS UTC` (civil-from-days, Hinnant 2013).
-fn utc_now() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs()) as i64;
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
 }
 
 /// Identifies a comparison's figure: `(cell, a, b)`; golden checks use `b = "golden"`.

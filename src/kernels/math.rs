@@ -1,51 +1,52 @@
 //! Scalar `exp` and `erf` for f32 that the compiler can vectorise: straight-line polynomial
 //! code with no calls and no branches, unlike libm's `expf`/`erff`.
 //!
-//! Both are deterministic functions of their input alone (plain `+ − × ÷`, no fused
-//! multiply-add, no table lookups), so every CPU and every thread count gets the same bits.
+//! All are deterministic functions of their input alone, with no table lookups: `exp` and `erf`
+//! use plain `+ − × ÷`, `exp_fused` fused multiply-adds (each rounds once, exactly, on every
+//! CPU), so every CPU and every thread count gets the same bits.
+
+// Constants of `exp` and `exp_fused`: Cody–Waite range reduction `x = n·ln 2 + r` and Cephes'
+// `expf` polynomial.
+const LOG2E: f32 = std::f32::consts::LOG2_E;
+/// ln 2 split in two so that `n · LN2_HI` is exact for `|n| < 2⁹`.
+#[allow(clippy::excessive_precision)]
+const LN2_HI: f32 = 0.693_359_375;
+#[allow(clippy::excessive_precision)]
+const LN2_LO: f32 = -2.121_944_4e-4;
+/// Round to nearest by the 1.5·2²³ trick: `floor` and `round` are library calls on baseline
+/// x86-64 (no SSE4.1), an add and a subtract vectorise.
+const ROUNDER: f32 = 12_582_912.0;
+/// Inputs below give 0 (`expf` underflows there), above give `+∞`.
+#[allow(clippy::excessive_precision)]
+const EXP_MIN: f32 = -87.336_55;
+#[allow(clippy::excessive_precision)]
+const EXP_MAX: f32 = 88.722_84;
+/// `exp(r) ≈ 1 + r + r²·p(r)`, `p` of degree 5, highest coefficient first.
+#[allow(clippy::excessive_precision)]
+const EXP_POLY: [f32; 6] = [
+    1.987_569_1e-4,
+    1.398_199_9e-3,
+    8.333_452e-3,
+    4.166_579_6e-2,
+    1.666_666_5e-1,
+    5.000_000_1e-1,
+];
 
 /// `exp(x)` for f32, within 2 ulp of the correctly rounded value on `[-87, 88]`; inputs below
 /// give 0 (as `expf` underflows there), above give `+∞`, NaN stays NaN.
 ///
-/// Cody–Waite range reduction `x = n·ln 2 + r`, `|r| ≤ ln 2 / 2` (n rounded to nearest), a degree-6 polynomial for
-/// `exp(r)` (Cephes' `expf` coefficients), and `2ⁿ` assembled in the exponent bits.
+/// Cody–Waite range reduction `x = n·ln 2 + r`, `|r| ≤ ln 2 / 2` (n rounded to nearest), a
+/// degree-6 polynomial for `exp(r)` (Cephes' `expf` coefficients), and `2ⁿ` assembled in the
+/// exponent bits.
 #[inline(always)]
-#[allow(clippy::excessive_precision)]
 pub(crate) fn exp(x: f32) -> f32 {
-    const LOG2E: f32 = std::f32::consts::LOG2_E;
-    // ln 2 split in two so that n · LN2_HI is exact for |n| < 2⁹.
-    const LN2_HI: f32 = 0.693_359_375;
-    const LN2_LO: f32 = -2.121_944_4e-4;
-    let xc = x.clamp(-87.336_55, 88.722_84);
-    // Round to nearest by the 1.5·2²³ trick: `floor` and `round` are library calls on baseline
-    // x86-64 (no SSE4.1), an add and a subtract vectorise.
-    const ROUNDER: f32 = 12_582_912.0;
+    let xc = x.clamp(EXP_MIN, EXP_MAX);
     let shifted = xc * LOG2E + ROUNDER;
     let n = shifted - ROUNDER;
     let r = xc - n * LN2_HI - n * LN2_LO;
-    let mut p = 1.987_569_1e-4_f32;
-    p = p * r + 1.398_199_9e-3;
-    p = p * r + 8.333_452e-3;
-    p = p * r + 4.166_579_6e-2;
-    p = p * r + 1.666_666_5e-1;
-    p = p * r + 5.000_000_1e-1;
+    let p = EXP_POLY[1..].iter().fold(EXP_POLY[0], |p, &c| p * r + c);
     let e = p * r * r + r + 1.0;
-    // 2ⁿ from the integer `shifted` already holds in its low mantissa bits (it sits in
-    // [2²³, 2²⁴), where the ulp is 1): `shifted.to_bits() = 0x4B40_0000 + n`. The same number as
-    // `n as i32`, but `as` saturates and maps NaN to 0, which compiles to scalar compares and
-    // keeps the loop from vectorising; integer adds and shifts vectorise.
-    const BIAS: u32 = 127u32.wrapping_sub(0x4B40_0000);
-    let scale = f32::from_bits(shifted.to_bits().wrapping_add(BIAS) << 23);
-    let y = e * scale;
-    if x < -87.336_55 {
-        0.0
-    } else if x > 88.722_84 {
-        f32::INFINITY
-    } else if x.is_nan() {
-        x
-    } else {
-        y
-    }
+    scaled_and_saturated(x, e, shifted)
 }
 
 /// [`exp`]'s reduction and polynomial evaluated with fused multiply-adds: the flash attention
@@ -57,30 +58,34 @@ pub(crate) fn exp(x: f32) -> f32 {
 /// correctly rounded result. Within 2 ulp of the correctly rounded value on `[-87, 88]`, like
 /// [`exp`].
 #[inline(always)]
-#[allow(clippy::excessive_precision)]
 pub(crate) fn exp_fused(x: f32) -> f32 {
-    const LOG2E: f32 = std::f32::consts::LOG2_E;
-    const LN2_HI: f32 = 0.693_359_375;
-    const LN2_LO: f32 = -2.121_944_4e-4;
-    const ROUNDER: f32 = 12_582_912.0;
-    const BIAS: u32 = 127u32.wrapping_sub(0x4B40_0000);
-    let xc = x.clamp(-87.336_55, 88.722_84);
+    let xc = x.clamp(EXP_MIN, EXP_MAX);
     let shifted = xc.mul_add(LOG2E, ROUNDER);
     let n = shifted - ROUNDER;
     let r = n.mul_add(-LN2_LO, n.mul_add(-LN2_HI, xc));
-    let mut p = 1.987_569_1e-4_f32;
-    p = p.mul_add(r, 1.398_199_9e-3);
-    p = p.mul_add(r, 8.333_452e-3);
-    p = p.mul_add(r, 4.166_579_6e-2);
-    p = p.mul_add(r, 1.666_666_5e-1);
-    p = p.mul_add(r, 5.000_000_1e-1);
+    let p = EXP_POLY[1..]
+        .iter()
+        .fold(EXP_POLY[0], |p, &c| p.mul_add(r, c));
     let e = p.mul_add(r * r, r) + 1.0;
+    scaled_and_saturated(x, e, shifted)
+}
+
+/// Returns `e · 2ⁿ` for the reduced `x`, with `expf`'s results outside its range: 0 below, `+∞`
+/// above, NaN passed through.
+///
+/// 2ⁿ comes from the integer `shifted` already holds in its low mantissa bits (it sits in
+/// [2²³, 2²⁴), where the ulp is 1): `shifted.to_bits() = 0x4B40_0000 + n`. The same number as
+/// `n as i32`, but `as` saturates and maps NaN to 0, which compiles to scalar compares and keeps
+/// the loop from vectorising; integer adds and shifts vectorise. The three-way select is the
+/// shape LLVM turns into vector blends (a two-way one came out as branches in the flash
+/// forward's loop, and that stayed scalar).
+#[inline(always)]
+fn scaled_and_saturated(x: f32, e: f32, shifted: f32) -> f32 {
+    const BIAS: u32 = 127u32.wrapping_sub(0x4B40_0000);
     let y = e * f32::from_bits(shifted.to_bits().wrapping_add(BIAS) << 23);
-    // The same three-way select as `exp`'s: LLVM turns this shape into vector blends (a
-    // two-way one came out as branches in the flash forward's loop, and that stayed scalar).
-    if x < -87.336_55 {
+    if x < EXP_MIN {
         0.0
-    } else if x > 88.722_84 {
+    } else if x > EXP_MAX {
         f32::INFINITY
     } else if x.is_nan() {
         x
@@ -156,30 +161,35 @@ mod tests {
         }
     }
 
-    #[test]
-    fn exp_is_within_two_ulp_of_std_exp() {
-        // std's f32::exp is glibc's expf, correctly rounded in practice.
+    /// Asserts `f` is within 2 ulp of std's `f32::exp` (glibc's `expf`, correctly rounded in
+    /// practice) on a fine grid of [-87, 88].
+    fn assert_within_two_ulp_of_std_exp(f: fn(f32) -> f32) {
         let mut worst = 0;
         for i in -87_000..=88_000 {
             let x = i as f32 * 1e-3;
-            worst = worst.max(ulps(exp(x), x.exp()));
+            worst = worst.max(ulps(f(x), x.exp()));
         }
         assert!(worst <= 2, "worst error {worst} ulp");
     }
 
+    /// Asserts `f` under- and overflows, and passes NaN, as `expf` does.
+    fn assert_saturates_like_expf(f: fn(f32) -> f32) {
+        assert_eq!(f(-1000.0), 0.0);
+        assert_eq!(f(f32::NEG_INFINITY), 0.0);
+        assert_eq!(f(1000.0), f32::INFINITY);
+        assert!(f(f32::NAN).is_nan());
+        assert_eq!(f(0.0), 1.0);
+    }
+
+    #[test]
+    fn exp_is_within_two_ulp_of_std_exp() {
+        assert_within_two_ulp_of_std_exp(exp);
+    }
+
     #[test]
     fn fused_exp_is_within_two_ulp_of_std_exp_and_saturates_like_it() {
-        let mut worst = 0;
-        for i in -87_000..=88_000 {
-            let x = i as f32 * 1e-3;
-            worst = worst.max(ulps(exp_fused(x), x.exp()));
-        }
-        assert!(worst <= 2, "worst error {worst} ulp");
-        assert_eq!(exp_fused(-1000.0), 0.0);
-        assert_eq!(exp_fused(f32::NEG_INFINITY), 0.0);
-        assert_eq!(exp_fused(1000.0), f32::INFINITY);
-        assert!(exp_fused(f32::NAN).is_nan());
-        assert_eq!(exp_fused(0.0), 1.0);
+        assert_within_two_ulp_of_std_exp(exp_fused);
+        assert_saturates_like_expf(exp_fused);
     }
 
     #[test]
@@ -201,11 +211,7 @@ mod tests {
 
     #[test]
     fn exp_saturates_like_expf() {
-        assert_eq!(exp(-1000.0), 0.0);
-        assert_eq!(exp(f32::NEG_INFINITY), 0.0);
-        assert_eq!(exp(1000.0), f32::INFINITY);
-        assert!(exp(f32::NAN).is_nan());
-        assert_eq!(exp(0.0), 1.0);
+        assert_saturates_like_expf(exp);
     }
 
     #[test]
