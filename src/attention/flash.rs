@@ -29,14 +29,15 @@ use rayon::prelude::*;
 use std::sync::Mutex;
 
 /// Query rows per forward task and tile, and key columns per forward tile. A 128 × 256 f32
-/// score tile is 128 KiB, which stays in L2 beside the `q`, `k`, `v` tiles; measured at
-/// T = 4k–8k on two threads (AVX2), 64 × 64 tiles took 10–15 % longer, mostly in the per-row
-/// work of the online softmax (row max, rescale) that larger tiles amortise.
+/// score tile is 128 KiB, which stays in L2 beside the `q`, `k`, `v` tiles. A grid at T = 4k–8k
+/// on two threads (AVX2) put the forward at its fastest here: 64 × 256 was 6–8 % slower,
+/// 64 × 128 12–23 %, 32 × 256 15–40 %, from per-row softmax work (row max, rescale) and gemm's
+/// per-call packing, which larger tiles amortise; 128 × 512 and 256 × 512 were no faster.
 const FWD_Q: usize = 128;
 /// See [`FWD_Q`].
 const FWD_K: usize = 256;
-/// Query rows and key columns per backward tile (scores, `dP` and `dS` of one tile: 256 KiB).
-/// 64 × 64 tiles measured 5–10 % slower, from gemm's per-call packing.
+/// Query rows and key columns per backward tile (`P` and `dS` of one tile: 256 KiB). In the
+/// same grid 64 × 256 was 3–8 % slower and 128 × 128 level.
 const BWD_Q: usize = 128;
 /// See [`BWD_Q`].
 const BWD_K: usize = 256;
