@@ -63,29 +63,8 @@ enum Command {
     Run {
         /// Experiment spec, or a nightly spec with `include = [...]`.
         spec: PathBuf,
-        /// Report directory (default: reports/<spec name>).
-        #[arg(long)]
-        out: Option<PathBuf>,
-        /// Only these cells (repeatable), e.g. `--cell lr_decay_iters=20`.
-        #[arg(long = "cell")]
-        cells: Vec<String>,
-        /// Run this task's share of the cells: `i/N` (0-based), e.g. from a Slurm job array.
-        #[arg(long)]
-        shard: Option<String>,
-        /// Runs at once (default: available cores).
-        #[arg(long)]
-        jobs: Option<usize>,
-        /// Do not read or write the run cache.
-        #[arg(long)]
-        no_cache: bool,
-        /// Train every arm with these kernels (`fused` or `composed`), judging that environment
-        /// against goldens blessed with the spec's; goldens do not go stale under it.
-        #[arg(long, value_parser = parse_kernels)]
-        kernels: Option<crate::config::Kernels>,
-        /// Bless: write every arm's fresh runs as its golden (the same as LOSSDIFF_UPDATE=always).
-        /// Refused on CI, where goldens are never written.
-        #[arg(long)]
-        bless: bool,
+        #[command(flatten)]
+        flags: RunFlags,
     },
     /// List the cells of a spec with the job-array task that runs each (`task experiment cell`,
     /// one per line): a job array needs one task per line.
@@ -343,27 +322,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             print!("{}", bench_markdown(&cfg, &rows));
             Ok(ExitCode::SUCCESS)
         }
-        Command::Run {
-            spec,
-            out,
-            cells,
-            shard,
-            jobs,
-            no_cache,
-            kernels,
-            bless,
-        } => cmd_run(
-            &spec,
-            RunFlags {
-                out,
-                cells,
-                shard,
-                jobs,
-                no_cache,
-                kernels,
-                bless,
-            },
-        ),
+        Command::Run { spec, flags } => cmd_run(&spec, flags),
         Command::Cells { spec, shards } => cmd_cells(&spec, shards),
         Command::Merge { shards, out } => cmd_merge(&shards, &out),
         Command::Calibrate {
@@ -735,13 +694,30 @@ fn parse_kernels(s: &str) -> Result<crate::config::Kernels, String> {
 }
 
 /// The flags of `lossdiff run`.
+#[derive(Debug, clap::Args)]
 struct RunFlags {
+    /// Report directory (default: reports/<spec name>).
+    #[arg(long)]
     out: Option<PathBuf>,
+    /// Only these cells (repeatable), e.g. `--cell lr_decay_iters=20`.
+    #[arg(long = "cell")]
     cells: Vec<String>,
+    /// Run this task's share of the cells: `i/N` (0-based), e.g. from a Slurm job array.
+    #[arg(long)]
     shard: Option<String>,
+    /// Runs at once (default: available cores).
+    #[arg(long)]
     jobs: Option<usize>,
+    /// Do not read or write the run cache.
+    #[arg(long)]
     no_cache: bool,
+    /// Train every arm with these kernels (`fused` or `composed`), judging that environment
+    /// against goldens blessed with the spec's; goldens do not go stale under it.
+    #[arg(long, value_parser = parse_kernels)]
     kernels: Option<crate::config::Kernels>,
+    /// Bless: write every arm's fresh runs as its golden (the same as LOSSDIFF_UPDATE=always).
+    /// Refused on CI, where goldens are never written.
+    #[arg(long)]
     bless: bool,
 }
 
