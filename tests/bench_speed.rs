@@ -53,6 +53,29 @@ fn args<'a>(extra: &[&'a str]) -> Vec<&'a str> {
     TINY.iter().copied().chain(extra.iter().copied()).collect()
 }
 
+/// The tiny bench's arguments with `python` as the PyTorch side's interpreter and a stand-in
+/// reference script in `dir`, measuring the `only` table.
+fn with_pytorch(dir: &Path, python: &Path, only: &str) -> Vec<String> {
+    let script = common::write(dir, "pytorch_reference.py", "# stand-in\n");
+    let python = python.to_str().unwrap();
+    let extra = [
+        "--python",
+        python,
+        "--pytorch-script",
+        &script,
+        "--only",
+        only,
+    ];
+    args(&extra).into_iter().map(String::from).collect()
+}
+
+/// Runs the tiny attention bench with `python`, writing its tables into `file` in `dir`.
+fn bench_into(dir: &Path, python: &Path, file: &str) -> std::process::Output {
+    let python = python.to_str().unwrap();
+    let extra = ["--python", python, "--only", "attention", "--readme", file];
+    lossdiff_in(dir, &args(&extra), &[])
+}
+
 /// Returns the cells of the Markdown row starting with `prefix`.
 fn row(md: &str, prefix: &str) -> Vec<String> {
     let line = md
@@ -120,11 +143,10 @@ fn without_torch_the_bench_times_lossdiff_and_says_how_to_point_it_at_a_python_w
 fn with_torch_both_sides_alternate_order_by_round_and_the_ratio_is_filled() {
     let dir = tempfile::tempdir().unwrap();
     let python = fake_python(dir.path(), "python-with-torch", FAKE_TORCH);
-    let script = common::write(dir.path(), "pytorch_reference.py", "# stand-in\n");
-    let mut a = args(&["--python", python.to_str().unwrap()]);
-    a.extend(["--pytorch-script", &script, "--only", "step"]);
-    let rounds = a.iter().position(|&w| w == "--rounds").unwrap();
-    a[rounds + 1] = "2";
+    let mut a = with_pytorch(dir.path(), &python, "step");
+    let rounds = a.iter().position(|w| w == "--rounds").unwrap();
+    a[rounds + 1] = "2".into();
+    let a: Vec<&str> = a.iter().map(String::as_str).collect();
     let o = lossdiff_in(dir.path(), &a, &[]);
     let (out, err) = (stdout(&o), stderr(&o));
     assert_eq!(o.status.code(), Some(0), "stdout:\n{out}\nstderr:\n{err}");
@@ -159,9 +181,8 @@ fn a_failing_pytorch_cell_is_an_error_naming_the_command_and_its_stderr() {
     let dir = tempfile::tempdir().unwrap();
     let body = "if [ \"$1\" = \"-c\" ]; then echo 9.9.9; exit 0; fi\necho 'RuntimeError: out of memory in sdpa' >&2; exit 1";
     let python = fake_python(dir.path(), "python-crashing", body);
-    let script = common::write(dir.path(), "pytorch_reference.py", "# stand-in\n");
-    let mut a = args(&["--python", python.to_str().unwrap()]);
-    a.extend(["--pytorch-script", &script, "--only", "attention"]);
+    let a = with_pytorch(dir.path(), &python, "attention");
+    let a: Vec<&str> = a.iter().map(String::as_str).collect();
     let o = lossdiff_in(dir.path(), &a, &[]);
     let message = common::assert_refused(&o, &["bench cell `", "--attention-bench 64"]);
     let err = stderr(&o);
@@ -175,19 +196,10 @@ fn a_failing_pytorch_cell_is_an_error_naming_the_command_and_its_stderr() {
 fn readme_tables_are_replaced_between_the_markers_and_missing_markers_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let python = fake_python(dir.path(), "python-without-torch", NO_TORCH);
-    let py = python.to_str().unwrap();
     let readme =
         "# Speed\n\nprose\n\n<!-- speed:begin -->\nold tables\n<!-- speed:end -->\n\nmore prose\n";
     common::write(dir.path(), "README.md", readme);
-    let a = args(&[
-        "--python",
-        py,
-        "--only",
-        "attention",
-        "--readme",
-        "README.md",
-    ]);
-    let o = lossdiff_in(dir.path(), &a, &[]);
+    let o = bench_into(dir.path(), &python, "README.md");
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let text = std::fs::read_to_string(dir.path().join("README.md")).unwrap();
     assert!(
@@ -204,15 +216,7 @@ fn readme_tables_are_replaced_between_the_markers_and_missing_markers_are_refuse
     assert!(text.contains("| 64 | bf16 |"), "{text}");
 
     common::write(dir.path(), "NOTES.md", "# no markers\n");
-    let a = args(&[
-        "--python",
-        py,
-        "--only",
-        "attention",
-        "--readme",
-        "NOTES.md",
-    ]);
-    let o = lossdiff_in(dir.path(), &a, &[]);
+    let o = bench_into(dir.path(), &python, "NOTES.md");
     common::assert_refused(&o, &["NOTES.md", "<!-- speed:begin -->"]);
     let notes = std::fs::read_to_string(dir.path().join("NOTES.md")).unwrap();
     assert_eq!(
@@ -228,15 +232,7 @@ fn the_repository_readme_has_the_markers_and_only_its_speed_tables_are_rewritten
     let original =
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
     common::write(dir.path(), "README.md", &original);
-    let a = args(&[
-        "--python",
-        python.to_str().unwrap(),
-        "--only",
-        "attention",
-        "--readme",
-        "README.md",
-    ]);
-    let o = lossdiff_in(dir.path(), &a, &[]);
+    let o = bench_into(dir.path(), &python, "README.md");
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let text = std::fs::read_to_string(dir.path().join("README.md")).unwrap();
     let outside = |t: &str| {
