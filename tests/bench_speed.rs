@@ -78,11 +78,8 @@ fn bench_into(dir: &Path, python: &Path, file: &str) -> std::process::Output {
 
 /// Returns the cells of the Markdown row starting with `prefix`.
 fn row(md: &str, prefix: &str) -> Vec<String> {
-    let line = md
-        .lines()
-        .find(|l| l.starts_with(prefix))
-        .unwrap_or_else(|| panic!("no row starting {prefix:?} in\n{md}"));
-    line.trim_matches('|')
+    common::line_starting(md, prefix)
+        .trim_matches('|')
         .split('|')
         .map(|c| c.trim().to_string())
         .collect()

@@ -71,10 +71,7 @@ fn report_dir_groups_seed_files_into_arms_and_prints_the_verdict_table() {
         out.contains("pairing of new vs base: paired by the seeds"),
         "{out}"
     );
-    let header = out
-        .lines()
-        .find(|l| l.starts_with("comparison"))
-        .unwrap_or_else(|| panic!("no table header:\n{out}"));
+    let header = common::line_starting(&out, "comparison");
     for column in [
         "verdict",
         "effect (late window)",
@@ -85,10 +82,7 @@ fn report_dir_groups_seed_files_into_arms_and_prints_the_verdict_table() {
     ] {
         assert!(header.contains(column), "{header}");
     }
-    let row = out
-        .lines()
-        .find(|l| l.starts_with("new vs base"))
-        .unwrap_or_else(|| panic!("no row:\n{out}"));
+    let row = common::line_starting(&out, "new vs base");
     assert!(row.contains("diverged"), "{row}");
     assert!(row.contains("+2.000%"), "{row}");
     assert!(row.contains("±0.1%"), "{row}");
@@ -124,10 +118,7 @@ fn report_dir_reads_subdirectories_as_arms_and_exits_0_without_a_divergence() {
     let o = lossdiff_in(dir.path(), &["report", "runs", "--reference", "naive"], &[]);
     let out = stdout(&o);
     assert_eq!(o.status.code(), Some(0), "{out}\n{}", stderr(&o));
-    let row = out
-        .lines()
-        .find(|l| l.starts_with("flash vs naive"))
-        .unwrap_or_else(|| panic!("no row:\n{out}"));
+    let row = common::line_starting(&out, "flash vs naive");
     assert!(row.contains("identical"), "{row}");
     // A second report does not read the first one's directory as an arm.
     let again = lossdiff_in(dir.path(), &["report", "runs"], &[]);

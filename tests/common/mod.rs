@@ -50,6 +50,13 @@ pub fn assert_refused(o: &Output, needles: &[&str]) -> String {
     line.to_string()
 }
 
+/// Returns the first line of `text` starting with `prefix`; panics showing `text` when none does.
+pub fn line_starting<'a>(text: &'a str, prefix: &str) -> &'a str {
+    text.lines()
+        .find(|l| l.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no line starting {prefix:?} in:\n{text}"))
+}
+
 /// Writes `text` to `dir/name` and returns the file name (tests run in `dir`).
 pub fn write(dir: &Path, name: &str, text: &str) -> String {
     let path = dir.join(name);
