@@ -1,5 +1,7 @@
 //! Claims the README makes about real runs, checked on real runs (or their blessed goldens).
 
+mod common;
+
 use lossdiff::compare::{compare, CompareSettings, Verdict};
 use lossdiff::config::{AttentionBackend, RunConfig};
 use lossdiff::golden::Golden;
@@ -35,14 +37,7 @@ fn the_dropout_confound_names_dropout_before_any_statistics() {
     let dir = Path::new("golden/dropout_confound/default");
     let naive = Golden::load(&dir.join("naive.golden.json")).unwrap();
     let flash = Golden::load(&dir.join("flash.golden.json")).unwrap();
-    let c = compare(
-        &naive.seed_traces,
-        &flash.seed_traces,
-        &naive.perturbation_traces,
-        &["model.attention".to_string()],
-        &CompareSettings::default(),
-    )
-    .unwrap();
+    let c = common::compare_goldens(&naive, &flash, "model.attention");
     let undeclared: Vec<&str> = c.config.undeclared.iter().map(|d| d.key.as_str()).collect();
     assert_eq!(
         undeclared,

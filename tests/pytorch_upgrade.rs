@@ -3,7 +3,9 @@
 //! are the evidence. Regenerating them needs the venvs (`scripts/pytorch-venvs.sh`) and
 //! `lossdiff run experiments/pytorch_upgrade.toml`; see the doc.
 
-use lossdiff::compare::{compare, CompareSettings, Verdict};
+mod common;
+
+use lossdiff::compare::Verdict;
 use lossdiff::experiment::Experiment;
 use lossdiff::golden::{Golden, GoldenStore};
 use lossdiff::trace::{Trace, LM_LOSS};
@@ -51,14 +53,7 @@ fn the_two_releases_train_bitwise_identical_curves_in_every_cell() {
     let cells = goldens();
     assert_eq!(cells.len(), 4, "lr_decay_iters 30, 60, 150, 300");
     for (cell, a, b) in &cells {
-        let c = compare(
-            &a.seed_traces,
-            &b.seed_traces,
-            &a.perturbation_traces,
-            &["external.command".to_string()],
-            &CompareSettings::default(),
-        )
-        .unwrap();
+        let c = common::compare_goldens(a, b, "external.command");
         assert_eq!(c.verdict, Verdict::Identical, "[{cell}]");
         assert_eq!(c.exact.first_differing_step, None, "[{cell}]");
         assert_eq!(c.exact.pairs, 3, "[{cell}] three seeds, paired");

@@ -2,6 +2,7 @@
 //! clean refusal, and build small traces and goldens without training.
 #![allow(dead_code)] // each test file uses a different part
 
+use lossdiff::compare::{compare, CompareSettings, Comparison};
 use lossdiff::golden::{Golden, Provenance};
 use lossdiff::trace::{Origin, Series, Trace, LM_LOSS, TRACE_SCHEMA_VERSION};
 use std::path::{Path, PathBuf};
@@ -124,4 +125,17 @@ pub fn tiny_experiment(name: &str) -> String {
          [base.train]\ntrain_iters = 12\nlr_warmup_iters = 2\n\
          [[arm]]\nname = \"a\"\n[[arm]]\nname = \"b\"\n"
     )
+}
+
+/// Compares two arms' goldens as the gate compares two arms: `a`'s seeds against `b`'s, with `a`'s
+/// perturbation ensemble as the rounding yardstick, default settings and `declared` differences.
+pub fn compare_goldens(a: &Golden, b: &Golden, declared: &str) -> Comparison {
+    compare(
+        &a.seed_traces,
+        &b.seed_traces,
+        &a.perturbation_traces,
+        &[declared.to_string()],
+        &CompareSettings::default(),
+    )
+    .unwrap()
 }
