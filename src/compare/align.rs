@@ -432,26 +432,19 @@ impl Aligned {
         (0..self.steps.len()).any(|s| self.a.iter().chain(&self.b).all(|v| sane(v[s])))
     }
 
-    /// Returns the first common step at which one arm has a non-finite value and the other none.
-    pub fn first_one_sided_non_finite(&self) -> Option<u64> {
-        let finite = |arm: &[Vec<f64>], s: usize| arm.iter().all(|v| sane(v[s]));
-        (0..self.steps.len())
-            .find(|&s| finite(&self.a, s) != finite(&self.b, s))
-            .map(|s| self.steps[s])
-    }
-
-    /// Returns the step, arm and value of [`Aligned::first_one_sided_non_finite`].
+    /// Returns where one arm first has a non-finite value and the other none: the common step,
+    /// the arm and the value.
     pub fn one_sided_non_finite(&self) -> Option<NonFiniteAt> {
-        let step = self.first_one_sided_non_finite()?;
-        let s = self.steps.iter().position(|&x| x == step)?;
-        let (arm, traces) = if self.a.iter().all(|v| sane(v[s])) {
+        let finite = |arm: &[Vec<f64>], s: usize| arm.iter().all(|v| sane(v[s]));
+        let s = (0..self.steps.len()).find(|&s| finite(&self.a, s) != finite(&self.b, s))?;
+        let (arm, traces) = if finite(&self.a, s) {
             ("B", &self.b)
         } else {
             ("A", &self.a)
         };
         let value = traces.iter().map(|v| v[s]).find(|&x| !sane(x))?;
         Some(NonFiniteAt {
-            step,
+            step: self.steps[s],
             arm: arm.into(),
             value: name_insane(value),
         })

@@ -379,7 +379,7 @@ pub fn compare(
     let config = diff_configs(a, b, factors);
     let mut notes = data.notes.clone();
     notes.push(data.pairing.describe().to_string());
-    let non_finite = data.first_one_sided_non_finite();
+    let non_finite = data.one_sided_non_finite();
     // Paired runs that are bitwise equal up to some step: the search for the onset starts there.
     let identical_until = exact
         .first_differing_step
@@ -404,7 +404,11 @@ pub fn compare(
         Some(statistical::stat_lane(&data, settings, identical_until)?)
     };
     let stopped_at = data.stopped.as_ref().map(|s| s.last_step + 1);
-    let verdict = if let Some(step) = non_finite.filter(|n| stopped_at.is_none_or(|s| *n < s)) {
+    let verdict = if let Some(step) = non_finite
+        .as_ref()
+        .map(|n| n.step)
+        .filter(|n| stopped_at.is_none_or(|s| *n < s))
+    {
         Verdict::Diverged {
             onset_step: step,
             direction: Direction::NonFinite,
@@ -463,7 +467,7 @@ pub fn compare(
         statistical,
         config,
         notes,
-        non_finite: data.one_sided_non_finite(),
+        non_finite,
     })
 }
 
