@@ -3,8 +3,8 @@
 //! differences, and optionally writes the figure(s) and JSON. Exit 1 if any comparison diverged.
 
 use crate::compare::{
-    compare, format_p, CompareSettings, Comparison, Margin, OnsetMethod, PairingMode, Verdict,
-    Yardstick,
+    compare, named_p, CompareSettings, Comparison, Margin, OnsetMethod, PairingMode, Verdict,
+    Yardstick, P_BEYOND_MARGIN, P_BEYOND_ROUNDING, P_DRIFT, P_TOST,
 };
 use crate::golden::Golden;
 use crate::import::{import_with, require_series, Format, ImportOptions};
@@ -529,17 +529,29 @@ fn statistical_lines(c: &Comparison) -> String {
     );
     let _ = writeln!(
         s,
-        "               margin: p (TOST, late window) = {}; p (beyond margin, any of {} windows, the late one keeping α/2) = {}",
-        format_p(st.tost_p_value),
-        st.windows.len(),
-        format_p(st.divergence_p_value)
+        "               margin: {}; {}",
+        named_p(P_TOST, st.tost_p_value),
+        named_p(
+            &format!(
+                "{P_BEYOND_MARGIN}, any of {} windows, the late one keeping α/2",
+                st.windows.len()
+            ),
+            st.divergence_p_value
+        )
     );
     for w in st.windows.iter().filter(|w| w.beyond_margin) {
         if let Some(e) = w.evidence {
             let _ = writeln!(
                 s,
-                "               beyond the margin over steps {}–{}: B − A = {:+.3e} (margin ±{:.3e}, p (beyond margin, adjusted over the windows) = {})",
-                w.first_step, w.last_step, e.estimate, w.margin, format_p(w.p_beyond_adjusted)
+                "               beyond the margin over steps {}–{}: B − A = {:+.3e} (margin ±{:.3e}, {})",
+                w.first_step,
+                w.last_step,
+                e.estimate,
+                w.margin,
+                named_p(
+                    &format!("{P_BEYOND_MARGIN}, adjusted over the windows"),
+                    w.p_beyond_adjusted
+                )
             );
         }
     }
@@ -550,26 +562,28 @@ fn statistical_lines(c: &Comparison) -> String {
         Some(r) if r.within => {
             let _ = writeln!(
                 s,
-                "               rounding: within rounding ({:.1}× the spread of {} perturbations, p (beyond rounding) = {})",
-                r.ratio, r.ensemble, format_p(r.p_value)
+                "               rounding: within rounding ({:.1}× the spread of {} perturbations, {})",
+                r.ratio,
+                r.ensemble,
+                named_p(P_BEYOND_ROUNDING, r.p_value)
             );
         }
         Some(r) => {
             let _ = writeln!(
                 s,
-                "               rounding: BEYOND rounding from step {} ({:.0}× the spread of {} perturbations, p (beyond rounding) = {})",
+                "               rounding: BEYOND rounding from step {} ({:.0}× the spread of {} perturbations, {})",
                 r.onset_step.unwrap_or(st.onset.step),
                 r.ratio,
                 r.ensemble,
-                format_p(r.p_value)
+                named_p(P_BEYOND_ROUNDING, r.p_value)
             );
         }
         None => {}
     }
     let _ = writeln!(
         s,
-        "               drift: p (HAC drift test) = {}",
-        format_p(st.drift_p_value)
+        "               drift: {}",
+        named_p(P_DRIFT, st.drift_p_value)
     );
     if let Some(b) = &st.band {
         let _ = writeln!(

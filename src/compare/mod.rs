@@ -69,7 +69,9 @@ mod tests;
 mod verdict;
 #[cfg(test)]
 mod verdict_tests;
-pub use verdict::{format_p, P_BEYOND_MARGIN, P_BEYOND_ROUNDING, P_TOST};
+pub use verdict::{
+    format_p, named_p, P_BEYOND_MARGIN, P_BEYOND_ROUNDING, P_DIFFERENCE, P_DRIFT, P_TOST,
+};
 
 pub use align::{Alignment, NonFiniteAt, Pairing, PairingMode, Stopped, SANE_MAGNITUDE};
 pub use configdiff::{diff_configs, ArmId, ConfigDiff, FieldDiff, StochasticWarning};
@@ -439,20 +441,20 @@ pub fn compare(
     if let (Verdict::Equivalent, Some(lane)) = (&verdict, &statistical) {
         if let Some(late) = lane.late.filter(|l| l.p_difference() < settings.alpha) {
             notes.push(format!(
-                "a difference of {:+.3e} is significant (p (difference t-test) = {}) but inside the margin ±{:.3e} (p (TOST, late window) = {}): equivalent",
+                "a difference of {:+.3e} is significant ({}) but inside the margin ±{:.3e} ({}): equivalent",
                 late.estimate,
-                format_p(late.p_difference()),
+                named_p(P_DIFFERENCE, late.p_difference()),
                 lane.margin,
-                format_p(lane.tost_p_value)
+                named_p(P_TOST, lane.tost_p_value)
             ));
         }
         if let Some(r) = lane.rounding.as_ref().filter(|r| !r.within) {
             notes.push(format!(
-                "beyond rounding ({:.0}× the rounding spread, p (beyond rounding) = {}) but inside the margin ±{:.3e} (p (TOST, late window) = {}): the math changed, the outcome did not",
+                "beyond rounding ({:.0}× the rounding spread, {}) but inside the margin ±{:.3e} ({}): the math changed, the outcome did not",
                 r.ratio,
-                format_p(r.p_value),
+                named_p(P_BEYOND_ROUNDING, r.p_value),
                 lane.margin,
-                format_p(lane.tost_p_value)
+                named_p(P_TOST, lane.tost_p_value)
             ));
         }
     }

@@ -9,9 +9,19 @@ use super::{Comparison, Direction, Verdict};
 pub const P_BEYOND_MARGIN: &str = "beyond margin";
 /// Name of the equivalence test: two one-sided tests that the late-window difference is inside
 /// the margin.
-pub const P_TOST: &str = "TOST";
+pub const P_TOST: &str = "TOST, late window";
 /// Name of the rounding test: B's difference against last-bit perturbations of A.
 pub const P_BEYOND_ROUNDING: &str = "beyond rounding";
+/// Name of the plain test that the late-window difference is not zero.
+pub const P_DIFFERENCE: &str = "difference t-test";
+/// Name of the drift test: a trend in the difference curve, with Newey–West standard errors.
+pub const P_DRIFT: &str = "HAC drift test";
+
+/// Formats a p-value with the name of its test, as every output shows one:
+/// `p (TOST, late window) = 1.5e-11`, so no p is ever printed without saying which test it is.
+pub fn named_p(test: &str, p: f64) -> String {
+    format!("p ({test}) = {}", format_p(p))
+}
 
 /// Formats a p-value as every output shows it: three decimals, scientific below 0.001
 /// (`0.011`, `1.5e-11`), so the same p reads the same in the terminal, a table and a figure.
@@ -72,7 +82,7 @@ impl Verdict {
                     .map(|e| format!(", effect {:+.3}%", e * 100.0))
                     .unwrap_or_default(),
                 p_value
-                    .map(|p| format!(", p ({P_BEYOND_MARGIN}) = {}", format_p(p)))
+                    .map(|p| format!(", {}", named_p(P_BEYOND_MARGIN, p)))
                     .unwrap_or_default()
             ),
             Verdict::Inconclusive { seeds_needed } => format!(

@@ -1,7 +1,7 @@
 //! Checking an arm's fresh runs against its golden, and blessing per the update policy.
 
 use super::{ArmTraces, GateCheckInput, GateOptions, GoldenCheck};
-use crate::compare::{compare, Verdict};
+use crate::compare::{compare, named_p, Verdict, P_BEYOND_ROUNDING};
 use crate::error::Result;
 use crate::fingerprint::Fingerprint;
 use crate::golden::{update_action, Golden, GoldenOutcome, Provenance, UpdateAction};
@@ -98,11 +98,11 @@ pub(super) fn check_golden(
             comparison.as_ref().map_or("diverged".into(), |c| match c.rounding() {
                 Some(r) if c.beyond_rounding() && !matches!(c.verdict, Verdict::Diverged { .. }) =>
                     format!(
-                        "{}, but beyond rounding from step {} ({:.0}× the perturbation spread, p (beyond rounding) = {})",
+                        "{}, but beyond rounding from step {} ({:.0}× the perturbation spread, {})",
                         c.verdict.label(),
                         r.onset_step.unwrap_or_default(),
                         r.ratio,
-                        crate::compare::format_p(r.p_value)
+                        named_p(P_BEYOND_ROUNDING, r.p_value)
                     ),
                 _ => c.describe(),
             })

@@ -528,10 +528,13 @@ fn expectation_problems(
     if !c.expected_diverged && !expected_changed && !diverged && rounding_fail {
         if let Some(r) = c.comparison.rounding() {
             problems.push(format!(
-                "beyond rounding from step {} ({:.0}× the perturbation spread, p (beyond rounding, Holm-adjusted) = {}): expected the same math up to rounding (use expect = \"changed\" for a pair that may change numerics within the margin)",
+                "beyond rounding from step {} ({:.0}× the perturbation spread, {}): expected the same math up to rounding (use expect = \"changed\" for a pair that may change numerics within the margin)",
                 r.onset_step.unwrap_or_default(),
                 r.ratio,
-                crate::compare::format_p(r.p_value)
+                crate::compare::named_p(
+                    &format!("{}, Holm-adjusted", crate::compare::P_BEYOND_ROUNDING),
+                    r.p_value
+                )
             ));
         }
     }

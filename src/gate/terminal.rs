@@ -5,7 +5,9 @@
 //! summary.json) are the `report` module's.
 
 use super::{percent, ExperimentReport};
-use crate::compare::{format_p, Comparison, Direction, Margin, Verdict};
+use crate::compare::{
+    named_p, Comparison, Direction, Margin, Verdict, P_BEYOND_MARGIN, P_BEYOND_ROUNDING, P_TOST,
+};
 
 /// One comparison's cells, each already in words (`–` where a cell does not apply).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,16 +92,14 @@ fn p_text(c: &Comparison) -> String {
         Verdict::Identical => NONE.into(),
         Verdict::Diverged {
             p_value: Some(p), ..
-        } => format!("p (beyond margin) = {}", format_p(*p)),
+        } => named_p(P_BEYOND_MARGIN, *p),
         Verdict::Diverged { .. } => "– (decided by rule, no test)".into(),
-        Verdict::Equivalent => st.map_or(NONE.into(), |s| {
-            format!("p (TOST, late window) = {}", format_p(s.tost_p_value))
-        }),
+        Verdict::Equivalent => st.map_or(NONE.into(), |s| named_p(P_TOST, s.tost_p_value)),
         Verdict::Inconclusive { .. } => st.map_or(NONE.into(), |s| {
             format!(
-                "p (TOST, late window) = {}, p (beyond margin) = {}",
-                format_p(s.tost_p_value),
-                format_p(s.divergence_p_value)
+                "{}, {}",
+                named_p(P_TOST, s.tost_p_value),
+                named_p(P_BEYOND_MARGIN, s.divergence_p_value)
             )
         }),
     }
@@ -110,16 +110,16 @@ fn rounding_text(c: &Comparison) -> String {
         (None, _) => "– (no perturbation ensemble)".into(),
         (Some(_), Verdict::Identical) => "within rounding (bitwise identical)".into(),
         (Some(r), _) if r.within => format!(
-            "within rounding ({}× the perturbation spread, p (beyond rounding) = {})",
+            "within rounding ({}× the perturbation spread, {})",
             times(r.ratio),
-            format_p(r.p_value)
+            named_p(P_BEYOND_ROUNDING, r.p_value)
         ),
         (Some(r), _) => format!(
-            "beyond rounding from step {} ({}× the perturbation spread, p (beyond rounding) = {})",
+            "beyond rounding from step {} ({}× the perturbation spread, {})",
             r.onset_step
                 .map_or_else(|| NONE.to_string(), |s| s.to_string()),
             times(r.ratio),
-            format_p(r.p_value)
+            named_p(P_BEYOND_ROUNDING, r.p_value)
         ),
     }
 }

@@ -8,7 +8,7 @@
 
 use super::{ArmCurves, ComparisonFigure, Curve, DiffCurve, FigureSource, KeyNumbers, ReportEntry};
 use crate::compare::{
-    format_p, BandSource, Comparison, FieldDiff, OnsetMethod, StatLane, Verdict, Yardstick,
+    named_p, BandSource, Comparison, FieldDiff, OnsetMethod, StatLane, Verdict, Yardstick,
     P_BEYOND_MARGIN, P_BEYOND_ROUNDING, P_TOST,
 };
 use crate::trace::{Trace, LR};
@@ -210,7 +210,7 @@ fn key_numbers(c: &Comparison) -> KeyNumbers {
     let (p_value, p_test) = match c.verdict {
         Verdict::Identical => (None, None),
         Verdict::Diverged { p_value, .. } => (p_value, p_value.map(|_| beyond_margin())),
-        Verdict::Equivalent => (Some(s.tost_p_value), Some(format!("{P_TOST}, late window"))),
+        Verdict::Equivalent => (Some(s.tost_p_value), Some(P_TOST.to_string())),
         Verdict::Inconclusive { .. } => (Some(s.divergence_p_value), Some(beyond_margin())),
     };
     KeyNumbers {
@@ -387,10 +387,12 @@ pub fn comparison_summary(a: &str, b: &str, c: &Comparison) -> String {
             l.margin
         ));
         lines.push(format!(
-            "p ({P_BEYOND_MARGIN}, {}) = {}; p ({P_TOST}, late window) = {}",
-            deciding_window(l),
-            format_p(l.divergence_p_value),
-            format_p(l.tost_p_value)
+            "{}; {}",
+            named_p(
+                &format!("{P_BEYOND_MARGIN}, {}", deciding_window(l)),
+                l.divergence_p_value
+            ),
+            named_p(P_TOST, l.tost_p_value)
         ));
         if let Some(r) = &l.rounding {
             let finding = match (r.within, r.onset_step) {
@@ -399,9 +401,9 @@ pub fn comparison_summary(a: &str, b: &str, c: &Comparison) -> String {
                 (false, None) => "beyond rounding".to_string(),
             };
             lines.push(format!(
-                "rounding: {finding} ({} the perturbation spread, p ({P_BEYOND_ROUNDING}) = {})",
+                "rounding: {finding} ({} the perturbation spread, {})",
                 ratio_text(r.ratio),
-                format_p(r.p_value)
+                named_p(P_BEYOND_ROUNDING, r.p_value)
             ));
         }
     }
