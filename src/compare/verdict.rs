@@ -149,4 +149,11 @@ mod tests {
         );
         assert!(diverged().describe().starts_with(diverged().label()));
     }
+
+    #[test]
+    fn p_values_read_alike_everywhere_and_name_their_test() {
+        assert_eq!(format_p(1.23e-5), "1.2e-5");
+        assert_eq!(format_p(0.4321), "0.432");
+        assert_eq!(named_p(P_TOST, 1.5e-11), "p (TOST, late window) = 1.5e-11");
+    }
 }

@@ -357,11 +357,6 @@ pub(super) fn fmt_signed(v: f64) -> String {
     }
 }
 
-/// Formats a p-value as every output does ([`crate::compare::format_p`]).
-pub(super) fn fmt_p(p: f64) -> String {
-    crate::compare::format_p(p)
-}
-
 /// Drops trailing zeros after a decimal point ("1.50" → "1.5", "2.00" → "2").
 fn trim_zeros(s: String) -> String {
     if s.contains('.') {
@@ -459,8 +454,6 @@ mod tests {
         assert_eq!(fmt_step(0.5), "");
         assert_eq!(fmt_step(1500.0), "1500");
         assert_eq!(fmt_tick(6e-4), "6.0e-4");
-        assert_eq!(fmt_p(1.23e-5), "1.2e-5");
-        assert_eq!(fmt_p(0.4321), "0.432");
     }
 
     #[test]

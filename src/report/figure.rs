@@ -78,21 +78,16 @@ pub(super) fn numbers_line(n: &KeyNumbers) -> String {
         parts.push(format!("late Δ {}", draw::fmt_signed(e)));
     }
     if let Some(p) = n.p_value {
-        parts.push(format!("{} = {}", p_name(n), draw::fmt_p(p)));
+        parts.push(match &n.p_test {
+            Some(test) => crate::compare::named_p(test, p),
+            // An entry written by an older lossdiff does not know its test.
+            None => format!("p = {}", crate::compare::format_p(p)),
+        });
     }
     if let Some(m) = n.margin {
         parts.push(format!("margin ±{}", draw::fmt_num(m)));
     }
     parts.join("  ·  ")
-}
-
-/// Returns how a p-value is named: "p (TOST, late window)", or a bare "p" when the test is not
-/// known (an entry written by an older lossdiff).
-fn p_name(n: &KeyNumbers) -> String {
-    match &n.p_test {
-        Some(t) => format!("p ({t})"),
-        None => "p".into(),
-    }
 }
 
 /// Draws the title, the verdict badge in its colour and the key numbers.

@@ -57,8 +57,8 @@ pub(super) fn number_cells(n: &KeyNumbers) -> [String; 4] {
         n.onset_step.map_or_else(dash, |s| s.to_string()),
         n.effect_size.map_or_else(dash, draw::fmt_signed),
         n.p_value.map_or_else(dash, |p| match &n.p_test {
-            Some(t) => format!("{} ({t})", draw::fmt_p(p)),
-            None => draw::fmt_p(p),
+            Some(t) => format!("{} ({t})", crate::compare::format_p(p)),
+            None => crate::compare::format_p(p),
         }),
         n.margin
             .map_or_else(dash, |m| format!("±{}", draw::fmt_num(m))),
