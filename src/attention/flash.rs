@@ -500,17 +500,9 @@ fn max_lanes(xs: &[f32]) -> f32 {
 /// Replaces each `x` by `exp(x − shift)` and returns their sum, on 8 SIMD lanes.
 ///
 /// The exponentials are the kernel's scalar hot spot (one per score, forward and backward), and
-/// libm's `expf` does not vectorise. The loop runs compiled for the widest vector unit the CPU
-/// has ([`wide`]); the arithmetic and the 8-lane summation order are the same on every path, so
-/// every path gives the same bits.
-#[cfg(test)]
-fn exp_shifted(xs: &mut [f32], shift: f32) -> f32 {
-    wide(
-        #[inline(always)]
-        || exp_shifted_lanes(xs, shift),
-    )
-}
-
+/// libm's `expf` does not vectorise. Callers run it inside [`wide`], compiled for the widest
+/// vector unit the CPU has; the arithmetic and the 8-lane summation order are the same on every
+/// path, so every path gives the same bits.
 #[inline(always)]
 fn exp_shifted_lanes(xs: &mut [f32], shift: f32) -> f32 {
     // Two passes: a plain loop is what the loop vectoriser turns into vector exponentials (the
@@ -1133,13 +1125,17 @@ mod tests {
         assert_eq!(exp(-200.0), 0.0);
         assert_eq!(exp(f32::NEG_INFINITY), 0.0);
         let mut xs: Vec<f32> = (0..19).map(|i| -(i as f32) / 3.0).collect();
-        let sum = exp_shifted(&mut xs, 0.5);
+        let sum = wide(|| exp_shifted_lanes(&mut xs, 0.5));
         let want: f32 = (0..19).map(|i| (-(i as f32) / 3.0 - 0.5).exp()).sum();
         approx::assert_relative_eq!(sum, want, max_relative = 1e-6);
         // The dispatched (AVX-512 or AVX2 here) and the portable bodies give the same bits.
         let base: Vec<f32> = (0..1000).map(|i| -(i as f32) * 0.037).collect();
         let (mut a, mut b) = (base.clone(), base);
-        let (sa, sb) = (exp_shifted(&mut a, 0.25), exp_shifted_lanes(&mut b, 0.25));
+        let sa = wide(
+            #[inline(always)]
+            || exp_shifted_lanes(&mut a, 0.25),
+        );
+        let sb = exp_shifted_lanes(&mut b, 0.25);
         assert_eq!(sa.to_bits(), sb.to_bits());
         assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()));
     }
