@@ -22,23 +22,36 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 /// Tells glibc's malloc to keep freed memory for reuse instead of returning it to the OS.
 ///
 /// A training step allocates and frees the same few hundred activation and gradient buffers
-/// every step. With glibc's defaults, buffers over the (dynamic) mmap threshold are `mmap`ed and
-/// `munmap`ed each time and the heap top is trimmed after frees, so every step faults its pages in
-/// again: measured here at ~50,000 page faults per `small` step, about a tenth of its time. Fixing
-/// the mmap threshold at its 32 MiB maximum and never trimming keeps those pages mapped; the
-/// process holds on to its high-water mark, which a trainer reaches in its first step anyway.
+/// every step. With glibc's defaults every step faults those pages in again, for two reasons:
+/// - buffers over the (dynamic) mmap threshold are `mmap`ed and `munmap`ed each time, and the
+///   heap top is trimmed after frees: measured at ~50,000 page faults per `small` step, about a
+///   tenth of its time. Fixing the mmap threshold at its 32 MiB maximum and never trimming keeps
+///   those pages mapped.
+/// - a thread other than the process's first gets an arena of its own, built from heaps of at
+///   most 64 MiB, and glibc unmaps a heap as soon as everything in it is freed, whatever the trim
+///   threshold says. Training runs on a rayon worker, and `medium`'s 17 MB attention scores fill
+///   such heaps a few buffers at a time: ~44,000 page faults (about 130 ms of kernel time) per
+///   `medium` step. One arena for the whole process (the first thread's, which obeys the trim
+///   threshold) brings that to a few hundred.
+///
+/// The process holds on to its high-water mark, which a trainer reaches in its first step anyway.
 /// Results are unaffected (only where buffers live changes). Idempotent; a no-op off glibc.
+///
+/// glibc fixes its arena limit when a second thread first allocates, so the limit only takes
+/// hold when this runs before that: the `lossdiff` binary calls it first thing in `main`; a
+/// program that has already started threads keeps the threshold settings and its own arenas.
 pub fn retain_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
         static ONCE: std::sync::Once = std::sync::Once::new();
         ONCE.call_once(|| {
             // SAFETY: mallopt only changes allocator parameters; it is safe to call at any time,
-            // and both values are within glibc's documented ranges (the mmap threshold's maximum
-            // is 32 MiB on 64-bit targets).
+            // and every value is within glibc's documented ranges (the mmap threshold's maximum
+            // is 32 MiB on 64-bit targets; an arena limit of 1 is the main arena alone).
             unsafe {
                 libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
                 libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
+                libc::mallopt(libc::M_ARENA_MAX, 1);
             }
         });
     }

@@ -8,6 +8,8 @@ use std::process::ExitCode;
 static ALLOC: lossdiff::alloc::CountingAlloc = lossdiff::alloc::CountingAlloc;
 
 fn main() -> ExitCode {
+    // Before any other thread exists: glibc fixes its arena limit when a second thread allocates.
+    lossdiff::alloc::retain_freed_memory();
     restore_sigpipe();
     let cli = match lossdiff::cli::parse(std::env::args_os()) {
         Ok(cli) => cli,

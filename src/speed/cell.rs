@@ -156,16 +156,47 @@ pub fn measure(spec: &CellSpec) -> Result<Timing> {
         });
     }
     let pool = crate::threads::pool(spec.case.threads())?;
-    let runs = pool.install(|| match &spec.case {
+    let Runs { secs, minor_faults } = pool.install(|| match &spec.case {
         Case::Step { preset, .. } => time_steps(preset, spec),
         Case::Attention { seq_len, dtype, .. } => time_attention(*seq_len, *dtype, spec),
     })?;
-    Timing::from_runs(&runs).ok_or_else(|| Error::InvalidValue {
+    let mut timing = Timing::from_runs(&secs).ok_or_else(|| Error::InvalidValue {
         origin: "bench cell".into(),
         key: "timing".into(),
         expected: "finite run times".into(),
-        got: format!("{runs:?}"),
-    })
+        got: format!("{secs:?}"),
+    })?;
+    timing.minor_faults_per_run = minor_faults.map(|n| n as f64 / secs.len() as f64);
+    Ok(timing)
+}
+
+/// What the timed runs of a cell took: their wall times, and the minor page faults all of them
+/// caused together (when the OS says).
+struct Runs {
+    secs: Vec<f64>,
+    minor_faults: Option<u64>,
+}
+
+/// Counts minor page faults of this process so far; `None` where `getrusage` is unavailable.
+fn minor_faults() -> Option<u64> {
+    #[cfg(unix)]
+    {
+        let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+        // SAFETY: getrusage writes one `rusage` through a valid pointer and reads nothing else.
+        let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr()) };
+        // SAFETY: a zeroed `rusage` is a valid value (plain integers), written over on success.
+        let usage = unsafe { usage.assume_init() };
+        (rc == 0).then(|| u64::try_from(usage.ru_minflt).unwrap_or(0))
+    }
+    #[cfg(not(unix))]
+    {
+        None
+    }
+}
+
+/// Faults between two readings, when both were taken.
+fn faults_between(before: Option<u64>, after: Option<u64>) -> Option<u64> {
+    Some(after?.saturating_sub(before?))
 }
 
 /// Looks up a shipped preset with fused kernels (the default the README's table reports).
@@ -183,12 +214,16 @@ pub fn preset(name: &str) -> Result<RunConfig> {
     Ok(cfg)
 }
 
-fn time_steps(name: &str, spec: &CellSpec) -> Result<Vec<f64>> {
+fn time_steps(name: &str, spec: &CellSpec) -> Result<Runs> {
     let cfg = preset(name)?;
     let mut trainer = Trainer::new(&cfg, name)?;
     let iters = cfg.train.train_iters.max(1);
     let mut runs = Vec::with_capacity(spec.runs);
+    let mut faults_before = None;
     for i in 0..(spec.warmup + spec.runs) as u64 {
+        if i == spec.warmup as u64 {
+            faults_before = minor_faults();
+        }
         let start = Instant::now();
         trainer.step(i % iters)?;
         if i >= spec.warmup as u64 {
@@ -198,10 +233,13 @@ fn time_steps(name: &str, spec: &CellSpec) -> Result<Vec<f64>> {
             break;
         }
     }
-    Ok(runs)
+    Ok(Runs {
+        minor_faults: faults_between(faults_before, minor_faults()),
+        secs: runs,
+    })
 }
 
-fn time_attention(t: usize, dtype: BenchDType, spec: &CellSpec) -> Result<Vec<f64>> {
+fn time_attention(t: usize, dtype: BenchDType, spec: &CellSpec) -> Result<Runs> {
     let params = AttentionParams {
         softmax_scale: 1.0 / (HEAD_DIM as f32).sqrt(),
         dropout: None,
@@ -220,6 +258,7 @@ fn time_attention(t: usize, dtype: BenchDType, spec: &CellSpec) -> Result<Vec<f6
     }
     let qkv = inputs(t, dtype)?;
     let mut runs = Vec::with_capacity(spec.runs);
+    let faults_before = minor_faults();
     while runs.len() < spec.runs {
         let start = Instant::now();
         crate::threads::in_pool(|| run(&qkv))?;
@@ -228,7 +267,10 @@ fn time_attention(t: usize, dtype: BenchDType, spec: &CellSpec) -> Result<Vec<f6
             break;
         }
     }
-    Ok(runs)
+    Ok(Runs {
+        minor_faults: faults_between(faults_before, minor_faults()),
+        secs: runs,
+    })
 }
 
 /// Returns seeded normal `(1, HEADS, t, HEAD_DIM)` q, k, v of `dtype`.

@@ -179,6 +179,7 @@ mod tests {
             q1_s: median_s * 0.9,
             q3_s: median_s * 1.1,
             samples: 10,
+            minor_faults_per_run: None,
             torch: None,
         }
     }

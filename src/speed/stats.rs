@@ -15,6 +15,10 @@ pub struct Timing {
     pub q3_s: f64,
     /// Timed runs (after warm-up).
     pub samples: usize,
+    /// Minor page faults per timed run, when the cell counted them (lossdiff's do): memory the
+    /// run had to map afresh instead of reusing, which a steady training loop should not need.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub minor_faults_per_run: Option<f64>,
     /// PyTorch's version, when the cell is PyTorch's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub torch: Option<String>,
@@ -42,6 +46,7 @@ impl Timing {
             q1_s,
             q3_s,
             samples: data.len(),
+            minor_faults_per_run: None,
             torch: None,
         })
     }
