@@ -1,7 +1,9 @@
-//! lossdiff builds against a vendored candle-core whose autograd stores the first gradient that
-//! reaches a node instead of adding it into fresh zeros (vendor/README.md). Cargo silently ignores
-//! a `[patch]` that stops matching (after a version bump, say), so this checks that the patched
-//! autograd is the one in the build, and that it still computes the right gradients.
+//! lossdiff builds against a vendored candle-core with two patches (vendor/README.md): autograd
+//! stores the first gradient that reaches a node instead of adding it into fresh zeros, and the
+//! CPU matmul writes into an uninitialised buffer and spreads batches over the threads. Cargo
+//! silently ignores a `[patch]` that stops matching (after a version bump, say), so this checks
+//! that the patched autograd is the one in the build, and that both patches still compute the
+//! right numbers, with the same bits on either matmul path.
 
 use candle_core::{Device, Tensor, Var};
 
@@ -54,6 +56,92 @@ fn gradients_with_fan_in_and_subtraction_are_still_summed_exactly() {
         assert!(
             (g - w).abs() <= 1e-6 * w.abs().max(1.0),
             "got {g}, want {w}"
+        );
+    }
+}
+
+/// Returns `(b, m, k)` seeded values in [-1, 1).
+fn seeded(b: usize, m: usize, k: usize, salt: u64) -> Tensor {
+    let mut s = salt;
+    let data: Vec<f32> = (0..b * m * k)
+        .map(|_| {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+        })
+        .collect();
+    Tensor::from_vec(data, (b, m, k), &Device::Cpu).unwrap()
+}
+
+#[test]
+fn a_matmul_writes_every_element_of_its_uninitialised_output() {
+    // Odd sizes and a transposed right operand: gemm's edge tiles and strided packing. Every
+    // element is checked against an f64 triple loop, so one gemm left unwritten would show.
+    let (b, m, k, n) = (3, 37, 19, 23);
+    let lhs = seeded(b, m, k, 1);
+    let rhs_t = seeded(b, n, k, 2); // (b, n, k), used as (b, k, n) through a transpose
+    let got = lhs
+        .matmul(&rhs_t.transpose(1, 2).unwrap())
+        .unwrap()
+        .to_vec3::<f32>()
+        .unwrap();
+    let (l, r) = (
+        lhs.to_vec3::<f32>().unwrap(),
+        rhs_t.to_vec3::<f32>().unwrap(),
+    );
+    for (bi, rows) in got.iter().enumerate() {
+        for (i, row) in rows.iter().enumerate() {
+            for (j, &g) in row.iter().enumerate() {
+                let want: f64 = (0..k)
+                    .map(|p| f64::from(l[bi][i][p]) * f64::from(r[bi][j][p]))
+                    .sum();
+                assert!(
+                    (f64::from(g) - want).abs() <= 1e-5 * (k as f64),
+                    "[{bi}][{i}][{j}]: got {g}, want {want}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn a_matmul_over_an_empty_inner_dimension_is_zeros() {
+    let out = seeded(2, 3, 0, 1).matmul(&seeded(2, 0, 4, 2)).unwrap();
+    assert_eq!(out.dims(), &[2, 3, 4]);
+    assert!(out
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap()
+        .iter()
+        .all(|&x| x == 0.0));
+}
+
+#[test]
+fn batches_spread_over_threads_give_the_bits_of_one_product_at_a_time() {
+    // Six batches: as many as threads or more on machines of up to six cores, so the patched matmul
+    // takes its batch-parallel path; each batch alone takes the split-one-product path. Both
+    // must give the same bits, as the trainer's any-thread-count guarantee needs.
+    let (b, m, k, n) = (6, 64, 32, 48);
+    let (lhs, rhs) = (seeded(b, m, k, 3), seeded(b, k, n, 4));
+    let batched = lhs.matmul(&rhs).unwrap();
+    for i in 0..b {
+        let one = lhs.get(i).unwrap().matmul(&rhs.get(i).unwrap()).unwrap();
+        let (x, y) = (
+            batched
+                .get(i)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap(),
+            one.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+        );
+        let same = x.iter().zip(&y).all(|(a, b)| a.to_bits() == b.to_bits());
+        assert!(
+            same,
+            "batch {i}: batched and single products differ in bits"
         );
     }
 }

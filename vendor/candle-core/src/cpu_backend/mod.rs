@@ -1439,6 +1439,21 @@ impl MatMul {
     }
 }
 
+/// The matmul destination shared by the batch tasks; each writes only its own m × n block.
+#[derive(Clone, Copy)]
+struct DstPtr<T>(*mut T);
+
+// SAFETY: the tasks sharing a `DstPtr` write disjoint blocks, and the owner waits for them all.
+unsafe impl<T> Send for DstPtr<T> {}
+unsafe impl<T> Sync for DstPtr<T> {}
+
+impl<T> DstPtr<T> {
+    /// The element `offset` past the start (a method, so closures capture the whole `DstPtr`).
+    unsafe fn at(self, offset: usize) -> *mut T {
+        self.0.add(offset)
+    }
+}
+
 impl Map2 for MatMul {
     const OP: &'static str = "mat_mul";
 
@@ -1478,7 +1493,17 @@ impl Map2 for MatMul {
         let dst_rs = dst_strides[0];
         let dst_cs = dst_strides[1];
 
-        let mut dst = vec![T::zero(); b * m * n];
+        // With `read_dst = false` and k > 0, gemm writes every element of each m × n destination
+        // without reading it, so the buffer is left uninitialised instead of being zero-filled
+        // on the calling thread first; k = 0 writes nothing, so that case keeps its zeros.
+        let len = b * m * n;
+        let mut dst: Vec<T> = if k == 0 {
+            vec![T::zero(); len]
+        } else {
+            Vec::with_capacity(len)
+        };
+        // The buffer's start whatever its length; writes stay within `len`, its capacity.
+        let dst_ptr = dst.as_mut_ptr();
         let num_threads = crate::utils::get_num_threads();
         let parallelism = if num_threads > 1 {
             Parallelism::Rayon(num_threads)
@@ -1499,16 +1524,16 @@ impl Map2 for MatMul {
             // over itself, so a stride-zero batch on lhs goes through the loop below.
             (b, m, n, k)
         };
-        for step in 0..b {
+        let out = DstPtr(dst_ptr);
+        let one = |step: usize, parallelism: Parallelism| {
             let lhs_p = &lhs[step * a_skip..];
             let rhs_p = &rhs[step * b_skip..];
-            let dst_p = &mut dst[step * c_skip..];
             unsafe {
                 gemm(
                     /* m: usize = */ m,
                     /* n: usize = */ n,
                     /* k: usize = */ k,
-                    /* dst: *mut T = */ dst_p.as_mut_ptr(),
+                    /* dst: *mut T = */ out.at(step * c_skip),
                     /* dst_cs: isize = */ dst_cs as isize,
                     /* dst_rs: isize = */ dst_rs as isize,
                     /* read_dst: bool = */ false,
@@ -1526,6 +1551,21 @@ impl Map2 for MatMul {
                     parallelism,
                 )
             }
+        };
+        if num_threads > 1 && b >= num_threads {
+            // Enough batches to go round: one single-threaded gemm per batch, batches spread
+            // over the threads. Splitting each small product (attention's 256 × 256 × 32) over
+            // the threads instead barely scales past one. The bits are the same either way:
+            // gemm splits work by output blocks, never along k.
+            (0..b)
+                .into_par_iter()
+                .for_each(|step| one(step, Parallelism::None));
+        } else {
+            (0..b).for_each(|step| one(step, parallelism));
+        }
+        if k != 0 {
+            // SAFETY: the gemm calls above wrote all `len` elements (b steps of m × n each).
+            unsafe { dst.set_len(len) };
         }
         Ok(dst)
     }
