@@ -42,9 +42,8 @@ impl CustomOp2 for AddBias {
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let (y, b) = (f32_slice(s1, l1)?, f32_slice(s2, l2)?);
         let d = b.len();
-        let mut out = vec![0f32; y.len()];
-        par_rows(
-            &mut out,
+        let out = par_rows(
+            y.len(),
             d,
             #[inline(always)]
             |r, o| {

@@ -47,9 +47,8 @@ impl CustomOp1 for CausalSoftmax {
         let x = f32_slice(s, l)?;
         let t = l.dims().last().copied().unwrap_or(0);
         let scale = self.scale;
-        let mut out = vec![0f32; x.len()];
-        par_rows(
-            &mut out,
+        let out = par_rows(
+            x.len(),
             t,
             #[inline(always)]
             |r, out| {
@@ -71,9 +70,8 @@ impl CustomOp1 for CausalSoftmax {
         let scale = self.scale;
         let ds = with_f32(p, |p| {
             with_f32(grad, |g| {
-                let mut ds = vec![0f32; p.len()];
-                par_rows(
-                    &mut ds,
+                let ds = par_rows(
+                    p.len(),
                     t,
                     #[inline(always)]
                     |r, out| {

@@ -48,9 +48,8 @@ fn log_sum_exp(x: &[f32], targets: &[u32], v: usize) -> candle_core::Result<Vec<
             "cross_entropy: target {t} out of range for {v} classes"
         )));
     }
-    let mut lse = vec![0f32; targets.len()];
-    par_rows(
-        &mut lse,
+    let lse = par_rows(
+        targets.len(),
         1,
         #[inline(always)]
         |r, out| {
@@ -96,9 +95,8 @@ impl CustomOp2 for CrossEntropy {
         let dx = with_f32(logits, |x| {
             with_u32(targets, |targets| {
                 let lse = log_sum_exp(x, targets, v)?;
-                let mut dx = vec![0f32; x.len()];
-                par_rows(
-                    &mut dx,
+                let dx = par_rows(
+                    x.len(),
                     v,
                     #[inline(always)]
                     |r, out| {

@@ -50,9 +50,8 @@ impl CustomOp1 for GeluErf {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         let x = f32_slice(s, l)?;
-        let mut out = vec![0f32; x.len()];
-        par_rows(
-            &mut out,
+        let out = par_rows(
+            x.len(),
             CHUNK,
             #[inline(always)]
             |i, o| {
@@ -67,9 +66,8 @@ impl CustomOp1 for GeluErf {
     fn bwd(&self, x: &Tensor, _y: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
         let dx = with_f32(x, |x| {
             with_f32(grad, |g| {
-                let mut out = vec![0f32; x.len()];
-                par_rows(
-                    &mut out,
+                let out = par_rows(
+                    x.len(),
                     CHUNK,
                     #[inline(always)]
                     |i, o| {

@@ -44,9 +44,8 @@ struct LayerNorm {
 
 /// Returns each row's `(mean, 1 / sqrt(var + eps))`.
 fn row_stats(x: &[f32], d: usize, eps: f32) -> Vec<(f32, f32)> {
-    let mut stats = vec![0f32; 2 * (x.len() / d)];
-    par_rows(
-        &mut stats,
+    let stats = par_rows(
+        2 * (x.len() / d),
         2,
         #[inline(always)]
         |r, s| {
@@ -77,9 +76,8 @@ impl CustomOp3 for LayerNorm {
         let (x, w, b) = (f32_slice(s1, l1)?, f32_slice(s2, l2)?, f32_slice(s3, l3)?);
         let d = w.len();
         let stats = row_stats(x, d, self.eps);
-        let mut out = vec![0f32; x.len()];
-        par_rows(
-            &mut out,
+        let out = par_rows(
+            x.len(),
             d,
             #[inline(always)]
             |r, o| {
@@ -117,9 +115,8 @@ impl CustomOp3 for LayerNorm {
 fn backward(x: &[f32], w: &[f32], dy: &[f32], eps: f32) -> (Vec<f32>, Vec<f32>) {
     let d = w.len();
     let stats = row_stats(x, d, eps);
-    let mut dx = vec![0f32; x.len()];
-    par_rows(
-        &mut dx,
+    let dx = par_rows(
+        x.len(),
         d,
         #[inline(always)]
         |r, out| {
