@@ -224,6 +224,9 @@ impl CausalSelfAttention {
         let hs = c / self.n_head;
         let qkv = self.c_attn.forward(x)?; // (B, T, 3C)
         let heads = |i: usize| -> Result<Tensor> {
+            if self.cfg.kernels == Kernels::Fused {
+                return kernels::split_heads(&qkv, self.n_head, i);
+            }
             // (B, T, C) -> (B, T, nh, hs) -> (B, nh, T, hs)
             Ok(qkv
                 .narrow(D::Minus1, i * c, c)?
@@ -248,7 +251,10 @@ impl CausalSelfAttention {
             }
             _ => attention(&q, &k, &v, self.cfg.attention, &params)?,
         }; // (B, nh, T, hs)
-        let y = y.transpose(1, 2)?.reshape((b, t, c))?; // (B, T, C)
+        let y = match self.cfg.kernels {
+            Kernels::Fused => kernels::merge_heads(&y)?,
+            Kernels::Composed => y.transpose(1, 2)?.reshape((b, t, c))?,
+        }; // (B, T, C)
         let y = self.c_proj.forward(&y)?;
         hidden_dropout(
             &y,

@@ -9,6 +9,7 @@ mod bias;
 mod causal_softmax;
 mod cross_entropy;
 mod gelu;
+mod heads;
 mod layer_norm;
 pub(crate) mod math;
 pub(crate) mod slices;
@@ -17,6 +18,7 @@ pub use bias::add_bias;
 pub use causal_softmax::causal_softmax;
 pub use cross_entropy::cross_entropy;
 pub use gelu::gelu_erf;
+pub use heads::{merge_heads, split_heads};
 pub use layer_norm::layer_norm;
 
 #[cfg(test)]

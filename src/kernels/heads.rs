@@ -1,0 +1,211 @@
+//! Attention heads in and out: `(B, T, 3C)` projections split into `(B, nh, T, hs)` q, k and v,
+//! and `(B, nh, T, hs)` outputs merged back into `(B, T, C)`, forward and backward.
+//!
+//! Composed from candle ops, the split is `narrow → reshape → transpose → contiguous` and the merge
+//! `transpose → reshape`. Their backward passes copy strided gradients into contiguous ones and
+//! pad each third of the projection's gradient with zeros through `cat`, all on the step's own
+//! thread. Here each direction is one row-parallel copy. Only values move, so the bits are the
+//! composed ops' bits, gradients included (the zero padding is the same `+0`).
+
+use super::slices::{f32_slice, par_rows, with_f32};
+use crate::error::Result;
+use candle_core::{CpuStorage, CustomOp1, DType, Layout, Shape, Tensor};
+
+/// Returns part `which` (0 = q, 1 = k, 2 = v) of `qkv` `(B, T, 3C)` as `(B, nh, T, C / nh)`.
+///
+/// f32 runs the kernel; other dtypes take the composed candle ops (the same values).
+///
+/// # Errors
+/// Candle errors on a shape that is not `(B, T, 3·nh·hs)`.
+pub fn split_heads(qkv: &Tensor, n_head: usize, which: usize) -> Result<Tensor> {
+    let (b, t, c3) = qkv.dims3()?;
+    let c = c3 / 3;
+    if qkv.dtype() != DType::F32 {
+        return Ok(qkv
+            .narrow(2, which * c, c)?
+            .reshape((b, t, n_head, c / n_head))?
+            .transpose(1, 2)?
+            .contiguous()?);
+    }
+    let op = Heads {
+        b,
+        t,
+        nh: n_head,
+        hs: c / n_head,
+        split: Some(which),
+    };
+    Ok(qkv.contiguous()?.apply_op1(op)?)
+}
+
+/// Returns attention's output `y` `(B, nh, T, hs)` as `(B, T, nh·hs)`, heads side by side.
+///
+/// f32 runs the kernel; other dtypes take the composed candle ops (the same values).
+///
+/// # Errors
+/// Candle errors on a shape that is not four-dimensional.
+pub fn merge_heads(y: &Tensor) -> Result<Tensor> {
+    let (b, nh, t, hs) = y.dims4()?;
+    if y.dtype() != DType::F32 {
+        return Ok(y.transpose(1, 2)?.reshape((b, t, nh * hs))?);
+    }
+    let op = Heads {
+        b,
+        t,
+        nh,
+        hs,
+        split: None,
+    };
+    Ok(y.contiguous()?.apply_op1(op)?)
+}
+
+/// One head layout change: `split: Some(part)` takes part `part` of `(B, T, 3C)` to
+/// `(B, nh, T, hs)`; `None` merges `(B, nh, T, hs)` into `(B, T, C)`. Each one's backward is the
+/// other direction.
+#[derive(Clone, Copy)]
+struct Heads {
+    b: usize,
+    t: usize,
+    nh: usize,
+    hs: usize,
+    split: Option<usize>,
+}
+
+impl Heads {
+    /// `(B, nh, T, hs)` from a `(B, T, width)` tensor whose heads start at column `offset`.
+    fn gather_heads(&self, src: &[f32], width: usize, offset: usize) -> Vec<f32> {
+        let (t, nh, hs) = (self.t, self.nh, self.hs);
+        // A row is one (batch, head): T vectors of hs, one from each token.
+        par_rows(self.b * nh * t * hs, t * hs, |r, out| {
+            let (bi, h) = (r / nh, r % nh);
+            for (ti, o) in out.chunks_exact_mut(hs).enumerate() {
+                let at = (bi * t + ti) * width + offset + h * hs;
+                o.copy_from_slice(&src[at..at + hs]);
+            }
+        })
+    }
+
+    /// `(B, T, width)` from `(B, nh, T, hs)`, heads written from column `offset`; zeros elsewhere.
+    fn scatter_heads(&self, src: &[f32], width: usize, offset: usize) -> Vec<f32> {
+        let (t, nh, hs) = (self.t, self.nh, self.hs);
+        // A row is one (batch, token): its nh head vectors side by side.
+        par_rows(self.b * t * width, width, |r, out| {
+            let (bi, ti) = (r / t, r % t);
+            for h in 0..nh {
+                let at = ((bi * nh + h) * t + ti) * hs;
+                out[offset + h * hs..offset + (h + 1) * hs].copy_from_slice(&src[at..at + hs]);
+            }
+        })
+    }
+
+    fn c(&self) -> usize {
+        self.nh * self.hs
+    }
+}
+
+impl CustomOp1 for Heads {
+    fn name(&self) -> &'static str {
+        match self.split {
+            Some(_) => "lossdiff-split-heads",
+            None => "lossdiff-merge-heads",
+        }
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let src = f32_slice(s, l)?;
+        let c = self.c();
+        let (out, shape): (Vec<f32>, Shape) = match self.split {
+            Some(part) => (
+                self.gather_heads(src, 3 * c, part * c),
+                (self.b, self.nh, self.t, self.hs).into(),
+            ),
+            None => (self.scatter_heads(src, c, 0), (self.b, self.t, c).into()),
+        };
+        Ok((CpuStorage::F32(out), shape))
+    }
+
+    fn bwd(
+        &self,
+        arg: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<Option<Tensor>> {
+        let c = self.c();
+        let dx = with_f32(grad, |g| {
+            Ok(match self.split {
+                Some(part) => self.scatter_heads(g, 3 * c, part * c),
+                None => self.gather_heads(g, c, 0),
+            })
+        })?;
+        Ok(Some(Tensor::from_vec(dx, arg.shape(), arg.device())?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::test_support::{probed_grads, seeded};
+    use candle_core::{Device, Var};
+
+    fn bits(t: &Tensor) -> Vec<u32> {
+        let v = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        v.iter().map(|x| x.to_bits()).collect()
+    }
+
+    /// The composed ops the model used before these kernels.
+    fn composed_split(qkv: &Tensor, nh: usize, part: usize) -> Tensor {
+        let (b, t, c3) = qkv.dims3().unwrap();
+        let c = c3 / 3;
+        qkv.narrow(2, part * c, c)
+            .unwrap()
+            .reshape((b, t, nh, c / nh))
+            .unwrap()
+            .transpose(1, 2)
+            .unwrap()
+            .contiguous()
+            .unwrap()
+    }
+
+    #[test]
+    fn split_then_merge_gives_the_composed_ops_bits_forward_and_backward() {
+        let dev = Device::Cpu;
+        let (b, t, nh, hs) = (3, 37, 4, 8); // 37 tokens: ragged rayon tasks
+        let c = nh * hs;
+        let qkv = Var::from_vec(seeded(b * t * 3 * c, 1), (b, t, 3 * c), &dev).unwrap();
+        let probe = Tensor::from_vec(seeded(b * t * c, 2), (b, t, c), &dev).unwrap();
+        // An output depending on all three parts, unevenly, so each part's gradient differs.
+        let run = |split: &dyn Fn(usize) -> Tensor, merge: &dyn Fn(&Tensor) -> Tensor| {
+            let (q, k, v) = (split(0), split(1), split(2));
+            let y = ((q * 2.0).unwrap() + (k * v).unwrap()).unwrap();
+            merge(&y)
+        };
+        let fused = run(&|p| split_heads(qkv.as_tensor(), nh, p).unwrap(), &|y| {
+            merge_heads(y).unwrap()
+        });
+        let composed = run(&|p| composed_split(qkv.as_tensor(), nh, p), &|y| {
+            y.transpose(1, 2).unwrap().reshape((b, t, c)).unwrap()
+        });
+        assert_eq!(fused.dims(), &[b, t, c]);
+        assert_eq!(bits(&fused), bits(&composed), "forward");
+        let (gf, gc) = (probed_grads(fused, &probe), probed_grads(composed, &probe));
+        assert_eq!(
+            bits(gf.get(&qkv).unwrap()),
+            bits(gc.get(&qkv).unwrap()),
+            "gradient of qkv"
+        );
+    }
+
+    #[test]
+    fn each_head_takes_its_own_columns_of_its_part() {
+        let dev = Device::Cpu;
+        let (b, t, nh, hs) = (2, 3, 2, 2);
+        let c = nh * hs;
+        // Value = its flat index: (batch, token, column) is readable from the number.
+        let data: Vec<f32> = (0..b * t * 3 * c).map(|i| i as f32).collect();
+        let qkv = Tensor::from_vec(data, (b, t, 3 * c), &dev).unwrap();
+        let k = split_heads(&qkv, nh, 1).unwrap();
+        assert_eq!(k.dims(), &[b, nh, t, hs]);
+        // Batch 1, head 1, token 2: row (1·3 + 2)·12, part k from column 4, head 1 from 4 + 2.
+        let got = k.get(1).unwrap().get(1).unwrap().get(2).unwrap();
+        assert_eq!(got.to_vec1::<f32>().unwrap(), vec![66.0, 67.0]);
+    }
+}
