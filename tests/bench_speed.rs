@@ -190,6 +190,35 @@ fn a_failing_pytorch_cell_is_an_error_naming_the_command_and_its_stderr() {
 }
 
 #[test]
+fn a_hung_pytorch_cell_is_killed_at_the_cell_timeout_and_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let body = "if [ \"$1\" = \"-c\" ]; then echo 9.9.9; exit 0; fi\necho 'compiling kernels' >&2; sleep 600";
+    let python = fake_python(dir.path(), "python-hanging", body);
+    let mut a = with_pytorch(dir.path(), &python, "attention");
+    a.extend(["--cell-timeout".to_string(), "2".to_string()]);
+    let a: Vec<&str> = a.iter().map(String::as_str).collect();
+    let o = lossdiff_in(dir.path(), &a, &[]);
+    let message = common::assert_refused(&o, &["--attention-bench 64", "cell timeout"]);
+    // What the cell had said by then comes with the error, as for a crash.
+    assert!(stderr(&o).contains("compiling kernels"), "{message}");
+}
+
+#[test]
+fn a_cell_timeout_that_is_not_a_positive_number_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    for bad in ["0", "-5", "soon"] {
+        let flag = format!("--cell-timeout={bad}");
+        let o = lossdiff_in(dir.path(), &args(&[&flag]), &[]);
+        assert_eq!(o.status.code(), Some(2), "{bad}: {}", stderr(&o));
+        let err = stderr(&o);
+        assert!(
+            err.contains("--cell-timeout") && err.contains("expected seconds"),
+            "{err}"
+        );
+    }
+}
+
+#[test]
 fn readme_tables_are_replaced_between_the_markers_and_missing_markers_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let python = fake_python(dir.path(), "python-without-torch", NO_TORCH);

@@ -45,6 +45,10 @@ pub struct SpeedArgs {
     /// An attention cell stops timing once its calls add up to this many seconds.
     #[arg(long, default_value_t = 6.0)]
     attention_budget: f64,
+    /// Seconds a cell may run before it is killed and the bench stops, naming it: a hung Python
+    /// would otherwise hang the bench.
+    #[arg(long, default_value_t = 900.0, value_parser = parse_timeout)]
+    cell_timeout: f64,
     /// The Python that has torch (default: LOSSDIFF_PYTHON, else python3). Without torch the
     /// bench prints lossdiff's columns and says PyTorch is absent.
     #[arg(long)]
@@ -92,6 +96,13 @@ fn parse_table(s: &str) -> Result<Table, String> {
     }
 }
 
+fn parse_timeout(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(secs) if secs.is_finite() && secs > 0.0 && secs < 1e9 => Ok(secs),
+        _ => Err(format!("expected seconds, a positive number, got `{s}`")),
+    }
+}
+
 fn parse_dtype(s: &str) -> Result<BenchDType, String> {
     match s {
         "f32" => Ok(BenchDType::F32),
@@ -115,6 +126,7 @@ pub fn run(args: SpeedArgs) -> anyhow::Result<ExitCode> {
         attention_threads: args.attention_threads,
         attention_runs: args.attention_runs,
         attention_budget_secs: args.attention_budget,
+        cell_timeout: std::time::Duration::from_secs_f64(args.cell_timeout),
         only: args.only,
         lossdiff_exe: std::env::current_exe()
             .context("cannot find this lossdiff binary to run the bench cells")?,

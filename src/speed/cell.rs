@@ -12,8 +12,8 @@ use crate::rng::normal;
 use crate::train::Trainer;
 use candle_core::{DType, Device, Tensor, Var};
 use std::path::Path;
-use std::process::Command;
-use std::time::Instant;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
 
 /// Element type of an attention cell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -288,17 +288,25 @@ fn inputs(t: usize, dtype: BenchDType) -> Result<[Var; 3]> {
 ///
 /// # Errors
 /// [`Error::BenchCell`] naming the command line and the tail of its stderr when it cannot start,
-/// fails, or prints no timing line.
-pub fn run_child(mut cmd: Command) -> Result<Timing> {
+/// fails, runs past `timeout` (it is then killed, with every process it started), or prints no
+/// timing line.
+pub fn run_child(mut cmd: Command, timeout: Duration) -> Result<Timing> {
     let shown = describe(&cmd);
     let fail = |reason: String, tail: &[u8]| Error::BenchCell {
         command: shown.clone(),
         reason,
         tail: tail_lines(tail, 12),
     };
-    let out = cmd
-        .output()
-        .map_err(|e| fail(format!("could not start: {e}"), b""))?;
+    let out = output_within(&mut cmd, timeout).map_err(|e| match e {
+        ChildError::Start(e) => fail(format!("could not start: {e}"), b""),
+        ChildError::TimedOut(stderr) => fail(
+            format!(
+                "was killed after running {:.0} s, the cell timeout (`--cell-timeout`)",
+                timeout.as_secs_f64()
+            ),
+            &stderr,
+        ),
+    })?;
     if !out.status.success() {
         return Err(fail(format!("failed ({})", out.status), &out.stderr));
     }
@@ -312,6 +320,82 @@ pub fn run_child(mut cmd: Command) -> Result<Timing> {
             &[out.stdout.as_slice(), b"\n", out.stderr.as_slice()].concat(),
         )),
     }
+}
+
+/// Why [`output_within`] has no output to give.
+pub(crate) enum ChildError {
+    /// The command could not be started.
+    Start(std::io::Error),
+    /// It ran past the timeout and was killed; what it had written to stderr by then.
+    TimedOut(Vec<u8>),
+}
+
+/// Runs `cmd` to completion like [`Command::output`], but kills it (and, on Unix, every process
+/// it started) once it has run for `timeout`.
+pub(crate) fn output_within(
+    cmd: &mut Command,
+    timeout: Duration,
+) -> std::result::Result<Output, ChildError> {
+    use std::process::Stdio;
+    // Its own process group, so that a kill also reaches what it started (Python's workers),
+    // which would otherwise hold the pipes open.
+    #[cfg(unix)]
+    std::os::unix::process::CommandExt::process_group(cmd, 0);
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(ChildError::Start)?;
+    // Both pipes drain on threads of their own: a child blocked writing a full pipe never exits.
+    let stdout = drain(child.stdout.take());
+    let stderr = drain(child.stderr.take());
+    let start = Instant::now();
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break Some(status),
+            Ok(None) if start.elapsed() < timeout => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            // Timed out, or the status cannot be read: stop it either way.
+            _ => break None,
+        }
+    };
+    let Some(status) = status else {
+        kill_tree(&mut child);
+        let _ = child.wait();
+        let _ = stdout.join();
+        return Err(ChildError::TimedOut(stderr.join().unwrap_or_default()));
+    };
+    Ok(Output {
+        status,
+        stdout: stdout.join().unwrap_or_default(),
+        stderr: stderr.join().unwrap_or_default(),
+    })
+}
+
+/// Reads `pipe` to its end on a thread of its own.
+fn drain<R: std::io::Read + Send + 'static>(pipe: Option<R>) -> std::thread::JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        if let Some(mut pipe) = pipe {
+            // A read error ends the capture early; the exit status still tells the story.
+            let _ = pipe.read_to_end(&mut bytes);
+        }
+        bytes
+    })
+}
+
+/// Kills a child started by [`output_within`] and everything in its process group.
+fn kill_tree(child: &mut std::process::Child) {
+    #[cfg(unix)]
+    if let Ok(pid) = libc::pid_t::try_from(child.id()) {
+        // SAFETY: kill only sends a signal; the negative pid names the child's own process
+        // group, which `process_group(0)` made, so nothing outside it is signalled.
+        unsafe { libc::kill(-pid, libc::SIGKILL) };
+        return;
+    }
+    let _ = child.kill();
 }
 
 /// Returns a command as a user would type it.
@@ -446,7 +530,9 @@ mod tests {
     fn a_failing_child_is_an_error_naming_its_command_and_stderr_tail() {
         let mut cmd = Command::new("sh");
         cmd.args(["-c", "echo 'Traceback: boom' >&2; exit 3"]);
-        let err = run_child(cmd).unwrap_err().to_string();
+        let err = run_child(cmd, Duration::from_secs(60))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("sh -c"), "{err}");
         assert!(err.contains("exit status: 3"), "{err}");
         assert!(err.contains("Traceback: boom"), "{err}");
@@ -457,13 +543,36 @@ mod tests {
     fn a_child_that_prints_no_timing_is_an_error_not_a_zero() {
         let mut cmd = Command::new("sh");
         cmd.args(["-c", "echo done"]);
-        let err = run_child(cmd).unwrap_err().to_string();
+        let err = run_child(cmd, Duration::from_secs(60))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("printed no timing line"), "{err}");
         assert!(err.contains("done"), "{err}");
         let mut cmd = Command::new("/nonexistent/python");
         cmd.arg("x.py");
-        let err = run_child(cmd).unwrap_err().to_string();
+        let err = run_child(cmd, Duration::from_secs(60))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("could not start"), "{err}");
+    }
+
+    #[test]
+    #[cfg(unix)]
+    fn a_child_past_the_timeout_is_killed_with_what_it_started_and_named() {
+        // The shell starts a grandchild that would hold the pipes open for a minute.
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "echo 'loading torch' >&2; sleep 60 & sleep 60"]);
+        let start = Instant::now();
+        let err = run_child(cmd, Duration::from_millis(300))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the bench waited on"
+        );
+        assert!(err.contains("sh -c"), "{err}");
+        assert!(err.contains("cell timeout"), "{err}");
+        assert!(err.contains("loading torch"), "{err}");
     }
 
     #[test]
@@ -474,7 +583,7 @@ mod tests {
             "-c",
             r#"echo noise; echo '{"median_s": 0.5, "q1_s": 0.4, "q3_s": 0.6, "samples": 3, "torch": "2.15.0"}'"#,
         ]);
-        let t = run_child(cmd).unwrap();
+        let t = run_child(cmd, Duration::from_secs(60)).unwrap();
         assert_eq!(t.median_s, 0.5);
         assert_eq!(t.torch.as_deref(), Some("2.15.0"));
     }

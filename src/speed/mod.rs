@@ -22,6 +22,7 @@ use cell::{BenchDType, Case, CellSpec};
 use stats::Timing;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 /// What to measure and with which programs.
 #[derive(Debug, Clone, PartialEq)]
@@ -44,6 +45,8 @@ pub struct SpeedOptions {
     pub attention_runs: usize,
     /// Timed calls of an attention cell stop once they add up to this many seconds.
     pub attention_budget_secs: f64,
+    /// How long one cell may run before it is killed and the bench stops.
+    pub cell_timeout: Duration,
     /// Which tables to measure.
     pub only: Option<Table>,
     /// The lossdiff binary the cells re-run.
@@ -101,21 +104,29 @@ pub enum PyTorch {
     },
 }
 
+/// How long `import torch` may take before the bench treats PyTorch as absent (a cold import
+/// takes seconds; a Python that hangs must not hang the bench).
+const PROBE_TIMEOUT: Duration = Duration::from_secs(120);
+
 /// Asks `python` for `torch.__version__`.
 pub fn probe_pytorch(python: &Path) -> PyTorch {
-    let out = Command::new(python)
-        .args([
-            "-c",
-            "import warnings; warnings.filterwarnings('ignore'); import torch; print(torch.__version__)",
-        ])
-        .env("PYTHONWARNINGS", "ignore")
-        .output();
+    let mut cmd = Command::new(python);
+    cmd.args([
+        "-c",
+        "import warnings; warnings.filterwarnings('ignore'); import torch; print(torch.__version__)",
+    ])
+    .env("PYTHONWARNINGS", "ignore");
+    let out = cell::output_within(&mut cmd, PROBE_TIMEOUT);
     let absent = |reason: String| PyTorch::Absent {
         python: python.to_path_buf(),
         reason,
     };
     match out {
-        Err(e) => absent(format!("cannot start it: {e}")),
+        Err(cell::ChildError::Start(e)) => absent(format!("cannot start it: {e}")),
+        Err(cell::ChildError::TimedOut(_)) => absent(format!(
+            "`import torch` did not finish within {} s",
+            PROBE_TIMEOUT.as_secs()
+        )),
         Ok(o) if o.status.success() => PyTorch::Present {
             python: python.to_path_buf(),
             version: String::from_utf8_lossy(&o.stdout).trim().to_string(),
@@ -298,7 +309,7 @@ fn run_side(
             &mut result.lossdiff,
         ),
     };
-    let t = cell::run_child(cmd)?;
+    let t = cell::run_child(cmd, opts.cell_timeout)?;
     let line = format!("{name} {}", render::seconds(t.median_s));
     into.push(t);
     Ok(Some(line))
@@ -319,6 +330,7 @@ mod tests {
             attention_threads: 2,
             attention_runs: 2,
             attention_budget_secs: 1.0,
+            cell_timeout: Duration::from_secs(60),
             only: None,
             lossdiff_exe: PathBuf::from("lossdiff"),
             python: PathBuf::from("/nonexistent/python"),
