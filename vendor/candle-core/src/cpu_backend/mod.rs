@@ -1555,10 +1555,15 @@ impl Map2 for MatMul {
         if num_threads > 1 && b >= num_threads {
             // Enough batches to go round: one single-threaded gemm per batch, batches spread
             // over the threads. Splitting each small product (attention's 256 × 256 × 32) over
-            // the threads instead barely scales past one. The bits are the same either way:
-            // gemm splits work by output blocks, never along k.
+            // the threads instead barely scales past one. Tiny products are grouped so that a
+            // task has at least MIN_TASK_MACS of work, or the hand-offs cost more than the
+            // products (a batch small enough runs in one task, on this thread). The bits are the
+            // same either way: gemm splits work by output blocks, never along k.
+            const MIN_TASK_MACS: usize = 1 << 18;
+            let per_batch = (m * n * k).max(1);
             (0..b)
                 .into_par_iter()
+                .with_min_len(MIN_TASK_MACS.div_ceil(per_batch))
                 .for_each(|step| one(step, Parallelism::None));
         } else {
             (0..b).for_each(|step| one(step, parallelism));
