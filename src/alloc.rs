@@ -27,19 +27,11 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 ///   heap top is trimmed after frees: measured at ~50,000 page faults per `small` step, about a
 ///   tenth of its time. Fixing the mmap threshold at its 32 MiB maximum and never trimming keeps
 ///   those pages mapped.
-/// - a thread other than the process's first gets an arena of its own, built from heaps of at
-///   most 64 MiB, and glibc unmaps a heap as soon as everything in it is freed, whatever the trim
-///   threshold says. Training runs on a rayon worker, and `medium`'s 17 MB attention scores fill
-///   such heaps a few buffers at a time: ~44,000 page faults (about 130 ms of kernel time) per
-///   `medium` step. One arena for the whole process (the first thread's, which obeys the trim
-///   threshold) brings that to a few hundred.
+/// - a thread other than the process's first gets an arena of its own, which glibc unmaps heap by
+///   heap as they empty whatever the trim threshold says; [`share_one_arena`] is about that.
 ///
 /// The process holds on to its high-water mark, which a trainer reaches in its first step anyway.
 /// Results are unaffected (only where buffers live changes). Idempotent; a no-op off glibc.
-///
-/// glibc fixes its arena limit when a second thread first allocates, so the limit only takes
-/// hold when this runs before that: the `lossdiff` binary calls it first thing in `main`; a
-/// program that has already started threads keeps the threshold settings and its own arenas.
 pub fn retain_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
@@ -51,6 +43,33 @@ pub fn retain_freed_memory() {
             unsafe {
                 libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
                 libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
+            }
+        });
+    }
+}
+
+/// Makes every thread allocate from the process's first malloc arena, for a process that trains
+/// one model at a time, on however many threads.
+///
+/// A thread other than the first gets an arena of its own, built from heaps of at most 64 MiB, and
+/// glibc unmaps such a heap as soon as everything in it is freed, whatever the trim threshold
+/// says. Training runs on a rayon worker, and `medium`'s 17 MB attention scores fill those heaps a
+/// few buffers at a time: ~44,000 page faults (about 130 ms of kernel time) per two-thread `medium`
+/// step. The first thread's arena obeys [`retain_freed_memory`]'s thresholds: a few hundred.
+///
+/// Not for several trainings at once (`lossdiff run`'s jobs): they then contend for the one
+/// arena's lock, 12,000 context switches and a slower `flash_vs_noflash` experiment where the
+/// default arenas had 65. glibc fixes its arena limit when a second thread first allocates, so
+/// this only takes hold before that: the `lossdiff` binary calls it first thing in `main`.
+/// Idempotent; a no-op off glibc.
+pub fn share_one_arena() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        ONCE.call_once(|| {
+            // SAFETY: mallopt only changes allocator parameters; an arena limit of 1 is the main
+            // arena alone, within glibc's documented range.
+            unsafe {
                 libc::mallopt(libc::M_ARENA_MAX, 1);
             }
         });

@@ -8,13 +8,16 @@ use std::process::ExitCode;
 static ALLOC: lossdiff::alloc::CountingAlloc = lossdiff::alloc::CountingAlloc;
 
 fn main() -> ExitCode {
-    // Before any other thread exists: glibc fixes its arena limit when a second thread allocates.
     lossdiff::alloc::retain_freed_memory();
     restore_sigpipe();
     let cli = match lossdiff::cli::parse(std::env::args_os()) {
         Ok(cli) => cli,
         Err(code) => return code,
     };
+    // Before any other thread exists: glibc fixes its arena limit when a second thread allocates.
+    if cli.trains_one_model_at_a_time() {
+        lossdiff::alloc::share_one_arena();
+    }
     set_thread_environment(cli.threads());
     match lossdiff::cli::run(cli) {
         Ok(code) => code,

@@ -1,8 +1,9 @@
 //! A training step after the first reuses the memory the first one mapped: glibc's defaults
 //! unmap freed buffers, and every step then faults its pages in again (about 44,000 page faults,
-//! 130 ms of kernel time, per `medium` step on two threads before `alloc::retain_freed_memory`
-//! kept one arena). Counted from the real binary, because the arena limit only holds in a process
-//! that sets it before its second thread allocates, which a test harness has long done.
+//! 130 ms of kernel time, per `medium` step on two threads before `alloc::share_one_arena`).
+//! Counted from the real binary (`bench cell`, which trains one model at a time and so shares one
+//! arena), because the arena limit only holds in a process that sets it before its second thread
+//! allocates, which a test harness has long done.
 //
 // See: issue #20, "Speed, round two" (attack the serial part of the two-thread step).
 #![cfg(all(target_os = "linux", target_env = "gnu"))]

@@ -267,6 +267,19 @@ impl Cli {
             _ => None,
         }
     }
+
+    /// Whether this command trains one model at a time (`train`, a bench cell), so that its
+    /// threads may share one malloc arena (`alloc::share_one_arena`); `run` and `calibrate`
+    /// train several at once.
+    pub fn trains_one_model_at_a_time(&self) -> bool {
+        matches!(
+            &self.command,
+            Command::Train { .. }
+                | Command::Bench {
+                    what: BenchCommand::Cell(_)
+                }
+        )
+    }
 }
 
 /// Runs a parsed command line and returns the process exit code.
@@ -850,4 +863,23 @@ fn cmd_merge(shards: &[PathBuf], out: &Path) -> anyhow::Result<ExitCode> {
     } else {
         1
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cli(args: &[&str]) -> Cli {
+        Cli::try_parse_from(std::iter::once("lossdiff").chain(args.iter().copied())).unwrap()
+    }
+
+    #[test]
+    fn only_commands_that_train_one_model_at_a_time_share_one_malloc_arena() {
+        assert!(cli(&["train", "s.toml", "--out", "t.json"]).trains_one_model_at_a_time());
+        assert!(cli(&["bench", "cell", "--preset", "small"]).trains_one_model_at_a_time());
+        // Several trainings at once would contend for the arena's lock.
+        assert!(!cli(&["run", "e.toml"]).trains_one_model_at_a_time());
+        assert!(!cli(&["calibrate"]).trains_one_model_at_a_time());
+        assert!(!cli(&["compare", "a.csv", "b.csv"]).trains_one_model_at_a_time());
+    }
 }
