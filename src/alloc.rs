@@ -14,7 +14,8 @@
 //! allocates before `main`, so a registered counter is never at zero allocations).
 //!
 //! This module owns the counters; what is measured with them is the benchmark's business. It
-//! also owns the one allocator setting training needs, [`retain_freed_memory`].
+//! also owns the allocator settings training needs: [`retain_freed_memory`] and
+//! [`share_one_arena`].
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -38,8 +39,8 @@ pub fn retain_freed_memory() {
         static ONCE: std::sync::Once = std::sync::Once::new();
         ONCE.call_once(|| {
             // SAFETY: mallopt only changes allocator parameters; it is safe to call at any time,
-            // and every value is within glibc's documented ranges (the mmap threshold's maximum
-            // is 32 MiB on 64-bit targets; an arena limit of 1 is the main arena alone).
+            // and both values are within glibc's documented ranges (the mmap threshold's maximum
+            // is 32 MiB on 64-bit targets).
             unsafe {
                 libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
                 libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
@@ -60,7 +61,8 @@ pub fn retain_freed_memory() {
 /// Not for several trainings at once (`lossdiff run`'s jobs): they then contend for the one
 /// arena's lock, 12,000 context switches and a slower `flash_vs_noflash` experiment where the
 /// default arenas had 65. glibc fixes its arena limit when a second thread first allocates, so
-/// this only takes hold before that: the `lossdiff` binary calls it first thing in `main`.
+/// this only takes hold before that: the `lossdiff` binary calls it in `main`, before anything
+/// starts a thread, for `train` and the bench's cells.
 /// Idempotent; a no-op off glibc.
 pub fn share_one_arena() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]

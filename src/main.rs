@@ -8,7 +8,6 @@ use std::process::ExitCode;
 static ALLOC: lossdiff::alloc::CountingAlloc = lossdiff::alloc::CountingAlloc;
 
 fn main() -> ExitCode {
-    lossdiff::alloc::retain_freed_memory();
     restore_sigpipe();
     let cli = match lossdiff::cli::parse(std::env::args_os()) {
         Ok(cli) => cli,
