@@ -22,16 +22,15 @@
 use crate::config::closest;
 use crate::error::{Error, ExitReason, Result};
 use crate::import::{import, import_bytes, Format};
+use crate::process::{run_limited, Captured, Keep, RunError};
 use crate::trace::Trace;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Placeholders that name the run rather than a config key.
 pub const RUN_PLACEHOLDERS: [&str; 5] = ["seed", "perturb_seed", "out", "cell", "arm"];
@@ -369,112 +368,8 @@ impl Output {
     }
 }
 
-/// Bytes of each stream kept for the failure tail: enough for [`TAIL_LINES`] long lines, and
-/// a bound on memory however much a command prints (1 GB to stderr must not cost 1 GB).
-const TAIL_BYTES: usize = 64 << 10;
-
-/// How long to wait for the output pipes after the command's group is gone. Only a process that
-/// left the group (a `setsid` daemon) can still hold them; its output is not waited for.
-const PIPE_GRACE: Duration = Duration::from_secs(2);
-
-/// How much of a stream to keep.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Keep {
-    /// Everything, up to this many bytes (then the capture is marked over the limit).
-    All(u64),
-    /// The last [`TAIL_BYTES`] bytes.
-    Tail,
-}
-
-/// One stream's bytes as kept, and how many were dropped from the front.
-#[derive(Debug, Default, Clone)]
-struct Captured {
-    bytes: Vec<u8>,
-    /// Bytes dropped: the front of a tail, or everything past an `All` limit.
-    dropped: u64,
-    /// Whether an `All` capture went past its limit.
-    over_limit: bool,
-}
-
-impl Captured {
-    fn push(&mut self, chunk: &[u8], keep: Keep) {
-        match keep {
-            Keep::All(limit) => {
-                let room = (limit as usize).saturating_sub(self.bytes.len());
-                let take = room.min(chunk.len());
-                self.bytes.extend_from_slice(&chunk[..take]);
-                if take < chunk.len() {
-                    self.over_limit = true;
-                    self.dropped += (chunk.len() - take) as u64;
-                }
-            }
-            Keep::Tail => {
-                self.bytes.extend_from_slice(chunk);
-                // Trim only once twice the tail has piled up: amortised O(1) per byte.
-                if self.bytes.len() > 2 * TAIL_BYTES {
-                    let cut = self.bytes.len() - TAIL_BYTES;
-                    self.bytes.drain(..cut);
-                    self.dropped += cut as u64;
-                }
-            }
-        }
-    }
-
-    /// Returns the last [`TAIL_BYTES`] bytes kept.
-    fn tail(&self) -> &[u8] {
-        &self.bytes[self.bytes.len().saturating_sub(TAIL_BYTES)..]
-    }
-}
-
-/// A stream being read on its own thread; the bytes so far can be taken at any time.
-struct Reader {
-    captured: std::sync::Arc<std::sync::Mutex<Captured>>,
-    done: mpsc::Receiver<()>,
-}
-
-impl Reader {
-    /// Starts reading `pipe` to its end, keeping what `keep` says.
-    fn start(pipe: Option<impl Read + Send + 'static>, keep: Keep) -> Reader {
-        let captured = std::sync::Arc::new(std::sync::Mutex::new(Captured::default()));
-        let (tx, done) = mpsc::channel();
-        let shared = captured.clone();
-        std::thread::spawn(move || {
-            let mut chunk = vec![0u8; 64 << 10];
-            if let Some(mut p) = pipe {
-                // A read error ends the capture; what was read so far is still the best tail.
-                while let Ok(n @ 1..) = p.read(&mut chunk) {
-                    match shared.lock() {
-                        Ok(mut c) => c.push(&chunk[..n], keep),
-                        Err(_) => break,
-                    }
-                }
-            }
-            let _ = tx.send(());
-        });
-        Reader { captured, done }
-    }
-
-    /// Waits until the pipe is closed or `deadline` passes, then returns what was read.
-    fn finish(self, deadline: Instant) -> Captured {
-        let _ = self
-            .done
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()));
-        // The reader thread may still hold the lock for one chunk; take a copy either way.
-        let c = match self.captured.lock() {
-            Ok(c) => c.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        };
-        c
-    }
-}
-
-/// Runs `cmd` in `workdir` with a time limit and returns its output.
-///
-/// The command leads its own process group. When it exits — successfully, with an error, or
-/// killed at its time limit — the whole group is killed with SIGKILL, so a launcher's children
-/// (`torchrun` workers, a stray `sleep &`) neither outlive the run nor keep its pipes open.
-/// lossdiff then waits at most [`PIPE_GRACE`] for the pipes: never on a descendant that left the
-/// group.
+/// Runs `cmd` in `workdir` with a time limit and returns its output: see
+/// [`crate::process::run_limited`] for what happens to the command's process group and pipes.
 ///
 /// # Errors
 /// [`Error::CommandSpawn`] when it cannot start; [`Error::CommandFailed`] with the exit status,
@@ -490,38 +385,23 @@ fn execute(
     command
         .args(&cmd.argv[1..])
         .envs(cmd.env.iter().map(|(k, v)| (k, v)))
-        .current_dir(workdir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    #[cfg(unix)]
-    std::os::unix::process::CommandExt::process_group(&mut command, 0);
-    let mut child = command.spawn().map_err(|source| Error::CommandSpawn {
-        run: run.to_string(),
-        command: cmd.display(),
-        workdir: workdir.to_path_buf(),
-        source,
+        .current_dir(workdir);
+    let finished = run_limited(&mut command, timeout, stdout_keep).map_err(|e| match e {
+        RunError::Spawn(source) => Error::CommandSpawn {
+            run: run.to_string(),
+            command: cmd.display(),
+            workdir: workdir.to_path_buf(),
+            source,
+        },
+        RunError::Wait(e) => Error::io(workdir, e),
     })?;
-    let stdout = Reader::start(child.stdout.take(), stdout_keep);
-    let stderr = Reader::start(child.stderr.take(), Keep::Tail);
-    let start = Instant::now();
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break Some(status),
-            Ok(None) if start.elapsed() >= timeout => break None,
-            Ok(None) => std::thread::sleep(Duration::from_millis(10).min(timeout)),
-            Err(e) => {
-                kill_group(&mut child);
-                return Err(Error::io(workdir, e));
-            }
-        }
-    };
-    kill_group(&mut child);
-    let deadline = Instant::now() + PIPE_GRACE;
-    let output = Output {
-        stdout: stdout.finish(deadline),
-        stderr: stderr.finish(deadline),
-    };
+    let (status, output) = (
+        finished.status,
+        Output {
+            stdout: finished.stdout,
+            stderr: finished.stderr,
+        },
+    );
     let reason = match status {
         None => ExitReason::TimedOut(timeout),
         Some(s) if s.success() => return Ok(output),
@@ -545,22 +425,6 @@ fn signal(status: &std::process::ExitStatus) -> Option<i32> {
     return std::os::unix::process::ExitStatusExt::signal(status);
     #[cfg(not(unix))]
     return None;
-}
-
-/// Kills the child's process group (it leads its own, see [`execute`]) and reaps the child.
-///
-/// Safe after the leader has exited and been reaped: Linux does not reuse a pid while a process
-/// group of that id still has members, and an empty group makes `killpg` fail harmlessly.
-fn kill_group(child: &mut std::process::Child) {
-    #[cfg(unix)]
-    if let Ok(pgid) = libc::pid_t::try_from(child.id()) {
-        // SAFETY: killpg only sends a signal; the group id is the child's pid (see above).
-        unsafe {
-            libc::killpg(pgid, libc::SIGKILL);
-        }
-    }
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 /// A fresh directory for one run's `{out}` file; removed when dropped.

@@ -83,6 +83,7 @@ mod limits;
 mod model;
 mod optim;
 mod params;
+mod process;
 mod runner;
 mod schedule;
 mod speed;

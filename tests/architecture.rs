@@ -17,6 +17,7 @@ const LAYERS: &[(&str, &[&str])] = &[
         "foundation",
         &[
             "error", "fsutil", "limits", "json", "rng", "alloc", "threads", "faults", "clock",
+            "process",
         ],
     ),
     (

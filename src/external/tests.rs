@@ -5,7 +5,9 @@ use super::*;
 use crate::experiment::Experiment;
 use crate::gate::{run_experiment, GateOptions};
 use crate::golden::UpdateMode;
+use crate::process::TAIL_BYTES;
 use crate::runner::RunnerOptions;
+use std::time::Instant;
 
 fn spec(command: &str, trace: TraceSource, workdir: &Path, timeout_s: f64) -> ExternalSpec {
     ExternalSpec {

@@ -8,11 +8,12 @@ use super::stats::Timing;
 use crate::attention::{flash_attention, AttentionParams};
 use crate::config::{Kernels, RunConfig};
 use crate::error::{Error, Result};
+use crate::process::{run_limited, Keep, RunError};
 use crate::rng::normal;
 use crate::train::Trainer;
 use candle_core::{DType, Device, Tensor, Var};
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// Element type of an attention cell.
@@ -297,105 +298,32 @@ pub fn run_child(mut cmd: Command, timeout: Duration) -> Result<Timing> {
         reason,
         tail: tail_lines(tail, 12),
     };
-    let out = output_within(&mut cmd, timeout).map_err(|e| match e {
-        ChildError::Start(e) => fail(format!("could not start: {e}"), b""),
-        ChildError::TimedOut(stderr) => fail(
+    let out = run_limited(&mut cmd, timeout, Keep::Tail).map_err(|e| match e {
+        RunError::Spawn(e) => fail(format!("could not start: {e}"), b""),
+        RunError::Wait(e) => fail(format!("could not be waited for: {e}"), b""),
+    })?;
+    let Some(status) = out.status else {
+        return Err(fail(
             format!(
                 "was killed after running {:.0} s, the cell timeout (`--cell-timeout`)",
                 timeout.as_secs_f64()
             ),
-            &stderr,
-        ),
-    })?;
-    if !out.status.success() {
-        return Err(fail(format!("failed ({})", out.status), &out.stderr));
+            out.stderr.tail(),
+        ));
+    };
+    if !status.success() {
+        return Err(fail(format!("failed ({status})"), out.stderr.tail()));
     }
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = String::from_utf8_lossy(out.stdout.tail());
     let line = stdout.lines().rev().find(|l| !l.trim().is_empty());
     let parsed = line.and_then(|l| serde_json::from_str::<Timing>(l).ok());
     match parsed {
         Some(t) if t.median_s.is_finite() && t.samples > 0 => Ok(t),
         _ => Err(fail(
             "printed no timing line (`{\"median_s\": …}`) on stdout".into(),
-            &[out.stdout.as_slice(), b"\n", out.stderr.as_slice()].concat(),
+            &[out.stdout.tail(), b"\n", out.stderr.tail()].concat(),
         )),
     }
-}
-
-/// Why [`output_within`] has no output to give.
-pub(crate) enum ChildError {
-    /// The command could not be started.
-    Start(std::io::Error),
-    /// It ran past the timeout and was killed; what it had written to stderr by then.
-    TimedOut(Vec<u8>),
-}
-
-/// Runs `cmd` to completion like [`Command::output`], but kills it (and, on Unix, every process
-/// it started) once it has run for `timeout`.
-pub(crate) fn output_within(
-    cmd: &mut Command,
-    timeout: Duration,
-) -> std::result::Result<Output, ChildError> {
-    use std::process::Stdio;
-    // Its own process group, so that a kill also reaches what it started (Python's workers),
-    // which would otherwise hold the pipes open.
-    #[cfg(unix)]
-    std::os::unix::process::CommandExt::process_group(cmd, 0);
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(ChildError::Start)?;
-    // Both pipes drain on threads of their own: a child blocked writing a full pipe never exits.
-    let stdout = drain(child.stdout.take());
-    let stderr = drain(child.stderr.take());
-    let start = Instant::now();
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break Some(status),
-            Ok(None) if start.elapsed() < timeout => {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            // Timed out, or the status cannot be read: stop it either way.
-            _ => break None,
-        }
-    };
-    let Some(status) = status else {
-        kill_tree(&mut child);
-        let _ = child.wait();
-        let _ = stdout.join();
-        return Err(ChildError::TimedOut(stderr.join().unwrap_or_default()));
-    };
-    Ok(Output {
-        status,
-        stdout: stdout.join().unwrap_or_default(),
-        stderr: stderr.join().unwrap_or_default(),
-    })
-}
-
-/// Reads `pipe` to its end on a thread of its own.
-fn drain<R: std::io::Read + Send + 'static>(pipe: Option<R>) -> std::thread::JoinHandle<Vec<u8>> {
-    std::thread::spawn(move || {
-        let mut bytes = Vec::new();
-        if let Some(mut pipe) = pipe {
-            // A read error ends the capture early; the exit status still tells the story.
-            let _ = pipe.read_to_end(&mut bytes);
-        }
-        bytes
-    })
-}
-
-/// Kills a child started by [`output_within`] and everything in its process group.
-fn kill_tree(child: &mut std::process::Child) {
-    #[cfg(unix)]
-    if let Ok(pid) = libc::pid_t::try_from(child.id()) {
-        // SAFETY: kill only sends a signal; the negative pid names the child's own process
-        // group, which `process_group(0)` made, so nothing outside it is signalled.
-        unsafe { libc::kill(-pid, libc::SIGKILL) };
-        return;
-    }
-    let _ = child.kill();
 }
 
 /// Returns a command as a user would type it.

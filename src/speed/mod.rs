@@ -18,6 +18,7 @@ pub mod render;
 pub mod stats;
 
 use crate::error::{Error, Result};
+use crate::process::{run_limited, Finished, Keep, RunError};
 use cell::{BenchDType, Case, CellSpec};
 use stats::Timing;
 use std::path::{Path, PathBuf};
@@ -116,23 +117,28 @@ pub fn probe_pytorch(python: &Path) -> PyTorch {
         "import warnings; warnings.filterwarnings('ignore'); import torch; print(torch.__version__)",
     ])
     .env("PYTHONWARNINGS", "ignore");
-    let out = cell::output_within(&mut cmd, PROBE_TIMEOUT);
+    let out = run_limited(&mut cmd, PROBE_TIMEOUT, Keep::Tail);
     let absent = |reason: String| PyTorch::Absent {
         python: python.to_path_buf(),
         reason,
     };
     match out {
-        Err(cell::ChildError::Start(e)) => absent(format!("cannot start it: {e}")),
-        Err(cell::ChildError::TimedOut(_)) => absent(format!(
+        Err(RunError::Spawn(e)) => absent(format!("cannot start it: {e}")),
+        Err(RunError::Wait(e)) => absent(format!("cannot wait for it: {e}")),
+        Ok(Finished { status: None, .. }) => absent(format!(
             "`import torch` did not finish within {} s",
             PROBE_TIMEOUT.as_secs()
         )),
-        Ok(o) if o.status.success() => PyTorch::Present {
+        Ok(Finished {
+            status: Some(status),
+            stdout,
+            ..
+        }) if status.success() => PyTorch::Present {
             python: python.to_path_buf(),
-            version: String::from_utf8_lossy(&o.stdout).trim().to_string(),
+            version: String::from_utf8_lossy(stdout.tail()).trim().to_string(),
         },
-        Ok(o) => {
-            let err = String::from_utf8_lossy(&o.stderr);
+        Ok(Finished { stderr, .. }) => {
+            let err = String::from_utf8_lossy(stderr.tail());
             let last = err.lines().rev().find(|l| !l.trim().is_empty());
             absent(last.unwrap_or("`import torch` failed").trim().to_string())
         }
