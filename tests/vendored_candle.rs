@@ -1,9 +1,9 @@
-//! lossdiff builds against a vendored candle-core with two patches (vendor/README.md): autograd
-//! stores the first gradient that reaches a node instead of adding it into fresh zeros, and the
-//! CPU matmul writes into an uninitialised buffer and spreads batches over the threads. Cargo
-//! silently ignores a `[patch]` that stops matching (after a version bump, say), so this checks
-//! that the patched autograd is the one in the build, and that both patches still compute the
-//! right numbers, with the same bits on either matmul path.
+//! lossdiff builds against a vendored candle-core with three patches (vendor/README.md): autograd
+//! stores the first gradient that reaches a node instead of adding it into fresh zeros, the CPU
+//! matmul writes into an uninitialised buffer and spreads batches over the threads, and transposed
+//! views are copied in blocks of rows. Cargo silently ignores a `[patch]` that stops matching
+//! (after a version bump, say), so this checks that the patched autograd is the one in the build,
+//! and that the patches still compute the right numbers, with the same bits on either matmul path.
 
 use candle_core::{Device, Tensor, Var};
 
@@ -143,5 +143,65 @@ fn batches_spread_over_threads_give_the_bits_of_one_product_at_a_time() {
             same,
             "batch {i}: batched and single products differ in bits"
         );
+    }
+}
+
+/// Returns the `(a, b, c, d)` tensor whose element `[i][j][k][l]` is its own row-major index.
+fn counting(dims: [usize; 4]) -> Tensor {
+    let n: usize = dims.iter().product();
+    let data: Vec<f32> = (0..n).map(|i| i as f32).collect();
+    Tensor::from_vec(data, &dims, &Device::Cpu).unwrap()
+}
+
+#[test]
+fn transposed_views_are_copied_element_for_element() {
+    // The third patch copies a view whose last two dims are swapped a block of rows at a time.
+    // Each case is checked against the index arithmetic of the layout it comes from: a weight
+    // gradient through `t()`, attention's `(B, nh, hs, T)` gradient of `kᵀ` (large enough for the
+    // parallel path), a view starting past the buffer's start, and a broadcast batch dimension.
+    let four = counting([3, 5, 45, 67]); // 45 225 elements: parallel
+    let want4 = |b: usize, h: usize, i: usize, j: usize| (((b * 5 + h) * 45 + j) * 67 + i) as f32;
+    let got = four.transpose(2, 3).unwrap().contiguous().unwrap();
+    assert_eq!(got.dims(), &[3, 5, 67, 45]);
+    let got = got.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let mut at = 0;
+    for b in 0..3 {
+        for h in 0..5 {
+            for i in 0..67 {
+                for j in 0..45 {
+                    assert_eq!(got[at], want4(b, h, i, j), "[{b}][{h}][{i}][{j}]");
+                    at += 1;
+                }
+            }
+        }
+    }
+
+    // A 2-D weight gradient, narrowed so that the view starts at an offset: rows 1..4 of (5, 7)ᵀ.
+    let w = counting([1, 1, 5, 7]).reshape((5, 7)).unwrap();
+    let view = w.narrow(0, 1, 3).unwrap().t().unwrap(); // (7, 3): [i][j] = w[1 + j][i]
+    let got = view.contiguous().unwrap().to_vec2::<f32>().unwrap();
+    for (i, row) in got.iter().enumerate() {
+        for (j, &x) in row.iter().enumerate() {
+            assert_eq!(x, ((1 + j) * 7 + i) as f32, "[{i}][{j}]");
+        }
+    }
+
+    // A broadcast batch: stride 0 on the first dim, the same transposed block twice.
+    let block = counting([1, 1, 4, 6]).reshape((1, 4, 6)).unwrap();
+    let got = block
+        .broadcast_as((2, 4, 6))
+        .unwrap()
+        .transpose(1, 2)
+        .unwrap()
+        .contiguous()
+        .unwrap()
+        .to_vec3::<f32>()
+        .unwrap();
+    for rows in &got {
+        for (i, row) in rows.iter().enumerate() {
+            for (j, &x) in row.iter().enumerate() {
+                assert_eq!(x, (j * 6 + i) as f32, "[{i}][{j}]");
+            }
+        }
     }
 }

@@ -972,7 +972,70 @@ fn copy2d_<T: Copy>(
     }
 }
 
-fn copy_strided_src_<T: Copy>(src: &[T], dst: &mut [T], dst_offset: usize, src_l: &Layout) {
+/// Patched (lossdiff): copies a transposed view — the last two dims swapped, the next-to-last with
+/// stride 1, as a gradient through `t()` arrives — a block of rows at a time, in parallel, instead
+/// of computing one strided index per element on the calling thread. Returns `false` (nothing
+/// copied) for any other layout. A copy moves the same values either way.
+fn copy_transposed_<T: Copy + Send + Sync>(
+    src: &[T],
+    dst: &mut [T],
+    dst_offset: usize,
+    src_l: &Layout,
+) -> bool {
+    // Rows per task: a task reads `ROWS` consecutive source elements per column.
+    const ROWS: usize = 16;
+    // Below this many elements the copy is not worth a task split.
+    const PARALLEL_MIN: usize = 1 << 15;
+    let (dims, strides) = (src_l.dims(), src_l.stride());
+    let n = dims.len();
+    if n < 2 || strides[n - 2] != 1 || strides[n - 1] <= 1 || dims[n - 2] < 2 || dims[n - 1] < 2
+    {
+        return false;
+    }
+    let (rows, cols, col_stride) = (dims[n - 2], dims[n - 1], strides[n - 1]);
+    let (batch_dims, batch_strides) = (&dims[..n - 2], &strides[..n - 2]);
+    let total = src_l.shape().elem_count();
+    let start = src_l.start_offset();
+    // Source offset of row `g` of the `(batches · rows, cols)` destination.
+    let row_base = |g: usize| {
+        let (mut b, i) = (g / rows, g % rows);
+        let mut base = start + i;
+        for (d, s) in batch_dims.iter().zip(batch_strides).rev() {
+            base += (b % d) * s;
+            b /= d;
+        }
+        base
+    };
+    let fill = |first_row: usize, out: &mut [T]| {
+        let bases: Vec<usize> = (first_row..first_row + out.len() / cols).map(row_base).collect();
+        for j in 0..cols {
+            for (r, base) in bases.iter().enumerate() {
+                out[r * cols + j] = src[base + j * col_stride];
+            }
+        }
+    };
+    let dst = &mut dst[dst_offset..dst_offset + total];
+    if total < PARALLEL_MIN {
+        dst.chunks_mut(ROWS * cols)
+            .enumerate()
+            .for_each(|(c, out)| fill(c * ROWS, out));
+    } else {
+        dst.par_chunks_mut(ROWS * cols)
+            .enumerate()
+            .for_each(|(c, out)| fill(c * ROWS, out));
+    }
+    true
+}
+
+fn copy_strided_src_<T: Copy + Send + Sync>(
+    src: &[T],
+    dst: &mut [T],
+    dst_offset: usize,
+    src_l: &Layout,
+) {
+    if copy_transposed_(src, dst, dst_offset, src_l) {
+        return;
+    }
     match src_l.strided_blocks() {
         crate::StridedBlocks::SingleBlock { start_offset, len } => dst
             [dst_offset..dst_offset + len]
