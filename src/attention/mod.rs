@@ -3,7 +3,8 @@
 //!
 //! The model calls [`attention`] with `(B, nh, T, hs)` tensors and an [`AttentionBackend`]; this
 //! module picks the kernel. [`attention_naive`] is the reference (it materialises the `T × T`
-//! scores and is what every faster kernel is tested against). `flash` is the fused tiled kernel.
+//! scores and is what every faster kernel is tested against); `naive_fused` is the same
+//! arithmetic as one op that skips the masked blocks. `flash` is the fused tiled kernel.
 //! Both draw attention-dropout masks from [`crate::rng`] keyed by `(batch, head, query)` rows and
 //! `key` columns, so with dropout on they drop exactly the same elements.
 //!
@@ -11,6 +12,8 @@
 
 pub mod bench;
 mod flash;
+mod naive_fused;
+mod tiles;
 
 pub use flash::flash_attention;
 
@@ -59,7 +62,9 @@ pub use crate::config::footprint::naive_attention_bytes;
 /// Computes causal attention the textbook way, materialising the `T × T` scores.
 ///
 /// Softmax runs in f32 whatever the input dtype. This is the reference the fused kernels are
-/// tested against, and what "no-flash" means in a flash-vs-no-flash experiment.
+/// tested against, and what "no-flash" means in a flash-vs-no-flash experiment. With fused
+/// kernels, f32 inputs and at most 512 positions, one op (`naive_fused`) computes it with the
+/// same bits and skips the products' masked blocks.
 ///
 /// # Errors
 /// As [`attention`].
@@ -79,6 +84,9 @@ pub fn attention_naive(
         });
     }
     let in_dtype = q.dtype();
+    if params.kernels == Kernels::Fused && in_dtype == DType::F32 && t <= naive_fused::MAX_SEQ_LEN {
+        return naive_fused::naive_fused(q, k, v, params);
+    }
     let scores = q.matmul(&k.t()?)?.to_dtype(DType::F32)?; // (B, nh, T, T)
     let mut probs = match params.kernels {
         Kernels::Composed => {

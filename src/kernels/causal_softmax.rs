@@ -34,6 +34,31 @@ pub fn causal_softmax(scores: &Tensor, scale: f32) -> Result<Tensor> {
     Ok(scores.contiguous()?.apply_op1(CausalSoftmax { scale })?)
 }
 
+/// Turns the visible scores of one query row into probabilities in place:
+/// `p_j = exp(scale · s_j − m) / Σ_k exp(scale · s_k − m)` with `m` the row's scaled maximum.
+///
+/// Shared with the naive backend's fused attention (`attention::naive_fused`), which must give
+/// this op's bits.
+#[inline(always)]
+pub(crate) fn softmax_row(row: &mut [f32], scale: f32) {
+    let m = row.iter().fold(f32::NEG_INFINITY, |m, &a| m.max(a * scale));
+    for a in row.iter_mut() {
+        *a = exp(*a * scale - m);
+    }
+    let inv = 1.0 / sum(row);
+    row.iter_mut().for_each(|p| *p *= inv);
+}
+
+/// Turns one row's gradient of the probabilities `g` into the gradient of its scores in place:
+/// `dS_j = scale · p_j · (g_j − Σ_k p_k g_k)`, over the row's visible keys.
+#[inline(always)]
+pub(crate) fn softmax_grad_row(p: &[f32], g: &mut [f32], scale: f32) {
+    let pg = sum_map2(p, g, |p, g| p * g);
+    for (g, &p) in g.iter_mut().zip(p) {
+        *g = scale * p * (*g - pg);
+    }
+}
+
 struct CausalSoftmax {
     scale: f32,
 }
@@ -53,13 +78,8 @@ impl CustomOp1 for CausalSoftmax {
             #[inline(always)]
             |r, out| {
                 let n = r % t + 1; // keys 0..=i are visible to query i
-                let (row, p) = (&x[r * t..r * t + n], &mut out[..n]);
-                let m = row.iter().fold(f32::NEG_INFINITY, |m, &a| m.max(a * scale));
-                for (p, &a) in p.iter_mut().zip(row) {
-                    *p = exp(a * scale - m);
-                }
-                let inv = 1.0 / sum(p);
-                p.iter_mut().for_each(|p| *p *= inv);
+                out[..n].copy_from_slice(&x[r * t..r * t + n]);
+                softmax_row(&mut out[..n], scale);
             },
         );
         Ok((CpuStorage::F32(out), l.shape().clone()))
@@ -76,11 +96,8 @@ impl CustomOp1 for CausalSoftmax {
                     #[inline(always)]
                     |r, out| {
                         let n = r % t + 1;
-                        let (p, g) = (&p[r * t..r * t + n], &g[r * t..r * t + n]);
-                        let pg = sum_map2(p, g, |p, g| p * g);
-                        for ((o, &p), &g) in out.iter_mut().zip(p).zip(g) {
-                            *o = scale * p * (g - pg);
-                        }
+                        out[..n].copy_from_slice(&g[r * t..r * t + n]);
+                        softmax_grad_row(&p[r * t..r * t + n], &mut out[..n], scale);
                     },
                 );
                 Ok(ds)

@@ -16,6 +16,7 @@ pub(crate) mod slices;
 
 pub use bias::add_bias;
 pub use causal_softmax::causal_softmax;
+pub(crate) use causal_softmax::{softmax_grad_row, softmax_row};
 pub use cross_entropy::cross_entropy;
 pub use gelu::gelu_erf;
 pub use heads::{merge_heads, split_heads};

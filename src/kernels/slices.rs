@@ -136,18 +136,23 @@ pub(crate) fn par_rows(
         &mut out.spare_capacity_mut()[..len],
         d,
         #[inline(always)]
-        |i, row: &mut [MaybeUninit<f32>]| {
-            row.fill(MaybeUninit::new(0.0));
-            // SAFETY: every element of `row` was initialised on the line above, and
-            // `MaybeUninit<f32>` has `f32`'s layout.
-            let row = unsafe { &mut *(row as *mut [MaybeUninit<f32>] as *mut [f32]) };
-            f(i, row)
-        },
+        |i, row: &mut [MaybeUninit<f32>]| f(i, zeroed(row)),
     );
     // SAFETY: rows of `d` (the last one possibly shorter) cover all `len` elements, and each was
     // initialised by its task above.
     unsafe { out.set_len(len) };
     out
+}
+
+/// Zero-fills `rows` and returns them as initialised: the task that fills a slice of a fresh
+/// buffer zeroes it too, in parallel and while it is in cache, instead of a serial zero fill of the
+/// whole buffer on the calling thread.
+#[inline(always)]
+pub(crate) fn zeroed(rows: &mut [MaybeUninit<f32>]) -> &mut [f32] {
+    rows.fill(MaybeUninit::new(0.0));
+    // SAFETY: every element was initialised on the line above, and `MaybeUninit<f32>` has
+    // `f32`'s layout.
+    unsafe { &mut *(rows as *mut [MaybeUninit<f32>] as *mut [f32]) }
 }
 
 /// Calls `f(row_index, row)` for each `d`-element row of `out` (the last may be shorter), rows
