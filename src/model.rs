@@ -112,12 +112,12 @@ fn matmul_wt(x: &Tensor, w: &Tensor, kernels: Kernels) -> Result<Tensor> {
         // gradient is a (B, d_out, d_in) tensor summed afterwards.
         Kernels::Composed => x.broadcast_matmul(&w.t()?)?,
         // One (B·T, d_in) × (d_in, d_out) product: a single large gemm forward and backward,
-        // no broadcast weight, no batch reduction of its gradient.
+        // no broadcast weight, no batch reduction of its gradient, the weight's gradient made in
+        // its own layout.
         Kernels::Fused => {
             let (b, t, c) = x.dims3()?;
-            x.reshape((b * t, c))?
-                .matmul(&w.t()?)?
-                .reshape((b, t, ()))? // (B, T, d_out)
+            kernels::matmul_wt(&x.reshape((b * t, c))?, w)?.reshape((b, t, ()))?
+            // (B, T, d_out)
         }
     })
 }

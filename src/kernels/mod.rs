@@ -11,6 +11,7 @@ mod cross_entropy;
 mod gelu;
 mod heads;
 mod layer_norm;
+mod linear;
 pub(crate) mod math;
 pub(crate) mod slices;
 
@@ -21,6 +22,7 @@ pub use cross_entropy::cross_entropy;
 pub use gelu::gelu_erf;
 pub use heads::{merge_heads, split_heads};
 pub use layer_norm::layer_norm;
+pub use linear::matmul_wt;
 
 #[cfg(test)]
 pub(crate) mod test_support {
