@@ -11,7 +11,7 @@
 //! dimension into blocks whose size depends only on its length (or, below 64 × 64 outputs, on
 //! nothing else either way round), and never splits it across threads.
 
-use super::slices::{f32_slice, par_rows, with_f32};
+use super::slices::{f32_slice, with_f32};
 use crate::error::Result;
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Shape, Tensor};
 
@@ -39,14 +39,14 @@ struct Operand<'a> {
     transposed: bool,
 }
 
-/// Computes `dst (m × n) = lhs (m × k) · rhs (k × n)`, every element written.
-fn gemm_into(
-    dst: &mut [f32],
+/// Returns `lhs (m × k) · rhs (k × n)`, a fresh `(m, n)` buffer that gemm writes without it
+/// being zero-filled first (as the vendored candle's matmul does: vendor/README.md).
+fn product(
     (m, n, k): (usize, usize, usize),
     lhs: Operand<'_>,
     rhs: Operand<'_>,
     threads: usize,
-) {
+) -> Vec<f32> {
     // (row stride, column stride) of an operand's logical matrix.
     let strides = |o: Operand<'_>| {
         if o.transposed {
@@ -57,7 +57,9 @@ fn gemm_into(
     };
     let ((lhs_rs, lhs_cs), (rhs_rs, rhs_cs)) = (strides(lhs), strides(rhs));
     assert!(
-        dst.len() == m * n
+        m > 0
+            && n > 0
+            && k > 0
             && (m - 1) * lhs_rs + (k - 1) * lhs_cs < lhs.data.len()
             && (k - 1) * rhs_rs + (n - 1) * rhs_cs < rhs.data.len(),
         "matmul_wt: operands out of bounds ({m}×{n}×{k})"
@@ -67,9 +69,11 @@ fn gemm_into(
     } else {
         gemm::Parallelism::None
     };
-    // SAFETY: the assert above keeps every index gemm touches inside the three slices (m, n,
-    // k > 0: the caller refuses empty products), `dst` is a unique borrow distinct from the
-    // operands, and T = f32 is one of gemm's types.
+    let mut dst: Vec<f32> = Vec::with_capacity(m * n);
+    // SAFETY: the assert above keeps every index gemm reads inside the operands, and `dst` has
+    // room for the m × n elements it writes (row stride n, column stride 1); T = f32 is one of
+    // gemm's types. With `read_dst = false` and `k > 0` gemm writes every element of `dst`
+    // without reading it, so all m × n are initialised when `set_len` runs.
     unsafe {
         gemm::gemm(
             m,
@@ -92,12 +96,9 @@ fn gemm_into(
             false,
             parallelism,
         );
+        dst.set_len(m * n);
     }
-}
-
-/// Returns a `(rows, cols)` buffer, zeroed in parallel row tasks, for gemm to overwrite.
-fn output(rows: usize, cols: usize) -> Vec<f32> {
-    par_rows(rows * cols, cols, |_, _| {})
+    dst
 }
 
 fn rows(data: &[f32], cols: usize) -> Operand<'_> {
@@ -130,10 +131,8 @@ impl CustomOp2 for MatmulWt {
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let (x, w) = (f32_slice(s1, l1)?, f32_slice(s2, l2)?);
         let ((n, d_in), (d_out, _)) = (l1.shape().dims2()?, l2.shape().dims2()?);
-        let mut y = output(n, d_out);
         let threads = rayon::current_num_threads();
-        gemm_into(
-            &mut y,
+        let y = product(
             (n, d_out, d_in),
             rows(x, d_in),
             transposed(w, d_in),
@@ -153,11 +152,10 @@ impl CustomOp2 for MatmulWt {
         let (dx, dw) = with_f32(x, |xs| {
             with_f32(w, |ws| {
                 with_f32(dy, |dys| {
-                    let (mut dx, mut dw) = (output(n, d_in), output(d_out, d_in));
                     let threads = rayon::current_num_threads();
                     let (dy_rows, dy_t) = (rows(dys, d_out), transposed(dys, d_out));
-                    gemm_into(&mut dx, (n, d_in, d_out), dy_rows, rows(ws, d_in), threads);
-                    gemm_into(&mut dw, (d_out, d_in, n), dy_t, rows(xs, d_in), threads);
+                    let dx = product((n, d_in, d_out), dy_rows, rows(ws, d_in), threads);
+                    let dw = product((d_out, d_in, n), dy_t, rows(xs, d_in), threads);
                     Ok((dx, dw))
                 })
             })
