@@ -5,7 +5,7 @@
 //! step (a sixth of the `small` step). Here the bias gradient is one pass over contiguous rows,
 //! summed in fixed row blocks (see `slices`), so its bits do not depend on the thread count.
 
-use super::slices::{column_sums, f32_slice, par_rows};
+use super::slices::{column_sums, f32_slice, par_rows_uninit};
 use crate::error::Result;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Shape, Tensor};
 
@@ -42,16 +42,20 @@ impl CustomOp2 for AddBias {
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let (y, b) = (f32_slice(s1, l1)?, f32_slice(s2, l2)?);
         let d = b.len();
-        let out = par_rows(
-            y.len(),
-            d,
-            #[inline(always)]
-            |r, o| {
-                for ((o, a), c) in o.iter_mut().zip(&y[r * d..(r + 1) * d]).zip(b) {
-                    *o = a + c;
-                }
-            },
-        );
+        // SAFETY: a row of `o` has `d` elements, as many as `y`'s row and `b`: the loop writes
+        // each.
+        let out = unsafe {
+            par_rows_uninit(
+                y.len(),
+                d,
+                #[inline(always)]
+                |r, o| {
+                    for ((o, a), c) in o.iter_mut().zip(&y[r * d..(r + 1) * d]).zip(b) {
+                        o.write(a + c);
+                    }
+                },
+            )
+        };
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
 

@@ -6,7 +6,7 @@
 //! approximations of `math` (a few ulp), and the backward is one loop.
 
 use super::math::{erf, exp};
-use super::slices::{f32_slice, par_rows, with_f32};
+use super::slices::{f32_slice, par_rows_uninit, with_f32};
 use crate::error::Result;
 use candle_core::{CpuStorage, CustomOp1, DType, Layout, Shape, Tensor};
 
@@ -50,33 +50,40 @@ impl CustomOp1 for GeluErf {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         let x = f32_slice(s, l)?;
-        let out = par_rows(
-            x.len(),
-            CHUNK,
-            #[inline(always)]
-            |i, o| {
-                for (o, &v) in o.iter_mut().zip(&x[i * CHUNK..]) {
-                    *o = gelu(v);
-                }
-            },
-        );
+        // SAFETY: row `i` of `o` is `x`'s elements from `i · CHUNK` (at most CHUNK of them):
+        // the loop writes each.
+        let out = unsafe {
+            par_rows_uninit(
+                x.len(),
+                CHUNK,
+                #[inline(always)]
+                |i, o| {
+                    for (o, &v) in o.iter_mut().zip(&x[i * CHUNK..]) {
+                        o.write(gelu(v));
+                    }
+                },
+            )
+        };
         Ok((CpuStorage::F32(out), l.shape().clone()))
     }
 
     fn bwd(&self, x: &Tensor, _y: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
         let dx = with_f32(x, |x| {
             with_f32(grad, |g| {
-                let out = par_rows(
-                    x.len(),
-                    CHUNK,
-                    #[inline(always)]
-                    |i, o| {
-                        let (x, g) = (&x[i * CHUNK..], &g[i * CHUNK..]);
-                        for ((o, &v), &g) in o.iter_mut().zip(x).zip(g) {
-                            *o = g * gelu_grad(v);
-                        }
-                    },
-                );
+                // SAFETY: as in the forward; `g` has `x`'s length.
+                let out = unsafe {
+                    par_rows_uninit(
+                        x.len(),
+                        CHUNK,
+                        #[inline(always)]
+                        |i, o| {
+                            let (x, g) = (&x[i * CHUNK..], &g[i * CHUNK..]);
+                            for ((o, &v), &g) in o.iter_mut().zip(x).zip(g) {
+                                o.write(g * gelu_grad(v));
+                            }
+                        },
+                    )
+                };
                 Ok(out)
             })
         })?;

@@ -7,9 +7,10 @@
 //! thread. Here each direction is one row-parallel copy. Only values move, so the bits are the
 //! composed ops' bits, gradients included (the zero padding is the same `+0`).
 
-use super::slices::{f32_slice, par_rows, with_f32};
+use super::slices::{f32_slice, par_rows_uninit, with_f32};
 use crate::error::Result;
 use candle_core::{CpuStorage, CustomOp1, DType, Layout, Shape, Tensor};
+use std::mem::MaybeUninit;
 
 /// Returns part `which` (0 = q, 1 = k, 2 = v) of `qkv` `(B, T, 3C)` as `(B, nh, T, C / nh)`.
 ///
@@ -75,26 +76,41 @@ impl Heads {
     fn gather_heads(&self, src: &[f32], width: usize, offset: usize) -> Vec<f32> {
         let (t, nh, hs) = (self.t, self.nh, self.hs);
         // A row is one (batch, head): T vectors of hs, one from each token.
-        par_rows(self.b * nh * t * hs, t * hs, |r, out| {
-            let (bi, h) = (r / nh, r % nh);
-            for (ti, o) in out.chunks_exact_mut(hs).enumerate() {
-                let at = (bi * t + ti) * width + offset + h * hs;
-                o.copy_from_slice(&src[at..at + hs]);
-            }
-        })
+        // SAFETY: a row is t chunks of exactly hs elements, each written by its copy.
+        unsafe {
+            par_rows_uninit(self.b * nh * t * hs, t * hs, |r, out| {
+                let (bi, h) = (r / nh, r % nh);
+                for (ti, o) in out.chunks_exact_mut(hs).enumerate() {
+                    let at = (bi * t + ti) * width + offset + h * hs;
+                    for (o, &x) in o.iter_mut().zip(&src[at..at + hs]) {
+                        o.write(x);
+                    }
+                }
+            })
+        }
     }
 
     /// `(B, T, width)` from `(B, nh, T, hs)`, heads written from column `offset`; zeros elsewhere.
     fn scatter_heads(&self, src: &[f32], width: usize, offset: usize) -> Vec<f32> {
         let (t, nh, hs) = (self.t, self.nh, self.hs);
         // A row is one (batch, token): its nh head vectors side by side.
-        par_rows(self.b * t * width, width, |r, out| {
-            let (bi, ti) = (r / t, r % t);
-            for h in 0..nh {
-                let at = ((bi * nh + h) * t + ti) * hs;
-                out[offset + h * hs..offset + (h + 1) * hs].copy_from_slice(&src[at..at + hs]);
-            }
-        })
+        // SAFETY: a row is `width` elements: zeros before `offset` and from `offset + nh · hs`
+        // on, and nh chunks of exactly hs between, each written by its copy.
+        unsafe {
+            par_rows_uninit(self.b * t * width, width, |r, out| {
+                let (bi, ti) = (r / t, r % t);
+                let (before, rest) = out.split_at_mut(offset);
+                let (heads, after) = rest.split_at_mut(nh * hs);
+                before.fill(MaybeUninit::new(0.0));
+                after.fill(MaybeUninit::new(0.0));
+                for (h, o) in heads.chunks_exact_mut(hs).enumerate() {
+                    let at = ((bi * nh + h) * t + ti) * hs;
+                    for (o, &x) in o.iter_mut().zip(&src[at..at + hs]) {
+                        o.write(x);
+                    }
+                }
+            })
+        }
     }
 
     fn c(&self) -> usize {
