@@ -17,12 +17,13 @@
 //!
 //! This module owns the kernel; the seam, the naive reference and the memory cap are `mod.rs`'s.
 
-use super::tiles::{gather, tile_gemm, to_f32_vec, Mat};
 use super::AttentionParams;
 use crate::error::{Error, Result};
+use crate::kernels::gemm::{tile_gemm, Mat};
 use crate::kernels::math::exp_fused as exp;
 use crate::kernels::slices::wide;
 use crate::rng::keep;
+use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Shape, Tensor};
 use half::bf16;
 use rayon::prelude::*;
@@ -218,6 +219,40 @@ impl CustomOp3 for FlashOp {
             Some(wrap(grads.dv)?),
         ))
     }
+}
+
+/// Copies a 4-D f32 or bf16 storage into a row-major f32 buffer, honouring offset and strides.
+fn gather(storage: &CpuStorage, layout: &Layout) -> candle_core::Result<Vec<f32>> {
+    match storage {
+        CpuStorage::F32(data) => Ok(gather_with(data, layout, |x| x)),
+        CpuStorage::BF16(data) => Ok(gather_with(data, layout, bf16::to_f32)),
+        other => Err(candle_core::Error::Msg(format!(
+            "flash attention takes f32 or bf16, got {:?}",
+            other.dtype()
+        ))),
+    }
+}
+
+fn gather_with<T: Copy>(data: &[T], layout: &Layout, f: impl Fn(T) -> f32) -> Vec<f32> {
+    if let Some((start, end)) = layout.contiguous_offsets() {
+        return data[start..end].iter().map(|&x| f(x)).collect();
+    }
+    // Only 4-D tensors reach here (flash_attention checked `dims4`).
+    let (dims, stride) = (layout.dims(), layout.stride());
+    let mut out = Vec::with_capacity(layout.shape().elem_count());
+    for i0 in 0..dims[0] {
+        for i1 in 0..dims[1] {
+            for i2 in 0..dims[2] {
+                let base = layout.start_offset() + i0 * stride[0] + i1 * stride[1] + i2 * stride[2];
+                out.extend((0..dims[3]).map(|i3| f(data[base + i3 * stride[3]])));
+            }
+        }
+    }
+    out
+}
+
+fn to_f32_vec(t: &Tensor) -> candle_core::Result<Vec<f32>> {
+    t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()
 }
 
 /// `q`, `k`, `v` as contiguous f32 `(B, nh, T, d)` buffers.

@@ -13,7 +13,6 @@
 pub mod bench;
 mod flash;
 mod naive_fused;
-mod tiles;
 
 pub use flash::flash_attention;
 

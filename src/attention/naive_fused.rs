@@ -17,10 +17,10 @@
 //! same for any thread count. Attention dropout uses [`crate::rng::dropout_row`] with the naive
 //! mask's row keys, multiplying the probabilities as the composed path does.
 
-use super::tiles::{tile_gemm, Mat};
 use super::AttentionParams;
 use crate::error::Result;
-use crate::kernels::slices::{f32_slice, wide, with_f32, zeroed};
+use crate::kernels::gemm::{tile_gemm_uninit, Mat};
+use crate::kernels::slices::{assume_init, f32_slice, wide, with_f32, zeroed};
 use crate::kernels::{softmax_grad_row, softmax_row};
 use crate::rng::{dropout_row, DropoutStream};
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
@@ -201,17 +201,41 @@ fn queries_from(x: &[f32], bh: usize, t: usize, c0: usize) -> Mat<'_> {
     }
 }
 
+/// Initialises a block's rows of a `T × T` buffer: `product` writes keys `0..r1` of every row
+/// (one gemm call), and the masked keys from `r1` on are zeroed here. Returns the rows.
+///
+/// # Safety
+/// `product` must initialise keys `0..r1` of every `t`-element row of the block.
+unsafe fn causal_rows(
+    rows: &mut [MaybeUninit<f32>],
+    t: usize,
+    r1: usize,
+    product: impl FnOnce(&mut [MaybeUninit<f32>]),
+) -> &mut [f32] {
+    product(&mut *rows);
+    for row in rows.chunks_mut(t) {
+        row[r1..].fill(MaybeUninit::new(0.0));
+    }
+    // SAFETY: `product` initialised keys `0..r1` of every row (the caller's contract), the loop
+    // above the rest.
+    unsafe { assume_init(rows) }
+}
+
 /// One task of [`par_blocks`]: head, row block, and that block's rows of every buffer.
 type Task<'a> = (usize, (usize, usize), Vec<&'a mut [MaybeUninit<f32>]>);
 
 /// Fills fresh `(B·nh·T, row_len)` buffers, one per entry of `row_lens`, in parallel tasks of one
-/// `(head, block)` each: `f(bh, (r0, r1), rows)` gets that block's rows of every buffer, zeroed
-/// inside the task, and writes them. Returns the buffers.
-fn par_blocks(
+/// `(head, block)` each: `f(bh, (r0, r1), rows)` gets that block's rows of every buffer,
+/// uninitialised, and writes them (gemm writes its outputs without reading them, so most of these
+/// rows need no zero fill first). Returns the buffers.
+///
+/// # Safety
+/// `f` must initialise every element of the rows it is given.
+unsafe fn par_blocks(
     dims: Dims,
     blocks: &[(usize, usize)],
     row_lens: &[usize],
-    f: impl Fn(usize, (usize, usize), Vec<&mut [f32]>) + Sync,
+    f: impl Fn(usize, (usize, usize), Vec<&mut [MaybeUninit<f32>]>) + Sync,
 ) -> Vec<Vec<f32>> {
     let t = dims.t;
     assert_eq!(
@@ -235,13 +259,12 @@ fn par_blocks(
             rest = tail;
         }
     }
-    tasks.into_par_iter().for_each(|(bh, rows, outs)| {
-        let outs: Vec<&mut [f32]> = outs.into_iter().map(zeroed).collect();
-        wide(|| f(bh, rows, outs));
-    });
+    tasks
+        .into_par_iter()
+        .for_each(|(bh, rows, outs)| wide(|| f(bh, rows, outs)));
     for (buf, row_len) in bufs.iter_mut().zip(row_lens) {
         // SAFETY: the blocks cover every row of every head (asserted above), so the tasks took
-        // every element of the spare capacity, and each task zero-filled its rows first.
+        // every element of the spare capacity, and the caller's `f` initialised each.
         unsafe { buf.set_len(dims.heads() * t * row_len) };
     }
     bufs
@@ -256,10 +279,13 @@ impl NaiveOp {
         } else {
             &[t, d]
         };
-        let mut bufs = par_blocks(self.dims, &row_blocks(t), row_lens, |bh, rows, outs| {
-            self.forward_block(q, k, v, bh, rows, outs)
-        })
-        .into_iter();
+        // SAFETY: `forward_block` initialises every element of its rows (see there).
+        let bufs = unsafe {
+            par_blocks(self.dims, &row_blocks(t), row_lens, |bh, rows, outs| {
+                self.forward_block(q, k, v, bh, rows, outs)
+            })
+        };
+        let mut bufs = bufs.into_iter();
         let (probs, out, dropped) = (bufs.next(), bufs.next(), bufs.next());
         let saved = Saved {
             probs: probs.unwrap_or_default(),
@@ -268,7 +294,9 @@ impl NaiveOp {
         (out.unwrap_or_default(), saved)
     }
 
-    /// Scores, probabilities and output rows of query block `[r0, r1)` of head `bh`.
+    /// Scores, probabilities and output rows of query block `[r0, r1)` of head `bh`, written into
+    /// the uninitialised `outs` (probabilities, output, and the dropped probabilities with
+    /// dropout on): every element of each.
     fn forward_block(
         &self,
         q: &[f32],
@@ -276,28 +304,27 @@ impl NaiveOp {
         v: &[f32],
         bh: usize,
         (r0, r1): (usize, usize),
-        mut outs: Vec<&mut [f32]>,
+        mut outs: Vec<&mut [MaybeUninit<f32>]>,
     ) {
         let Dims { t, d, .. } = self.dims;
         let [probs, out, dropped @ ..] = &mut outs[..] else {
-            return;
+            unreachable!("par_blocks hands forward_block two or three buffers");
         };
-        let mut dropped = dropped.first_mut();
+        let mut dropped = dropped.first_mut().map(|rows| zeroed(rows));
         let (qh, kh, vh) = (
             self.dims.head(q, bh),
             self.dims.head(k, bh),
             self.dims.head(v, bh),
         );
         // Scores of keys 0..r1, unscaled (the softmax scales them, as the composed path does).
-        tile_gemm(
-            (r1 - r0, r1, d),
-            probs,
-            t,
-            false,
-            Mat::rows(&qh[r0 * d..r1 * d], d),
-            Mat::transposed(&kh[..r1 * d], d),
-            1.0,
-        );
+        // SAFETY: the gemm writes the block's rows × keys `0..r1` at row stride `t`.
+        let probs = unsafe {
+            causal_rows(probs, t, r1, |rows| {
+                let (q_rows, keys) = (&qh[r0 * d..r1 * d], &kh[..r1 * d]);
+                let (q_rows, keys) = (Mat::rows(q_rows, d), Mat::transposed(keys, d));
+                tile_gemm_uninit((r1 - r0, r1, d), rows, t, q_rows, keys);
+            })
+        };
         let mut mask = vec![0f32; if self.dropout.is_some() { t } else { 0 }];
         for (r, row) in probs.chunks_mut(t).enumerate() {
             let visible = r0 + r + 1;
@@ -315,15 +342,8 @@ impl NaiveOp {
             Some(dropped) => dropped,
             None => probs,
         };
-        tile_gemm(
-            (r1 - r0, d, r1),
-            out,
-            d,
-            false,
-            Mat::rows(weights, t),
-            Mat::rows(&vh[..r1 * d], d),
-            1.0,
-        );
+        let (weights, values) = (Mat::rows(weights, t), Mat::rows(&vh[..r1 * d], d));
+        tile_gemm_uninit((r1 - r0, d, r1), out, d, weights, values);
     }
 
     /// Returns `(dq, dk, dv)` for the output gradient `dy`.
@@ -337,28 +357,34 @@ impl NaiveOp {
     ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
         let Dims { t, d, .. } = self.dims;
         let blocks = row_blocks(t);
-        let mut bufs = par_blocks(self.dims, &blocks, &[t, d], |bh, rows, outs| {
-            self.score_grads_block(k, v, dy, &saved.probs, bh, rows, outs)
-        })
-        .into_iter();
+        // SAFETY: `score_grads_block` initialises every element of its rows (see there).
+        let bufs = unsafe {
+            par_blocks(self.dims, &blocks, &[t, d], |bh, rows, outs| {
+                self.score_grads_block(k, v, dy, &saved.probs, bh, rows, outs)
+            })
+        };
+        let mut bufs = bufs.into_iter();
         let (ds, dq) = (
             bufs.next().unwrap_or_default(),
             bufs.next().unwrap_or_default(),
         );
         let weights = saved.dropped.as_deref().unwrap_or(&saved.probs);
-        let mut bufs = par_blocks(self.dims, &blocks, &[d, d], |bh, (c0, c1), mut outs| {
-            let [dk, dv] = &mut outs[..] else {
-                return;
-            };
-            // Key j's gradients sum over queries i ≥ j, so from the block's first key c0 on.
-            let (qh, dyh) = (self.dims.head(q, bh), self.dims.head(dy, bh));
-            let shape = (c1 - c0, d, t - c0);
-            let ds = queries_from(&ds, bh, t, c0);
-            tile_gemm(shape, dk, d, false, ds, Mat::rows(&qh[c0 * d..], d), 1.0);
-            let p = queries_from(weights, bh, t, c0);
-            tile_gemm(shape, dv, d, false, p, Mat::rows(&dyh[c0 * d..], d), 1.0);
-        })
-        .into_iter();
+        // SAFETY: each task's two gemm calls write all `(c1 − c0) × d` elements of its rows.
+        let bufs = unsafe {
+            par_blocks(self.dims, &blocks, &[d, d], |bh, (c0, c1), mut outs| {
+                let [dk, dv] = &mut outs[..] else {
+                    unreachable!("par_blocks hands the key-block tasks two buffers");
+                };
+                // Key j's gradients sum over queries i ≥ j, so from the block's first key c0 on.
+                let (qh, dyh) = (self.dims.head(q, bh), self.dims.head(dy, bh));
+                let shape = (c1 - c0, d, t - c0);
+                let ds = queries_from(&ds, bh, t, c0);
+                tile_gemm_uninit(shape, dk, d, ds, Mat::rows(&qh[c0 * d..], d));
+                let p = queries_from(weights, bh, t, c0);
+                tile_gemm_uninit(shape, dv, d, p, Mat::rows(&dyh[c0 * d..], d));
+            })
+        };
+        let mut bufs = bufs.into_iter();
         let (dk, dv) = (
             bufs.next().unwrap_or_default(),
             bufs.next().unwrap_or_default(),
@@ -367,7 +393,8 @@ impl NaiveOp {
     }
 
     /// Score gradients and `dq` rows of query block `[r0, r1)` of head `bh`: `dP = dO vᵀ` over
-    /// keys 0..r1, the dropout mask, the softmax's backward, then `dq = dS k`.
+    /// keys 0..r1, the dropout mask, the softmax's backward, then `dq = dS k`; written into the
+    /// uninitialised `outs`, every element of each.
     #[allow(clippy::too_many_arguments)]
     fn score_grads_block(
         &self,
@@ -377,11 +404,11 @@ impl NaiveOp {
         probs: &[f32],
         bh: usize,
         (r0, r1): (usize, usize),
-        mut outs: Vec<&mut [f32]>,
+        mut outs: Vec<&mut [MaybeUninit<f32>]>,
     ) {
         let Dims { t, d, .. } = self.dims;
         let [ds, dq] = &mut outs[..] else {
-            return;
+            unreachable!("par_blocks hands score_grads_block two buffers");
         };
         let (kh, vh, dyh) = (
             self.dims.head(k, bh),
@@ -389,15 +416,14 @@ impl NaiveOp {
             self.dims.head(dy, bh),
         );
         let probs = &probs[(bh * t + r0) * t..(bh * t + r1) * t];
-        tile_gemm(
-            (r1 - r0, r1, d),
-            ds,
-            t,
-            false,
-            Mat::rows(&dyh[r0 * d..r1 * d], d),
-            Mat::transposed(&vh[..r1 * d], d),
-            1.0,
-        );
+        // SAFETY: the gemm writes the block's rows × keys `0..r1` at row stride `t`.
+        let ds = unsafe {
+            causal_rows(ds, t, r1, |rows| {
+                let (dy_rows, values) = (&dyh[r0 * d..r1 * d], &vh[..r1 * d]);
+                let (dy_rows, values) = (Mat::rows(dy_rows, d), Mat::transposed(values, d));
+                tile_gemm_uninit((r1 - r0, r1, d), rows, t, dy_rows, values);
+            })
+        };
         let mut mask = vec![0f32; if self.dropout.is_some() { t } else { 0 }];
         for (r, row) in ds.chunks_mut(t).enumerate() {
             let visible = r0 + r + 1;
@@ -409,15 +435,8 @@ impl NaiveOp {
             softmax_grad_row(&probs[r * t..r * t + visible], g, self.scale);
             row[visible..r1].fill(0.0);
         }
-        tile_gemm(
-            (r1 - r0, d, r1),
-            dq,
-            d,
-            false,
-            Mat::rows(ds, t),
-            Mat::rows(&kh[..r1 * d], d),
-            1.0,
-        );
+        let (ds, keys) = (Mat::rows(ds, t), Mat::rows(&kh[..r1 * d], d));
+        tile_gemm_uninit((r1 - r0, d, r1), dq, d, ds, keys);
     }
 }
 

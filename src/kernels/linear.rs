@@ -11,6 +11,7 @@
 //! dimension into blocks whose size depends only on its length (or, below 64 × 64 outputs, on
 //! nothing else either way round), and never splits it across threads.
 
+use super::gemm::{product, Mat};
 use super::slices::{f32_slice, with_f32};
 use crate::error::Result;
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Shape, Tensor};
@@ -31,92 +32,6 @@ pub fn matmul_wt(x: &Tensor, w: &Tensor) -> Result<Tensor> {
 
 struct MatmulWt;
 
-/// A row-major `(rows, cols)` operand, or its transpose.
-#[derive(Clone, Copy)]
-struct Operand<'a> {
-    data: &'a [f32],
-    cols: usize,
-    transposed: bool,
-}
-
-/// Returns `lhs (m × k) · rhs (k × n)`, a fresh `(m, n)` buffer that gemm writes without it
-/// being zero-filled first (as the vendored candle's matmul does: vendor/README.md).
-fn product(
-    (m, n, k): (usize, usize, usize),
-    lhs: Operand<'_>,
-    rhs: Operand<'_>,
-    threads: usize,
-) -> Vec<f32> {
-    // (row stride, column stride) of an operand's logical matrix.
-    let strides = |o: Operand<'_>| {
-        if o.transposed {
-            (1, o.cols)
-        } else {
-            (o.cols, 1)
-        }
-    };
-    let ((lhs_rs, lhs_cs), (rhs_rs, rhs_cs)) = (strides(lhs), strides(rhs));
-    assert!(
-        m > 0
-            && n > 0
-            && k > 0
-            && (m - 1) * lhs_rs + (k - 1) * lhs_cs < lhs.data.len()
-            && (k - 1) * rhs_rs + (n - 1) * rhs_cs < rhs.data.len(),
-        "matmul_wt: operands out of bounds ({m}×{n}×{k})"
-    );
-    let parallelism = if threads > 1 {
-        gemm::Parallelism::Rayon(threads)
-    } else {
-        gemm::Parallelism::None
-    };
-    let mut dst: Vec<f32> = Vec::with_capacity(m * n);
-    // SAFETY: the assert above keeps every index gemm reads inside the operands, and `dst` has
-    // room for the m × n elements it writes (row stride n, column stride 1); T = f32 is one of
-    // gemm's types. With `read_dst = false` and `k > 0` gemm writes every element of `dst`
-    // without reading it, so all m × n are initialised when `set_len` runs.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            n as isize,
-            false,
-            lhs.data.as_ptr(),
-            lhs_cs as isize,
-            lhs_rs as isize,
-            rhs.data.as_ptr(),
-            rhs_cs as isize,
-            rhs_rs as isize,
-            0.0,
-            1.0,
-            false,
-            false,
-            false,
-            parallelism,
-        );
-        dst.set_len(m * n);
-    }
-    dst
-}
-
-fn rows(data: &[f32], cols: usize) -> Operand<'_> {
-    Operand {
-        data,
-        cols,
-        transposed: false,
-    }
-}
-
-fn transposed(data: &[f32], cols: usize) -> Operand<'_> {
-    Operand {
-        data,
-        cols,
-        transposed: true,
-    }
-}
-
 impl CustomOp2 for MatmulWt {
     fn name(&self) -> &'static str {
         "lossdiff-matmul-wt"
@@ -134,8 +49,8 @@ impl CustomOp2 for MatmulWt {
         let threads = rayon::current_num_threads();
         let y = product(
             (n, d_out, d_in),
-            rows(x, d_in),
-            transposed(w, d_in),
+            Mat::rows(x, d_in),
+            Mat::transposed(w, d_in),
             threads,
         );
         Ok((CpuStorage::F32(y), Shape::from((n, d_out))))
@@ -153,9 +68,9 @@ impl CustomOp2 for MatmulWt {
             with_f32(w, |ws| {
                 with_f32(dy, |dys| {
                     let threads = rayon::current_num_threads();
-                    let (dy_rows, dy_t) = (rows(dys, d_out), transposed(dys, d_out));
-                    let dx = product((n, d_in, d_out), dy_rows, rows(ws, d_in), threads);
-                    let dw = product((d_out, d_in, n), dy_t, rows(xs, d_in), threads);
+                    let (dy, dy_t) = (Mat::rows(dys, d_out), Mat::transposed(dys, d_out));
+                    let dx = product((n, d_in, d_out), dy, Mat::rows(ws, d_in), threads);
+                    let dw = product((d_out, d_in, n), dy_t, Mat::rows(xs, d_in), threads);
                     Ok((dx, dw))
                 })
             })

@@ -9,6 +9,7 @@ mod bias;
 mod causal_softmax;
 mod cross_entropy;
 mod gelu;
+pub(crate) mod gemm;
 mod heads;
 mod layer_norm;
 mod linear;

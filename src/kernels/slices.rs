@@ -174,8 +174,17 @@ pub(crate) unsafe fn par_rows_uninit(
 #[inline(always)]
 pub(crate) fn zeroed(rows: &mut [MaybeUninit<f32>]) -> &mut [f32] {
     rows.fill(MaybeUninit::new(0.0));
-    // SAFETY: every element was initialised on the line above, and `MaybeUninit<f32>` has
-    // `f32`'s layout.
+    // SAFETY: every element was initialised on the line above.
+    unsafe { assume_init(rows) }
+}
+
+/// Returns `rows` as the initialised `f32`s they hold.
+///
+/// # Safety
+/// Every element of `rows` must have been initialised.
+#[inline(always)]
+pub(crate) unsafe fn assume_init(rows: &mut [MaybeUninit<f32>]) -> &mut [f32] {
+    // SAFETY: the caller's contract; `MaybeUninit<f32>` has `f32`'s layout.
     unsafe { &mut *(rows as *mut [MaybeUninit<f32>] as *mut [f32]) }
 }
 
