@@ -201,23 +201,25 @@ fn queries_from(x: &[f32], bh: usize, t: usize, c0: usize) -> Mat<'_> {
     }
 }
 
-/// Initialises a block's rows of a `T × T` buffer: `product` writes keys `0..r1` of every row
-/// (one gemm call), and the masked keys from `r1` on are zeroed here. Returns the rows.
-///
-/// # Safety
-/// `product` must initialise keys `0..r1` of every `t`-element row of the block.
-unsafe fn causal_rows(
-    rows: &mut [MaybeUninit<f32>],
-    t: usize,
-    r1: usize,
-    product: impl FnOnce(&mut [MaybeUninit<f32>]),
-) -> &mut [f32] {
-    product(&mut *rows);
+/// Writes query block `[r0, r1)`'s rows of a `T × T` buffer and returns them: keys `0..r1` are
+/// `a[r0..r1] · b[0..r1]ᵀ` (`a`, `b` one head's `(T, d)` rows: `q kᵀ` for the scores, `dO vᵀ`
+/// for the probabilities' gradient), and the masked keys from `r1` on are zero.
+fn causal_block<'a>(
+    rows: &'a mut [MaybeUninit<f32>],
+    (t, d): (usize, usize),
+    (r0, r1): (usize, usize),
+    a: &[f32],
+    b: &[f32],
+) -> &'a mut [f32] {
+    let (a_rows, b_rows) = (
+        Mat::rows(&a[r0 * d..r1 * d], d),
+        Mat::transposed(&b[..r1 * d], d),
+    );
+    tile_gemm_uninit((r1 - r0, r1, d), rows, t, a_rows, b_rows);
     for row in rows.chunks_mut(t) {
         row[r1..].fill(MaybeUninit::new(0.0));
     }
-    // SAFETY: `product` initialised keys `0..r1` of every row (the caller's contract), the loop
-    // above the rest.
+    // SAFETY: the gemm initialised keys `0..r1` of every row of the block, the loop the rest.
     unsafe { assume_init(rows) }
 }
 
@@ -317,14 +319,7 @@ impl NaiveOp {
             self.dims.head(v, bh),
         );
         // Scores of keys 0..r1, unscaled (the softmax scales them, as the composed path does).
-        // SAFETY: the gemm writes the block's rows × keys `0..r1` at row stride `t`.
-        let probs = unsafe {
-            causal_rows(probs, t, r1, |rows| {
-                let (q_rows, keys) = (&qh[r0 * d..r1 * d], &kh[..r1 * d]);
-                let (q_rows, keys) = (Mat::rows(q_rows, d), Mat::transposed(keys, d));
-                tile_gemm_uninit((r1 - r0, r1, d), rows, t, q_rows, keys);
-            })
-        };
+        let probs = causal_block(probs, (t, d), (r0, r1), qh, kh);
         let mut mask = vec![0f32; if self.dropout.is_some() { t } else { 0 }];
         for (r, row) in probs.chunks_mut(t).enumerate() {
             let visible = r0 + r + 1;
@@ -416,14 +411,7 @@ impl NaiveOp {
             self.dims.head(dy, bh),
         );
         let probs = &probs[(bh * t + r0) * t..(bh * t + r1) * t];
-        // SAFETY: the gemm writes the block's rows × keys `0..r1` at row stride `t`.
-        let ds = unsafe {
-            causal_rows(ds, t, r1, |rows| {
-                let (dy_rows, values) = (&dyh[r0 * d..r1 * d], &vh[..r1 * d]);
-                let (dy_rows, values) = (Mat::rows(dy_rows, d), Mat::transposed(values, d));
-                tile_gemm_uninit((r1 - r0, r1, d), rows, t, dy_rows, values);
-            })
-        };
+        let ds = causal_block(ds, (t, d), (r0, r1), dyh, vh);
         let mut mask = vec![0f32; if self.dropout.is_some() { t } else { 0 }];
         for (r, row) in ds.chunks_mut(t).enumerate() {
             let visible = r0 + r + 1;
