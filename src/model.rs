@@ -116,8 +116,8 @@ fn matmul_wt(x: &Tensor, w: &Tensor, kernels: Kernels) -> Result<Tensor> {
         // its own layout.
         Kernels::Fused => {
             let (b, t, c) = x.dims3()?;
-            kernels::matmul_wt(&x.reshape((b * t, c))?, w)?.reshape((b, t, ()))?
-            // (B, T, d_out)
+            let y = kernels::matmul_wt(&x.reshape((b * t, c))?, w)?; // (B·T, d_out)
+            y.reshape((b, t, ()))? // (B, T, d_out)
         }
     })
 }

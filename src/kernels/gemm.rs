@@ -76,15 +76,49 @@ pub(crate) fn tile_gemm(
 /// writes every output element without reading it). Elements of `dst` outside them are left as
 /// they were.
 pub(crate) fn tile_gemm_uninit(
-    (m, n, k): (usize, usize, usize),
+    dims: (usize, usize, usize),
     dst: &mut [MaybeUninit<f32>],
     dst_rs: usize,
     lhs: Mat<'_>,
     rhs: Mat<'_>,
 ) {
+    gemm_uninit(dims, dst, dst_rs, lhs, rhs, 1);
+}
+
+/// Returns `lhs[m × k] · rhs[k × n]` as a fresh row-major buffer, written by gemm without a zero
+/// fill first, with gemm's own split over `threads`.
+pub(crate) fn product(
+    (m, n, k): (usize, usize, usize),
+    lhs: Mat<'_>,
+    rhs: Mat<'_>,
+    threads: usize,
+) -> Vec<f32> {
+    let mut dst: Vec<f32> = Vec::with_capacity(m * n);
+    gemm_uninit(
+        (m, n, k),
+        &mut dst.spare_capacity_mut()[..m * n],
+        n,
+        lhs,
+        rhs,
+        threads,
+    );
+    // SAFETY: `gemm_uninit` initialised all m × n elements (row stride n, asserted to fit).
+    unsafe { dst.set_len(m * n) };
+    dst
+}
+
+/// [`tile_gemm_uninit`] with gemm's own split over `threads`.
+fn gemm_uninit(
+    (m, n, k): (usize, usize, usize),
+    dst: &mut [MaybeUninit<f32>],
+    dst_rs: usize,
+    lhs: Mat<'_>,
+    rhs: Mat<'_>,
+    threads: usize,
+) {
     assert!(
         dst_len_fits(dst.len(), (m, n), dst_rs) && operands_fit((m, n, k), lhs, rhs),
-        "tile_gemm_uninit: views out of bounds ({m}×{n}×{k})"
+        "gemm: views out of bounds ({m}×{n}×{k})"
     );
     // SAFETY: as in `tile_gemm`; `MaybeUninit<f32>` has `f32`'s layout, and gemm only writes
     // `dst` (`read_dst = false`).
@@ -97,41 +131,9 @@ pub(crate) fn tile_gemm_uninit(
             lhs,
             rhs,
             1.0,
-            1,
+            threads,
         )
     }
-}
-
-/// Returns `lhs[m × k] · rhs[k × n]` as a fresh row-major buffer, written by gemm without a zero
-/// fill first, with gemm's own split over `threads`.
-pub(crate) fn product(
-    (m, n, k): (usize, usize, usize),
-    lhs: Mat<'_>,
-    rhs: Mat<'_>,
-    threads: usize,
-) -> Vec<f32> {
-    assert!(
-        operands_fit((m, n, k), lhs, rhs),
-        "product: operands out of bounds ({m}×{n}×{k})"
-    );
-    let mut dst: Vec<f32> = Vec::with_capacity(m * n);
-    // SAFETY: the assert keeps gemm's reads inside the operands and `dst` has room for the m × n
-    // elements it writes (row stride n). With `read_dst = false` and `k > 0` gemm writes every
-    // one of them without reading it, so all are initialised when `set_len` runs.
-    unsafe {
-        call(
-            (m, n, k),
-            dst.as_mut_ptr(),
-            n,
-            false,
-            lhs,
-            rhs,
-            1.0,
-            threads,
-        );
-        dst.set_len(m * n);
-    }
-    dst
 }
 
 /// Whether `m × n` outputs at row stride `dst_rs` fit in `len` elements, rows not overlapping.
