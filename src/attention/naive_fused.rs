@@ -223,51 +223,59 @@ fn causal_block<'a>(
     unsafe { assume_init(rows) }
 }
 
-/// One task of [`par_blocks`]: head, row block, and that block's rows of every buffer.
-type Task<'a> = (usize, (usize, usize), Vec<&'a mut [MaybeUninit<f32>]>);
-
-/// Fills fresh `(B·nh·T, row_len)` buffers, one per entry of `row_lens`, in parallel tasks of one
-/// `(head, block)` each: `f(bh, (r0, r1), rows)` gets that block's rows of every buffer,
+/// Fills `N` fresh `(B·nh·T, row_len)` buffers, one per entry of `row_lens`, in parallel tasks of
+/// one `(head, block)` each: `f(bh, (r0, r1), rows)` gets that block's rows of every buffer,
 /// uninitialised, and writes them (gemm writes its outputs without reading them, so most of these
 /// rows need no zero fill first). Returns the buffers.
 ///
 /// # Safety
 /// `f` must initialise every element of the rows it is given.
-unsafe fn par_blocks(
+unsafe fn par_blocks<const N: usize>(
     dims: Dims,
     blocks: &[(usize, usize)],
-    row_lens: &[usize],
-    f: impl Fn(usize, (usize, usize), Vec<&mut [MaybeUninit<f32>]>) + Sync,
-) -> Vec<Vec<f32>> {
+    row_lens: [usize; N],
+    f: impl Fn(usize, (usize, usize), [&mut [MaybeUninit<f32>]; N]) + Sync,
+) -> [Vec<f32>; N] {
     let t = dims.t;
     assert_eq!(
         blocks.iter().map(|(r0, r1)| r1 - r0).sum::<usize>(),
         t,
         "naive attention: row blocks must cover the sequence"
     );
-    let mut bufs: Vec<Vec<f32>> = row_lens
-        .iter()
-        .map(|row_len| Vec::with_capacity(dims.heads() * t * row_len))
+    let len = |row_len: usize| dims.heads() * t * row_len;
+    let mut bufs: [Vec<f32>; N] = row_lens.map(|row_len| Vec::with_capacity(len(row_len)));
+    // Each buffer cut into its rows of every (head, block), in task order.
+    let mut rows: Vec<_> = bufs
+        .each_mut()
+        .into_iter()
+        .zip(row_lens)
+        .map(|(buf, row_len)| {
+            let mut rest = &mut buf.spare_capacity_mut()[..len(row_len)];
+            let mut cut = Vec::with_capacity(dims.heads() * blocks.len());
+            for _ in 0..dims.heads() {
+                for (r0, r1) in blocks {
+                    let (block, tail) = std::mem::take(&mut rest).split_at_mut((r1 - r0) * row_len);
+                    cut.push(block);
+                    rest = tail;
+                }
+            }
+            cut.into_iter()
+        })
         .collect();
-    let mut tasks: Vec<Task<'_>> = (0..dims.heads())
-        .flat_map(|bh| blocks.iter().map(move |&rows| (bh, rows, Vec::new())))
+    let tasks: Vec<_> = (0..dims.heads())
+        .flat_map(|bh| blocks.iter().map(move |&block| (bh, block)))
+        .map(|(bh, block)| {
+            let outs = std::array::from_fn(|i| rows[i].next().expect("one row block per task"));
+            (bh, block, outs)
+        })
         .collect();
-    for (buf, &row_len) in bufs.iter_mut().zip(row_lens) {
-        let mut rest = &mut buf.spare_capacity_mut()[..dims.heads() * t * row_len];
-        for task in &mut tasks {
-            let (r0, r1) = task.1;
-            let (rows, tail) = std::mem::take(&mut rest).split_at_mut((r1 - r0) * row_len);
-            task.2.push(rows);
-            rest = tail;
-        }
-    }
     tasks
         .into_par_iter()
-        .for_each(|(bh, rows, outs)| wide(|| f(bh, rows, outs)));
+        .for_each(|(bh, block, outs)| wide(|| f(bh, block, outs)));
     for (buf, row_len) in bufs.iter_mut().zip(row_lens) {
         // SAFETY: the blocks cover every row of every head (asserted above), so the tasks took
         // every element of the spare capacity, and the caller's `f` initialised each.
-        unsafe { buf.set_len(dims.heads() * t * row_len) };
+        unsafe { buf.set_len(len(row_len)) };
     }
     bufs
 }
@@ -276,24 +284,19 @@ impl NaiveOp {
     /// Returns the output `(B, nh, T, d)` and what the backward needs.
     fn forward(&self, q: &[f32], k: &[f32], v: &[f32]) -> (Vec<f32>, Saved) {
         let Dims { t, d, .. } = self.dims;
-        let row_lens: &[usize] = if self.dropout.is_some() {
-            &[t, d, t]
-        } else {
-            &[t, d]
-        };
+        // The dropped probabilities are a third buffer with dropout on, an empty one without.
+        let dropped_len = if self.dropout.is_some() { t } else { 0 };
         // SAFETY: `forward_block` initialises every element of its rows (see there).
-        let bufs = unsafe {
-            par_blocks(self.dims, &row_blocks(t), row_lens, |bh, rows, outs| {
-                self.forward_block(q, k, v, bh, rows, outs)
-            })
+        let [probs, out, dropped] = unsafe {
+            par_blocks(
+                self.dims,
+                &row_blocks(t),
+                [t, d, dropped_len],
+                |bh, rows, outs| self.forward_block(q, k, v, bh, rows, outs),
+            )
         };
-        let mut bufs = bufs.into_iter();
-        let (probs, out, dropped) = (bufs.next(), bufs.next(), bufs.next());
-        let saved = Saved {
-            probs: probs.unwrap_or_default(),
-            dropped,
-        };
-        (out.unwrap_or_default(), saved)
+        let dropped = self.dropout.is_some().then_some(dropped);
+        (out, Saved { probs, dropped })
     }
 
     /// Scores, probabilities and output rows of query block `[r0, r1)` of head `bh`, written into
@@ -306,13 +309,10 @@ impl NaiveOp {
         v: &[f32],
         bh: usize,
         (r0, r1): (usize, usize),
-        mut outs: Vec<&mut [MaybeUninit<f32>]>,
+        [probs, out, dropped]: [&mut [MaybeUninit<f32>]; 3],
     ) {
         let Dims { t, d, .. } = self.dims;
-        let [probs, out, dropped @ ..] = &mut outs[..] else {
-            unreachable!("par_blocks hands forward_block two or three buffers");
-        };
-        let mut dropped = dropped.first_mut().map(|rows| zeroed(rows));
+        let mut dropped = self.dropout.is_some().then(|| zeroed(dropped));
         let (qh, kh, vh) = (
             self.dims.head(q, bh),
             self.dims.head(k, bh),
@@ -353,23 +353,15 @@ impl NaiveOp {
         let Dims { t, d, .. } = self.dims;
         let blocks = row_blocks(t);
         // SAFETY: `score_grads_block` initialises every element of its rows (see there).
-        let bufs = unsafe {
-            par_blocks(self.dims, &blocks, &[t, d], |bh, rows, outs| {
+        let [ds, dq] = unsafe {
+            par_blocks(self.dims, &blocks, [t, d], |bh, rows, outs| {
                 self.score_grads_block(k, v, dy, &saved.probs, bh, rows, outs)
             })
         };
-        let mut bufs = bufs.into_iter();
-        let (ds, dq) = (
-            bufs.next().unwrap_or_default(),
-            bufs.next().unwrap_or_default(),
-        );
         let weights = saved.dropped.as_deref().unwrap_or(&saved.probs);
         // SAFETY: each task's two gemm calls write all `(c1 − c0) × d` elements of its rows.
-        let bufs = unsafe {
-            par_blocks(self.dims, &blocks, &[d, d], |bh, (c0, c1), mut outs| {
-                let [dk, dv] = &mut outs[..] else {
-                    unreachable!("par_blocks hands the key-block tasks two buffers");
-                };
+        let [dk, dv] = unsafe {
+            par_blocks(self.dims, &blocks, [d, d], |bh, (c0, c1), [dk, dv]| {
                 // Key j's gradients sum over queries i ≥ j, so from the block's first key c0 on.
                 let (qh, dyh) = (self.dims.head(q, bh), self.dims.head(dy, bh));
                 let shape = (c1 - c0, d, t - c0);
@@ -379,11 +371,6 @@ impl NaiveOp {
                 tile_gemm_uninit(shape, dv, d, p, Mat::rows(&dyh[c0 * d..], d));
             })
         };
-        let mut bufs = bufs.into_iter();
-        let (dk, dv) = (
-            bufs.next().unwrap_or_default(),
-            bufs.next().unwrap_or_default(),
-        );
         (dq, dk, dv)
     }
 
@@ -399,12 +386,9 @@ impl NaiveOp {
         probs: &[f32],
         bh: usize,
         (r0, r1): (usize, usize),
-        mut outs: Vec<&mut [MaybeUninit<f32>]>,
+        [ds, dq]: [&mut [MaybeUninit<f32>]; 2],
     ) {
         let Dims { t, d, .. } = self.dims;
-        let [ds, dq] = &mut outs[..] else {
-            unreachable!("par_blocks hands score_grads_block two buffers");
-        };
         let (kh, vh, dyh) = (
             self.dims.head(k, bh),
             self.dims.head(v, bh),
