@@ -14,7 +14,7 @@
 //!
 //! The configuration is [`crate::config::GptConfig`]; the shipped sizes are presets there.
 
-use crate::attention::{attention, AttentionParams};
+use crate::attention::{attention_qkv, AttentionParams};
 use crate::config::{ComputeDtype, GptConfig, Kernels};
 use crate::error::Result;
 use crate::faults::Fault;
@@ -220,21 +220,8 @@ impl CausalSelfAttention {
     }
 
     fn forward(&self, x: &Tensor, ctx: &ForwardCtx) -> Result<Tensor> {
-        let (b, t, c) = x.dims3()?;
-        let hs = c / self.n_head;
+        let hs = x.dim(D::Minus1)? / self.n_head;
         let qkv = self.c_attn.forward(x)?; // (B, T, 3C)
-        let heads = |i: usize| -> Result<Tensor> {
-            if self.cfg.kernels == Kernels::Fused {
-                return kernels::split_heads(&qkv, self.n_head, i);
-            }
-            // (B, T, C) -> (B, T, nh, hs) -> (B, nh, T, hs)
-            Ok(qkv
-                .narrow(D::Minus1, i * c, c)?
-                .reshape((b, t, self.n_head, hs))?
-                .transpose(1, 2)?
-                .contiguous()?)
-        };
-        let (q, k, v) = (heads(0)?, heads(1)?, heads(2)?);
         let p = self.fault.dropout(self.cfg.attention_dropout);
         let params = AttentionParams {
             softmax_scale: self.fault.softmax_scale_factor() / (hs as f32).sqrt(),
@@ -243,17 +230,13 @@ impl CausalSelfAttention {
             max_naive_bytes: self.cfg.max_attention_bytes,
             kernels: self.cfg.kernels,
         };
+        let backend = self.cfg.attention;
         let y = match self.fault {
             Fault::Bf16Attention => {
-                let bf = |t: &Tensor| t.to_dtype(DType::BF16);
-                let y = attention(&bf(&q)?, &bf(&k)?, &bf(&v)?, self.cfg.attention, &params)?;
-                y.to_dtype(q.dtype())?
+                let y = attention_qkv(&qkv.to_dtype(DType::BF16)?, self.n_head, backend, &params)?;
+                y.to_dtype(qkv.dtype())?
             }
-            _ => attention(&q, &k, &v, self.cfg.attention, &params)?,
-        }; // (B, nh, T, hs)
-        let y = match self.cfg.kernels {
-            Kernels::Fused => kernels::merge_heads(&y)?,
-            Kernels::Composed => y.transpose(1, 2)?.reshape((b, t, c))?,
+            _ => attention_qkv(&qkv, self.n_head, backend, &params)?,
         }; // (B, T, C)
         let y = self.c_proj.forward(&y)?;
         hidden_dropout(

@@ -55,6 +55,65 @@ pub fn attention(
     }
 }
 
+/// Computes causal attention from the projections `qkv` `(B, T, 3C)` (q, k and v side by side,
+/// each `n_head` heads of `C / n_head`) and returns `(B, T, C)` with the heads side by side: what
+/// the model's attention layer needs between its two linear layers.
+///
+/// The heads are copied out, attention runs, and they are merged back. With the naive backend,
+/// fused kernels, f32 and at most 512 positions, q, k and v are copied out as one tensor for
+/// `naive_fused`, whose gradient comes back as one: three splits would each pad their gradient
+/// with zeros to the projections' width, for autograd to add up. Same bits either way.
+///
+/// # Errors
+/// As [`attention`]; candle errors when `qkv`'s width is not `3 · n_head · hs`.
+pub fn attention_qkv(
+    qkv: &Tensor,
+    n_head: usize,
+    backend: AttentionBackend,
+    params: &AttentionParams,
+) -> Result<Tensor> {
+    let (b, t, c3) = qkv.dims3()?;
+    let c = c3 / 3;
+    if backend == AttentionBackend::Naive
+        && params.kernels == Kernels::Fused
+        && qkv.dtype() == DType::F32
+        && t <= naive_fused::MAX_SEQ_LEN
+    {
+        check_naive_cap(b, n_head, t, params)?;
+        let y = naive_fused::naive_fused(&kernels::split_qkv_heads(qkv, n_head)?, params)?;
+        return kernels::merge_heads(&y);
+    }
+    let heads = |i: usize| -> Result<Tensor> {
+        Ok(match params.kernels {
+            Kernels::Fused => kernels::split_heads(qkv, n_head, i)?,
+            // (B, T, C) -> (B, T, nh, hs) -> (B, nh, T, hs)
+            Kernels::Composed => qkv
+                .narrow(D::Minus1, i * c, c)?
+                .reshape((b, t, n_head, c / n_head))?
+                .transpose(1, 2)?
+                .contiguous()?,
+        })
+    };
+    let y = attention(&heads(0)?, &heads(1)?, &heads(2)?, backend, params)?; // (B, nh, T, hs)
+    Ok(match params.kernels {
+        Kernels::Fused => kernels::merge_heads(&y)?,
+        Kernels::Composed => y.transpose(1, 2)?.reshape((b, t, c))?,
+    })
+}
+
+/// Refuses a naive attention whose score matrices would pass the configured cap.
+fn check_naive_cap(b: usize, nh: usize, t: usize, params: &AttentionParams) -> Result<()> {
+    let bytes = naive_attention_bytes(b, nh, t, params.dropout.is_some());
+    if bytes > params.max_naive_bytes {
+        return Err(Error::AttentionTooLarge {
+            seq_len: t,
+            bytes,
+            cap: params.max_naive_bytes,
+        });
+    }
+    Ok(())
+}
+
 // The peak count lives with the rest of the training budget, which refuses a config at load.
 pub use crate::config::footprint::naive_attention_bytes;
 
@@ -63,7 +122,7 @@ pub use crate::config::footprint::naive_attention_bytes;
 /// Softmax runs in f32 whatever the input dtype. This is the reference the fused kernels are
 /// tested against, and what "no-flash" means in a flash-vs-no-flash experiment. With fused
 /// kernels, f32 inputs and at most 512 positions, one op (`naive_fused`) computes it with the
-/// same bits and skips the products' masked blocks.
+/// same bits and skips the products' masked blocks (it takes q, k and v stacked).
 ///
 /// # Errors
 /// As [`attention`].
@@ -74,17 +133,10 @@ pub fn attention_naive(
     params: &AttentionParams,
 ) -> Result<Tensor> {
     let (b, nh, t, _hs) = q.dims4()?;
-    let bytes = naive_attention_bytes(b, nh, t, params.dropout.is_some());
-    if bytes > params.max_naive_bytes {
-        return Err(Error::AttentionTooLarge {
-            seq_len: t,
-            bytes,
-            cap: params.max_naive_bytes,
-        });
-    }
+    check_naive_cap(b, nh, t, params)?;
     let in_dtype = q.dtype();
     if params.kernels == Kernels::Fused && in_dtype == DType::F32 && t <= naive_fused::MAX_SEQ_LEN {
-        return naive_fused::naive_fused(q, k, v, params);
+        return naive_fused::naive_fused(&Tensor::stack(&[q, k, v], 0)?, params);
     }
     let scores = q.matmul(&k.t()?)?.to_dtype(DType::F32)?; // (B, nh, T, T)
     let mut probs = match params.kernels {

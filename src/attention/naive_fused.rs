@@ -12,6 +12,11 @@
 //! block: gemm takes `k ≤ 512` in one, longer ones in blocks whose size depends on the product's
 //! shape, so sequences longer than [`MAX_SEQ_LEN`] keep the composed path.
 //!
+//! The op takes q, k and v as one `(3, B, nh, T, hs)` tensor and returns their gradient as one,
+//! which the model's head split turns back into the projections' gradient in one pass: as three
+//! tensors, each of the three gradients would come back padded with zeros to the projections'
+//! width and be added up.
+//!
 //! Tasks are `(batch · head, query block)` forward and for `dq`, `(batch · head, key block)` for
 //! `dk` and `dv`; each writes its own rows with single-threaded gemm calls, so the bits are the
 //! same for any thread count. Attention dropout uses [`crate::rng::dropout_row`] with the naive
@@ -23,7 +28,7 @@ use crate::kernels::gemm::{tile_gemm_uninit, Mat};
 use crate::kernels::slices::{assume_init, f32_slice, wide, with_f32, zeroed};
 use crate::kernels::{softmax_grad_row, softmax_row};
 use crate::rng::{dropout_row, DropoutStream};
-use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
 use std::sync::Mutex;
@@ -48,26 +53,26 @@ const _: () = assert!(BLOCK * BLOCK > 16 * 16 && MIN_BLOCK * (BLOCK + MIN_BLOCK)
 /// is then one gemm block, which is what makes its bits the composed path's.
 pub(super) const MAX_SEQ_LEN: usize = 512;
 
-/// Computes causal attention with materialised probabilities for f32 `(B, nh, T, hs)` inputs
-/// with `T ≤` [`MAX_SEQ_LEN`]; gradients flow to `q`, `k` and `v`.
+/// Computes causal attention with materialised probabilities for f32 `qkv` `(3, B, nh, T, hs)`
+/// (q, k and v stacked) with `T ≤` [`MAX_SEQ_LEN`]; returns `(B, nh, T, hs)`, and the gradient
+/// flows to `qkv`.
 ///
 /// # Errors
-/// Candle errors when the inputs are not f32 on the CPU.
-pub(super) fn naive_fused(
-    q: &Tensor,
-    k: &Tensor,
-    v: &Tensor,
-    params: &AttentionParams,
-) -> Result<Tensor> {
-    let (b, nh, t, d) = q.dims4()?;
+/// Candle errors when the input is not a five-dimensional f32 tensor on the CPU with 3 first.
+pub(super) fn naive_fused(qkv: &Tensor, params: &AttentionParams) -> Result<Tensor> {
+    let (three, b, nh, t, d) = qkv.dims5()?;
+    if three != 3 {
+        let msg =
+            format!("naive attention: q, k and v stacked in a first dimension of 3, not {three}");
+        return Err(candle_core::Error::Msg(msg).into());
+    }
     let op = NaiveOp {
         dims: Dims { b, nh, t, d },
         scale: params.softmax_scale,
         dropout: params.dropout,
         saved: Mutex::new(None),
     };
-    Ok(q.contiguous()?
-        .apply_op3(&k.contiguous()?, &v.contiguous()?, op)?)
+    Ok(qkv.contiguous()?.apply_op1(op)?)
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -81,6 +86,18 @@ struct Dims {
 impl Dims {
     fn heads(&self) -> usize {
         self.b * self.nh
+    }
+
+    /// Elements of one of q, k, v: `B · nh · T · d`.
+    fn len(&self) -> usize {
+        self.heads() * self.t * self.d
+    }
+
+    /// Splits a `(3, B, nh, T, d)` buffer into q, k and v.
+    fn parts<'a>(&self, qkv: &'a [f32]) -> (&'a [f32], &'a [f32], &'a [f32]) {
+        let (q, kv) = qkv.split_at(self.len());
+        let (k, v) = kv.split_at(self.len());
+        (q, k, v)
     }
 
     /// Returns head `bh`'s rows of a `(B, nh, T, d)` buffer.
@@ -123,52 +140,37 @@ impl NaiveOp {
     }
 }
 
-impl CustomOp3 for NaiveOp {
+impl CustomOp1 for NaiveOp {
     fn name(&self) -> &'static str {
         "lossdiff-naive-attention"
     }
 
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (q, k, v) = (f32_slice(s1, l1)?, f32_slice(s2, l2)?, f32_slice(s3, l3)?);
-        let (out, saved) = self.forward(q, k, v);
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (out, saved) = self.forward(f32_slice(s, l)?);
         if let Ok(mut slot) = self.saved.lock() {
             *slot = Some(saved);
         }
-        Ok((CpuStorage::F32(out), l1.shape().clone()))
+        let Dims { b, nh, t, d } = self.dims;
+        Ok((CpuStorage::F32(out), (b, nh, t, d).into()))
     }
 
     fn bwd(
         &self,
-        q: &Tensor,
-        k: &Tensor,
-        v: &Tensor,
+        qkv: &Tensor,
         _out: &Tensor,
         grad_out: &Tensor,
-    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+    ) -> candle_core::Result<Option<Tensor>> {
         let saved = self.saved.lock().ok().and_then(|mut slot| slot.take());
-        let (dq, dk, dv) = with_f32(q, |qs| {
-            with_f32(k, |ks| {
-                with_f32(v, |vs| {
-                    with_f32(grad_out, |dy| {
-                        let saved = match saved {
-                            Some(saved) => saved,
-                            None => self.forward(qs, ks, vs).1,
-                        };
-                        Ok(self.backward(qs, ks, vs, dy, &saved))
-                    })
-                })
+        let dqkv = with_f32(qkv, |qkv| {
+            with_f32(grad_out, |dy| {
+                let saved = match saved {
+                    Some(saved) => saved,
+                    None => self.forward(qkv).1,
+                };
+                Ok(self.backward(qkv, dy, &saved))
             })
         })?;
-        let wrap = |g: Vec<f32>| Tensor::from_vec(g, q.shape(), q.device());
-        Ok((Some(wrap(dq)?), Some(wrap(dk)?), Some(wrap(dv)?)))
+        Ok(Some(Tensor::from_vec(dqkv, qkv.shape(), qkv.device())?))
     }
 }
 
@@ -223,34 +225,25 @@ fn causal_block<'a>(
     unsafe { assume_init(rows) }
 }
 
-/// Fills `N` fresh `(B·nh·T, row_len)` buffers, one per entry of `row_lens`, in parallel tasks of
-/// one `(head, block)` each: `f(bh, (r0, r1), rows)` gets that block's rows of every buffer,
-/// uninitialised, and writes them (gemm writes its outputs without reading them, so most of these
-/// rows need no zero fill first). Returns the buffers.
-///
-/// # Safety
-/// `f` must initialise every element of the rows it is given.
-unsafe fn par_blocks<const N: usize>(
+/// Calls `f(bh, (r0, r1), rows)` in parallel for every head `bh` and row block, `rows[i]` being
+/// that block's rows of `bufs[i]`, a `(B·nh·T, row_len)` buffer given with its `row_len`. The
+/// rows of different tasks are disjoint, so each task writes its own.
+fn par_blocks<const N: usize>(
     dims: Dims,
     blocks: &[(usize, usize)],
-    row_lens: [usize; N],
+    bufs: [(&mut [MaybeUninit<f32>], usize); N],
     f: impl Fn(usize, (usize, usize), [&mut [MaybeUninit<f32>]; N]) + Sync,
-) -> [Vec<f32>; N] {
+) {
     let t = dims.t;
     assert_eq!(
         blocks.iter().map(|(r0, r1)| r1 - r0).sum::<usize>(),
         t,
         "naive attention: row blocks must cover the sequence"
     );
-    let len = |row_len: usize| dims.heads() * t * row_len;
-    let mut bufs: [Vec<f32>; N] = row_lens.map(|row_len| Vec::with_capacity(len(row_len)));
     // Each buffer cut into its rows of every (head, block), in task order.
     let mut rows: Vec<_> = bufs
-        .each_mut()
         .into_iter()
-        .zip(row_lens)
-        .map(|(buf, row_len)| {
-            let mut rest = &mut buf.spare_capacity_mut()[..len(row_len)];
+        .map(|(mut rest, row_len)| {
             let mut cut = Vec::with_capacity(dims.heads() * blocks.len());
             for _ in 0..dims.heads() {
                 for (r0, r1) in blocks {
@@ -269,30 +262,63 @@ unsafe fn par_blocks<const N: usize>(
             (bh, block, outs)
         })
         .collect();
-    tasks
-        .into_par_iter()
-        .for_each(|(bh, block, outs)| wide(|| f(bh, block, outs)));
-    for (buf, row_len) in bufs.iter_mut().zip(row_lens) {
-        // SAFETY: the blocks cover every row of every head (asserted above), so the tasks took
-        // every element of the spare capacity, and the caller's `f` initialised each.
-        unsafe { buf.set_len(len(row_len)) };
-    }
-    bufs
+    tasks.into_par_iter().for_each(|(bh, block, outs)| {
+        wide(
+            #[inline(always)]
+            || f(bh, block, outs),
+        )
+    });
+}
+
+/// A fresh buffer with room for `len` elements, for [`par_blocks`]' tasks to write.
+fn buffer(len: usize) -> Vec<f32> {
+    Vec::with_capacity(len)
+}
+
+/// Returns `buf` with its first `len` elements marked as written.
+///
+/// # Safety
+/// The tasks must have initialised all `len` elements (through `spare_capacity_mut`).
+unsafe fn written(mut buf: Vec<f32>, len: usize) -> Vec<f32> {
+    // SAFETY: the caller's contract; `len` is within the capacity `buffer` gave.
+    unsafe { buf.set_len(len) };
+    buf
 }
 
 impl NaiveOp {
     /// Returns the output `(B, nh, T, d)` and what the backward needs.
-    fn forward(&self, q: &[f32], k: &[f32], v: &[f32]) -> (Vec<f32>, Saved) {
+    fn forward(&self, qkv: &[f32]) -> (Vec<f32>, Saved) {
         let Dims { t, d, .. } = self.dims;
+        let (q, k, v) = self.dims.parts(qkv);
+        let (probs_len, out_len) = (self.dims.heads() * t * t, self.dims.len());
         // The dropped probabilities are a third buffer with dropout on, an empty one without.
-        let dropped_len = if self.dropout.is_some() { t } else { 0 };
-        // SAFETY: `forward_block` initialises every element of its rows (see there).
-        let [probs, out, dropped] = unsafe {
-            par_blocks(
-                self.dims,
-                &row_blocks(t),
-                [t, d, dropped_len],
-                |bh, rows, outs| self.forward_block(q, k, v, bh, rows, outs),
+        let (dropped_row, dropped_len) = match self.dropout {
+            Some(_) => (t, probs_len),
+            None => (0, 0),
+        };
+        let (mut probs, mut out, mut dropped) =
+            (buffer(probs_len), buffer(out_len), buffer(dropped_len));
+        par_blocks(
+            self.dims,
+            &row_blocks(t),
+            [
+                (&mut probs.spare_capacity_mut()[..probs_len], t),
+                (&mut out.spare_capacity_mut()[..out_len], d),
+                (
+                    &mut dropped.spare_capacity_mut()[..dropped_len],
+                    dropped_row,
+                ),
+            ],
+            #[inline(always)]
+            |bh, rows, outs| self.forward_block(q, k, v, bh, rows, outs),
+        );
+        // SAFETY: `forward_block` initialises every element of its rows (see there), and the
+        // tasks' rows cover the three buffers.
+        let (probs, out, dropped) = unsafe {
+            (
+                written(probs, probs_len),
+                written(out, out_len),
+                written(dropped, dropped_len),
             )
         };
         let dropped = self.dropout.is_some().then_some(dropped);
@@ -302,6 +328,11 @@ impl NaiveOp {
     /// Scores, probabilities and output rows of query block `[r0, r1)` of head `bh`, written into
     /// the uninitialised `outs` (probabilities, output, and the dropped probabilities with
     /// dropout on): every element of each.
+    ///
+    /// Inlined into [`par_blocks`]' tasks, which run inside [`wide`]: compiled on its own, the
+    /// softmax here would be baseline x86-64's four lanes (perf showed SSE code, the exponential
+    /// 15 % of the op's time).
+    #[inline(always)]
     fn forward_block(
         &self,
         q: &[f32],
@@ -341,27 +372,29 @@ impl NaiveOp {
         tile_gemm_uninit((r1 - r0, d, r1), out, d, weights, values);
     }
 
-    /// Returns `(dq, dk, dv)` for the output gradient `dy`.
-    fn backward(
-        &self,
-        q: &[f32],
-        k: &[f32],
-        v: &[f32],
-        dy: &[f32],
-        saved: &Saved,
-    ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    /// Returns the gradient of `qkv`, `(3, B, nh, T, d)`, for the output gradient `dy`.
+    fn backward(&self, qkv: &[f32], dy: &[f32], saved: &Saved) -> Vec<f32> {
         let Dims { t, d, .. } = self.dims;
-        let blocks = row_blocks(t);
-        // SAFETY: `score_grads_block` initialises every element of its rows (see there).
-        let [ds, dq] = unsafe {
-            par_blocks(self.dims, &blocks, [t, d], |bh, rows, outs| {
-                self.score_grads_block(k, v, dy, &saved.probs, bh, rows, outs)
-            })
-        };
+        let (q, k, v) = self.dims.parts(qkv);
+        let (blocks, len, ds_len) = (row_blocks(t), self.dims.len(), self.dims.heads() * t * t);
+        let (mut ds, mut dqkv) = (buffer(ds_len), buffer(3 * len));
+        let (dq, dkv) = dqkv.spare_capacity_mut()[..3 * len].split_at_mut(len);
+        let (dk, dv) = dkv.split_at_mut(len);
+        par_blocks(
+            self.dims,
+            &blocks,
+            [(&mut ds.spare_capacity_mut()[..ds_len], t), (dq, d)],
+            #[inline(always)]
+            |bh, rows, outs| self.score_grads_block(k, v, dy, &saved.probs, bh, rows, outs),
+        );
+        // SAFETY: `score_grads_block` initialises every element of its rows of `ds` (see there).
+        let ds = unsafe { written(ds, ds_len) };
         let weights = saved.dropped.as_deref().unwrap_or(&saved.probs);
-        // SAFETY: each task's two gemm calls write all `(c1 − c0) × d` elements of its rows.
-        let [dk, dv] = unsafe {
-            par_blocks(self.dims, &blocks, [d, d], |bh, (c0, c1), [dk, dv]| {
+        par_blocks(
+            self.dims,
+            &blocks,
+            [(dk, d), (dv, d)],
+            |bh, (c0, c1), [dk, dv]| {
                 // Key j's gradients sum over queries i ≥ j, so from the block's first key c0 on.
                 let (qh, dyh) = (self.dims.head(q, bh), self.dims.head(dy, bh));
                 let shape = (c1 - c0, d, t - c0);
@@ -369,15 +402,18 @@ impl NaiveOp {
                 tile_gemm_uninit(shape, dk, d, ds, Mat::rows(&qh[c0 * d..], d));
                 let p = queries_from(weights, bh, t, c0);
                 tile_gemm_uninit(shape, dv, d, p, Mat::rows(&dyh[c0 * d..], d));
-            })
-        };
-        (dq, dk, dv)
+            },
+        );
+        // SAFETY: the first pass initialised every row of dq (see `score_grads_block`), the
+        // second's two gemm calls all `(c1 − c0) × d` elements of each block of dk and dv.
+        unsafe { written(dqkv, 3 * len) }
     }
 
     /// Score gradients and `dq` rows of query block `[r0, r1)` of head `bh`: `dP = dO vᵀ` over
     /// keys 0..r1, the dropout mask, the softmax's backward, then `dq = dS k`; written into the
     /// uninitialised `outs`, every element of each.
     #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
     fn score_grads_block(
         &self,
         k: &[f32],
@@ -438,15 +474,25 @@ mod tests {
         v.iter().map(|x| x.to_bits()).collect()
     }
 
-    /// Runs both paths on seeded `(2, 3, T, hs)` inputs and a seeded output gradient; returns
-    /// the first of output, dq, dk, dv whose bits differ.
-    fn first_difference(t: usize, hs: usize, dropout: Option<f32>) -> Option<&'static str> {
-        let dev = Device::Cpu;
-        let shape = (2, 3, t, hs);
-        let n = 2 * 3 * t * hs;
-        let var = |seed| Var::from_vec(seeded(n, seed), shape, &dev).unwrap();
-        let (q, k, v) = (var(1), var(2), var(3));
-        let probe = Tensor::from_vec(seeded(n, 4), shape, &dev).unwrap();
+    /// How the attention under test is reached.
+    #[derive(Clone, Copy)]
+    enum Path {
+        /// The heads copied out one part at a time, candle's products around the fused causal
+        /// softmax, the heads merged back: what the model ran before this op.
+        Composed,
+        /// The model's path: [`super::super::attention_qkv`] from the projections.
+        Projections,
+        /// [`super::super::attention_naive`] on separate q, k and v (stacked for the op).
+        Separate,
+    }
+
+    /// Runs `path` on seeded projections `(2, T, 3 · 3 · hs)` (three heads) and a seeded output
+    /// gradient; returns the output's bits and those of the projections' gradient.
+    fn run(path: Path, t: usize, hs: usize, dropout: Option<f32>) -> [Vec<u32>; 2] {
+        let (dev, nh) = (Device::Cpu, 3);
+        let c = nh * hs;
+        let qkv = Var::from_vec(seeded(2 * t * 3 * c, 1), (2, t, 3 * c), &dev).unwrap();
+        let probe = Tensor::from_vec(seeded(2 * t * c, 4), (2, t, c), &dev).unwrap();
         let params = AttentionParams {
             softmax_scale: 1.0 / (hs as f32).sqrt(),
             dropout: dropout.map(|p| {
@@ -464,28 +510,48 @@ mod tests {
             max_naive_bytes: u64::MAX,
             kernels: Kernels::Fused,
         };
-        let run = |fused: bool| {
-            let (qt, kt, vt) = (q.as_tensor(), k.as_tensor(), v.as_tensor());
-            let y = if fused {
-                naive_fused(qt, kt, vt, &params).unwrap()
-            } else {
-                composed(qt, kt, vt, &params)
-            };
-            let grads = (&y * &probe)
-                .unwrap()
-                .sum_all()
-                .unwrap()
-                .backward()
-                .unwrap();
-            let g = |x: &Var| bits(grads.get(x).unwrap());
-            [bits(&y), g(&q), g(&k), g(&v)]
+        let x = qkv.as_tensor();
+        let heads = |i| crate::kernels::split_heads(x, nh, i).unwrap();
+        let merge = |y: &Tensor| crate::kernels::merge_heads(y).unwrap();
+        let y = match path {
+            Path::Composed => merge(&composed(&heads(0), &heads(1), &heads(2), &params)),
+            Path::Projections => {
+                let backend = crate::config::AttentionBackend::Naive;
+                super::super::attention_qkv(x, nh, backend, &params).unwrap()
+            }
+            Path::Separate => {
+                let (q, k, v) = (heads(0), heads(1), heads(2));
+                merge(&super::super::attention_naive(&q, &k, &v, &params).unwrap())
+            }
         };
-        let (a, b) = (run(true), run(false));
-        ["output", "dq", "dk", "dv"]
+        let grads = (&y * &probe)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        [bits(&y), bits(grads.get(&qkv).unwrap())]
+    }
+
+    /// Returns the first of "output", "gradient" whose bits differ between the op, reached from
+    /// the projections or from separate heads, and the composed path.
+    fn first_difference(t: usize, hs: usize, dropout: Option<f32>) -> Option<String> {
+        let want = run(Path::Composed, t, hs, dropout);
+        [Path::Projections, Path::Separate]
             .into_iter()
-            .zip(a.iter().zip(&b))
-            .find(|(_, (a, b))| a != b)
-            .map(|(name, _)| name)
+            .find_map(|path| {
+                let got = run(path, t, hs, dropout);
+                ["output", "gradient"]
+                    .into_iter()
+                    .zip(got.iter().zip(&want))
+                    .find(|(_, (a, b))| a != b)
+                    .map(|(name, _)| {
+                        format!(
+                            "{name} ({})",
+                            ["projections", "separate"][path as usize - 1]
+                        )
+                    })
+            })
     }
 
     #[test]

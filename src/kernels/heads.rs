@@ -33,7 +33,29 @@ pub fn split_heads(qkv: &Tensor, n_head: usize, which: usize) -> Result<Tensor> 
         t,
         nh: n_head,
         hs: c / n_head,
-        split: Some(which),
+        change: Change::Split(which),
+    };
+    Ok(qkv.contiguous()?.apply_op1(op)?)
+}
+
+/// Returns all three parts of f32 `qkv` `(B, T, 3C)` as one `(3, B, nh, T, C / nh)` tensor, q, k
+/// and v stacked: for an op that takes them together, so that their gradient comes back as one
+/// tensor and is copied into the projections' gradient in one pass.
+///
+/// Three [`split_heads`] would each pad their part's gradient with zeros to `3C` columns, and
+/// autograd would add the three up: `+0` added to every element. The backward here adds the same
+/// `+0`, which turns a gradient's `−0` into `+0`, so the bits are those of the three splits.
+///
+/// # Errors
+/// Candle errors on a shape that is not `(B, T, 3·nh·hs)` or a dtype other than f32.
+pub fn split_qkv_heads(qkv: &Tensor, n_head: usize) -> Result<Tensor> {
+    let (b, t, c3) = qkv.dims3()?;
+    let op = Heads {
+        b,
+        t,
+        nh: n_head,
+        hs: c3 / 3 / n_head,
+        change: Change::SplitAll,
     };
     Ok(qkv.contiguous()?.apply_op1(op)?)
 }
@@ -54,34 +76,43 @@ pub fn merge_heads(y: &Tensor) -> Result<Tensor> {
         t,
         nh,
         hs,
-        split: None,
+        change: Change::Merge,
     };
     Ok(y.contiguous()?.apply_op1(op)?)
 }
 
-/// One head layout change: `split: Some(part)` takes part `part` of `(B, T, 3C)` to
-/// `(B, nh, T, hs)`; `None` merges `(B, nh, T, hs)` into `(B, T, C)`. Each one's backward is the
-/// other direction.
+/// One head layout change. Each one's backward is the other direction.
+#[derive(Clone, Copy)]
+enum Change {
+    /// Part `part` of `(B, T, 3C)` to `(B, nh, T, hs)`.
+    Split(usize),
+    /// All three parts of `(B, T, 3C)` to `(3, B, nh, T, hs)`.
+    SplitAll,
+    /// `(B, nh, T, hs)` into `(B, T, C)`.
+    Merge,
+}
+
 #[derive(Clone, Copy)]
 struct Heads {
     b: usize,
     t: usize,
     nh: usize,
     hs: usize,
-    split: Option<usize>,
+    change: Change,
 }
 
 impl Heads {
-    /// `(B, nh, T, hs)` from a `(B, T, width)` tensor whose heads start at column `offset`.
-    fn gather_heads(&self, src: &[f32], width: usize, offset: usize) -> Vec<f32> {
-        let (t, nh, hs) = (self.t, self.nh, self.hs);
-        // A row is one (batch, head): T vectors of hs, one from each token.
+    /// `(parts, B, nh, T, hs)` from a `(B, T, width)` tensor whose heads start at column `offset`,
+    /// the parts side by side from there.
+    fn gather_heads(&self, src: &[f32], width: usize, offset: usize, parts: usize) -> Vec<f32> {
+        let (b, t, nh, hs) = (self.b, self.t, self.nh, self.hs);
+        // A row is one (part, batch, head): T vectors of hs, one from each token.
         // SAFETY: a row is t chunks of exactly hs elements, each written by its copy.
         unsafe {
-            par_rows_uninit(self.b * nh * t * hs, t * hs, |r, out| {
-                let (bi, h) = (r / nh, r % nh);
+            par_rows_uninit(parts * b * nh * t * hs, t * hs, |r, out| {
+                let (part, bi, h) = (r / (b * nh), r / nh % b, r % nh);
                 for (ti, o) in out.chunks_exact_mut(hs).enumerate() {
-                    let at = (bi * t + ti) * width + offset + h * hs;
+                    let at = (bi * t + ti) * width + offset + (part * nh + h) * hs;
                     for (o, &x) in o.iter_mut().zip(&src[at..at + hs]) {
                         o.write(x);
                     }
@@ -90,23 +121,32 @@ impl Heads {
         }
     }
 
-    /// `(B, T, width)` from `(B, nh, T, hs)`, heads written from column `offset`; zeros elsewhere.
-    fn scatter_heads(&self, src: &[f32], width: usize, offset: usize) -> Vec<f32> {
-        let (t, nh, hs) = (self.t, self.nh, self.hs);
-        // A row is one (batch, token): its nh head vectors side by side.
-        // SAFETY: a row is `width` elements: zeros before `offset` and from `offset + nh · hs`
-        // on, and nh chunks of exactly hs between, each written by its copy.
+    /// `(B, T, width)` from `(parts, B, nh, T, hs)`, heads written from column `offset`, the
+    /// parts side by side; zeros elsewhere. `PLUS_ZERO` adds `+0` to every value copied.
+    fn scatter_heads<const PLUS_ZERO: bool>(
+        &self,
+        src: &[f32],
+        width: usize,
+        offset: usize,
+        parts: usize,
+    ) -> Vec<f32> {
+        let (b, t, nh, hs) = (self.b, self.t, self.nh, self.hs);
+        // A row is one (batch, token): its parts' nh head vectors side by side.
+        // SAFETY: a row is `width` elements: zeros before `offset` and from
+        // `offset + parts · nh · hs` on, and parts · nh chunks of exactly hs between, each written
+        // by its copy.
         unsafe {
-            par_rows_uninit(self.b * t * width, width, |r, out| {
+            par_rows_uninit(b * t * width, width, |r, out| {
                 let (bi, ti) = (r / t, r % t);
                 let (before, rest) = out.split_at_mut(offset);
-                let (heads, after) = rest.split_at_mut(nh * hs);
+                let (heads, after) = rest.split_at_mut(parts * nh * hs);
                 before.fill(MaybeUninit::new(0.0));
                 after.fill(MaybeUninit::new(0.0));
-                for (h, o) in heads.chunks_exact_mut(hs).enumerate() {
-                    let at = ((bi * nh + h) * t + ti) * hs;
+                for (ph, o) in heads.chunks_exact_mut(hs).enumerate() {
+                    let (part, h) = (ph / nh, ph % nh);
+                    let at = (((part * b + bi) * nh + h) * t + ti) * hs;
                     for (o, &x) in o.iter_mut().zip(&src[at..at + hs]) {
-                        o.write(x);
+                        o.write(if PLUS_ZERO { x + 0.0 } else { x });
                     }
                 }
             })
@@ -120,21 +160,26 @@ impl Heads {
 
 impl CustomOp1 for Heads {
     fn name(&self) -> &'static str {
-        match self.split {
-            Some(_) => "lossdiff-split-heads",
-            None => "lossdiff-merge-heads",
+        match self.change {
+            Change::Split(_) => "lossdiff-split-heads",
+            Change::SplitAll => "lossdiff-split-qkv-heads",
+            Change::Merge => "lossdiff-merge-heads",
         }
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         let src = f32_slice(s, l)?;
-        let c = self.c();
-        let (out, shape): (Vec<f32>, Shape) = match self.split {
-            Some(part) => (
-                self.gather_heads(src, 3 * c, part * c),
-                (self.b, self.nh, self.t, self.hs).into(),
+        let (b, t, nh, hs, c) = (self.b, self.t, self.nh, self.hs, self.c());
+        let (out, shape): (Vec<f32>, Shape) = match self.change {
+            Change::Split(part) => (
+                self.gather_heads(src, 3 * c, part * c, 1),
+                (b, nh, t, hs).into(),
             ),
-            None => (self.scatter_heads(src, c, 0), (self.b, self.t, c).into()),
+            Change::SplitAll => (
+                self.gather_heads(src, 3 * c, 0, 3),
+                (3, b, nh, t, hs).into(),
+            ),
+            Change::Merge => (self.scatter_heads::<false>(src, c, 0, 1), (b, t, c).into()),
         };
         Ok((CpuStorage::F32(out), shape))
     }
@@ -147,9 +192,10 @@ impl CustomOp1 for Heads {
     ) -> candle_core::Result<Option<Tensor>> {
         let c = self.c();
         let dx = with_f32(grad, |g| {
-            Ok(match self.split {
-                Some(part) => self.scatter_heads(g, 3 * c, part * c),
-                None => self.gather_heads(g, c, 0),
+            Ok(match self.change {
+                Change::Split(part) => self.scatter_heads::<false>(g, 3 * c, part * c, 1),
+                Change::SplitAll => self.scatter_heads::<true>(g, 3 * c, 0, 3),
+                Change::Merge => self.gather_heads(g, c, 0, 1),
             })
         })?;
         Ok(Some(Tensor::from_vec(dx, arg.shape(), arg.device())?))
@@ -208,6 +254,28 @@ mod tests {
             bits(gc.get(&qkv).unwrap()),
             "gradient of qkv"
         );
+    }
+
+    #[test]
+    fn one_split_of_all_three_parts_gives_three_splits_bits_forward_and_backward() {
+        let dev = Device::Cpu;
+        let (b, t, nh, hs) = (2, 37, 4, 8);
+        let c = nh * hs;
+        let qkv = Var::from_vec(seeded(b * t * 3 * c, 1), (b, t, 3 * c), &dev).unwrap();
+        // Negative zeros in the probe make some gradients −0: three splits' padded sum turns
+        // them into +0, and so must the one split.
+        let mut p = seeded(3 * b * nh * t * hs, 2);
+        p.iter_mut().step_by(5).for_each(|x| *x = -0.0);
+        let probe = Tensor::from_vec(p, (3, b, nh, t, hs), &dev).unwrap();
+        let x = qkv.as_tensor();
+        let all = split_qkv_heads(x, nh).unwrap();
+        let three = Tensor::stack(&[0, 1, 2].map(|i| split_heads(x, nh, i).unwrap()), 0).unwrap();
+        assert_eq!(all.dims(), &[3, b, nh, t, hs]);
+        assert_eq!(bits(&all), bits(&three), "forward");
+        let (ga, gt) = (probed_grads(all, &probe), probed_grads(three, &probe));
+        let (ga, gt) = (bits(ga.get(&qkv).unwrap()), bits(gt.get(&qkv).unwrap()));
+        assert!(gt.contains(&0), "the probe makes some gradients zero");
+        assert_eq!(ga, gt, "gradient of qkv");
     }
 
     #[test]

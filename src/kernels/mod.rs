@@ -21,7 +21,7 @@ pub use causal_softmax::causal_softmax;
 pub(crate) use causal_softmax::{softmax_grad_row, softmax_row};
 pub use cross_entropy::cross_entropy;
 pub use gelu::gelu_erf;
-pub use heads::{merge_heads, split_heads};
+pub use heads::{merge_heads, split_heads, split_qkv_heads};
 pub use layer_norm::layer_norm;
 pub use linear::matmul_wt;
 
