@@ -109,15 +109,20 @@ impl Heads {
         // A row is one (part, batch, head): T vectors of hs, one from each token.
         // SAFETY: a row is t chunks of exactly hs elements, each written by its copy.
         unsafe {
-            par_rows_uninit(parts * b * nh * t * hs, t * hs, |r, out| {
-                let (part, bi, h) = (r / (b * nh), r / nh % b, r % nh);
-                for (ti, o) in out.chunks_exact_mut(hs).enumerate() {
-                    let at = (bi * t + ti) * width + offset + (part * nh + h) * hs;
-                    for (o, &x) in o.iter_mut().zip(&src[at..at + hs]) {
-                        o.write(x);
+            par_rows_uninit(
+                parts * b * nh * t * hs,
+                t * hs,
+                #[inline(always)]
+                |r, out| {
+                    let (part, bi, h) = (r / (b * nh), r / nh % b, r % nh);
+                    for (ti, o) in out.chunks_exact_mut(hs).enumerate() {
+                        let at = (bi * t + ti) * width + offset + (part * nh + h) * hs;
+                        for (o, &x) in o.iter_mut().zip(&src[at..at + hs]) {
+                            o.write(x);
+                        }
                     }
-                }
-            })
+                },
+            )
         }
     }
 
@@ -136,20 +141,25 @@ impl Heads {
         // `offset + parts · nh · hs` on, and parts · nh chunks of exactly hs between, each written
         // by its copy.
         unsafe {
-            par_rows_uninit(b * t * width, width, |r, out| {
-                let (bi, ti) = (r / t, r % t);
-                let (before, rest) = out.split_at_mut(offset);
-                let (heads, after) = rest.split_at_mut(parts * nh * hs);
-                before.fill(MaybeUninit::new(0.0));
-                after.fill(MaybeUninit::new(0.0));
-                for (ph, o) in heads.chunks_exact_mut(hs).enumerate() {
-                    let (part, h) = (ph / nh, ph % nh);
-                    let at = (((part * b + bi) * nh + h) * t + ti) * hs;
-                    for (o, &x) in o.iter_mut().zip(&src[at..at + hs]) {
-                        o.write(if PLUS_ZERO { x + 0.0 } else { x });
+            par_rows_uninit(
+                b * t * width,
+                width,
+                #[inline(always)]
+                |r, out| {
+                    let (bi, ti) = (r / t, r % t);
+                    let (before, rest) = out.split_at_mut(offset);
+                    let (heads, after) = rest.split_at_mut(parts * nh * hs);
+                    before.fill(MaybeUninit::new(0.0));
+                    after.fill(MaybeUninit::new(0.0));
+                    for (ph, o) in heads.chunks_exact_mut(hs).enumerate() {
+                        let (part, h) = (ph / nh, ph % nh);
+                        let at = (((part * b + bi) * nh + h) * t + ti) * hs;
+                        for (o, &x) in o.iter_mut().zip(&src[at..at + hs]) {
+                            o.write(if PLUS_ZERO { x + 0.0 } else { x });
+                        }
                     }
-                }
-            })
+                },
+            )
         }
     }
 
