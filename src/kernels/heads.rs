@@ -47,9 +47,13 @@ pub fn split_heads(qkv: &Tensor, n_head: usize, which: usize) -> Result<Tensor> 
 /// `+0`, which turns a gradient's `−0` into `+0`, so the bits are those of the three splits.
 ///
 /// # Errors
-/// Candle errors on a shape that is not `(B, T, 3·nh·hs)` or a dtype other than f32.
+/// Candle errors on a shape that is not `(B, T, 3·n_head·hs)` or a dtype other than f32.
 pub fn split_qkv_heads(qkv: &Tensor, n_head: usize) -> Result<Tensor> {
     let (b, t, c3) = qkv.dims3()?;
+    if n_head == 0 || c3 % (3 * n_head) != 0 {
+        let msg = format!("split_qkv_heads: width {c3} is not 3 × {n_head} heads");
+        return Err(candle_core::Error::Msg(msg).into());
+    }
     let op = Heads {
         b,
         t,
@@ -286,6 +290,15 @@ mod tests {
         let (ga, gt) = (bits(ga.get(&qkv).unwrap()), bits(gt.get(&qkv).unwrap()));
         assert!(gt.contains(&0), "the probe makes some gradients zero");
         assert_eq!(ga, gt, "gradient of qkv");
+    }
+
+    #[test]
+    fn a_width_that_is_not_three_parts_of_whole_heads_is_an_error_not_a_panic() {
+        let qkv = Tensor::zeros((1, 2, 10), candle_core::DType::F32, &Device::Cpu).unwrap();
+        for n_head in [0, 2] {
+            let err = split_qkv_heads(&qkv, n_head).unwrap_err().to_string();
+            assert!(err.contains("width 10"), "{err}");
+        }
     }
 
     #[test]
