@@ -1,14 +1,16 @@
 //! Causal self-attention kernels behind one seam: `softmax(q kᵀ · scale + causal) · v`, with
 //! optional attention dropout.
 //!
-//! The model calls [`attention`] with `(B, nh, T, hs)` tensors and an [`AttentionBackend`]; this
-//! module picks the kernel. [`attention_naive`] is the reference (it materialises the `T × T`
+//! The model calls [`attention_qkv`] with its `(B, T, 3C)` projections and an
+//! [`AttentionBackend`]; this module splits the heads, picks the kernel ([`attention`], on
+//! `(B, nh, T, hs)` tensors) and merges the heads back. [`attention_naive`] is the reference (it materialises the `T × T`
 //! scores and is what every faster kernel is tested against); `naive_fused` is the same
 //! arithmetic as one op that skips the masked blocks. `flash` is the fused tiled kernel.
 //! Both draw attention-dropout masks from [`crate::rng`] keyed by `(batch, head, query)` rows and
 //! `key` columns, so with dropout on they drop exactly the same elements.
 //!
-//! This module owns the arithmetic of attention; projections, heads and residuals are `model`'s.
+//! This module owns the arithmetic of attention and its heads; projections and residuals are
+//! `model`'s.
 
 pub mod bench;
 mod flash;
