@@ -17,7 +17,7 @@
 //!
 //! This module owns the kernel; the seam, the naive reference and the memory cap are `mod.rs`'s.
 
-use super::AttentionParams;
+use super::{AttentionParams, Dims};
 use crate::error::{Error, Result};
 use crate::kernels::gemm::{tile_gemm, Mat};
 use crate::kernels::math::exp_fused as exp;
@@ -97,31 +97,14 @@ pub fn flash_attention(
     Ok(q.apply_op3(k, v, op)?)
 }
 
-/// The shape every buffer of one call shares: `(b, nh, t, d)`, row-major.
-#[derive(Debug, Clone, Copy)]
-struct Dims {
-    b: usize,
-    nh: usize,
-    t: usize,
-    d: usize,
-}
-
 impl Dims {
-    fn len(&self) -> usize {
-        self.b * self.nh * self.t * self.d
-    }
-
-    fn shape(&self) -> Shape {
-        Shape::from((self.b, self.nh, self.t, self.d))
-    }
-
     /// Returns the dropout rate, keep scale and row key of query `row` of head `bh`, if dropout
-    /// is on; the key is the naive path's `row_key(&[b, h, q])`.
+    /// is on.
     fn dropout_row(&self, params: &AttentionParams, bh: usize, row: usize) -> Option<Dropout> {
         params.dropout.map(|(p, stream)| Dropout {
             p,
             scale: 1.0 / (1.0 - p),
-            key: stream.row_key(&[(bh / self.nh) as u64, (bh % self.nh) as u64, row as u64]),
+            key: self.row_key(&stream, bh, row),
         })
     }
 }

@@ -57,6 +57,50 @@ pub fn attention(
     }
 }
 
+/// The shape of one attention call, `(b, nh, t, d)`: every `(B, nh, T, hs)` buffer of a kernel
+/// is row-major in it, one head's `T × d` rows after another.
+#[derive(Debug, Clone, Copy)]
+struct Dims {
+    b: usize,
+    nh: usize,
+    t: usize,
+    d: usize,
+}
+
+impl Dims {
+    /// Heads of the call, `B · nh`.
+    fn heads(&self) -> usize {
+        self.b * self.nh
+    }
+
+    /// Elements of one `(B, nh, T, d)` buffer.
+    fn len(&self) -> usize {
+        self.heads() * self.t * self.d
+    }
+
+    fn shape(&self) -> candle_core::Shape {
+        candle_core::Shape::from((self.b, self.nh, self.t, self.d))
+    }
+
+    /// Returns head `bh`'s rows of a `(B, nh, T, d)` buffer.
+    fn head<'a>(&self, x: &'a [f32], bh: usize) -> &'a [f32] {
+        let len = self.t * self.d;
+        &x[bh * len..(bh + 1) * len]
+    }
+
+    /// Returns the attention-dropout key of query `row` of head `bh` ([`dropout_row_key`]).
+    fn row_key(&self, stream: &DropoutStream, bh: usize, row: usize) -> u64 {
+        dropout_row_key(stream, self.nh, bh, row)
+    }
+}
+
+/// Returns the attention-dropout key of query `row` of head `bh` (of `nh` per sequence): the
+/// stream's row key `(b, h, row)`. Every kernel draws its mask rows from this key, which is what
+/// makes them drop the same elements.
+fn dropout_row_key(stream: &DropoutStream, nh: usize, bh: usize, row: usize) -> u64 {
+    stream.row_key(&[(bh / nh) as u64, (bh % nh) as u64, row as u64])
+}
+
 /// Computes causal attention from the projections `qkv` `(B, T, 3C)` (q, k and v side by side,
 /// each `n_head` heads of `C / n_head`) and returns `(B, T, C)` with the heads side by side: what
 /// the model's attention layer needs between its two linear layers.
@@ -176,9 +220,7 @@ pub fn attention_dropout_mask(
 ) -> Result<Tensor> {
     let mut data = vec![0f32; b * nh * t * t];
     for (row, chunk) in data.chunks_mut(t).enumerate() {
-        let (bi, rest) = (row / (nh * t), row % (nh * t));
-        let (hi, qi) = (rest / t, rest % t);
-        dropout_row(stream.row_key(&[bi as u64, hi as u64, qi as u64]), p, chunk);
+        dropout_row(dropout_row_key(stream, nh, row / t, row % t), p, chunk);
     }
     Ok(Tensor::from_vec(data, (b, nh, t, t), device)?)
 }

@@ -22,7 +22,7 @@
 //! same for any thread count. Attention dropout uses [`crate::rng::dropout_row`] with the naive
 //! mask's row keys, multiplying the probabilities as the composed path does.
 
-use super::AttentionParams;
+use super::{AttentionParams, Dims};
 use crate::error::Result;
 use crate::kernels::gemm::{tile_gemm_uninit, Mat};
 use crate::kernels::slices::{assume_init, f32_slice, wide, with_f32, zeroed};
@@ -75,35 +75,12 @@ pub(super) fn naive_fused(qkv: &Tensor, params: &AttentionParams) -> Result<Tens
     Ok(qkv.contiguous()?.apply_op1(op)?)
 }
 
-#[derive(Debug, Clone, Copy)]
-struct Dims {
-    b: usize,
-    nh: usize,
-    t: usize,
-    d: usize,
-}
-
 impl Dims {
-    fn heads(&self) -> usize {
-        self.b * self.nh
-    }
-
-    /// Elements of one of q, k, v: `B · nh · T · d`.
-    fn len(&self) -> usize {
-        self.heads() * self.t * self.d
-    }
-
     /// Splits a `(3, B, nh, T, d)` buffer into q, k and v.
     fn parts<'a>(&self, qkv: &'a [f32]) -> (&'a [f32], &'a [f32], &'a [f32]) {
         let (q, kv) = qkv.split_at(self.len());
         let (k, v) = kv.split_at(self.len());
         (q, k, v)
-    }
-
-    /// Returns head `bh`'s rows of a `(B, nh, T, d)` buffer.
-    fn head<'a>(&self, x: &'a [f32], bh: usize) -> &'a [f32] {
-        let len = self.t * self.d;
-        &x[bh * len..(bh + 1) * len]
     }
 }
 
@@ -123,7 +100,7 @@ struct NaiveOp {
 
 impl NaiveOp {
     /// Writes query row `row` of head `bh`'s dropout factors (0 or `1/(1−p)`) into `mask`, the
-    /// naive mask's row `(b, h, row)`.
+    /// naive mask's row.
     fn mask_row(
         &self,
         (rate, stream): (f32, DropoutStream),
@@ -131,12 +108,7 @@ impl NaiveOp {
         row: usize,
         mask: &mut [f32],
     ) {
-        let (b, h) = (bh / self.dims.nh, bh % self.dims.nh);
-        dropout_row(
-            stream.row_key(&[b as u64, h as u64, row as u64]),
-            rate,
-            mask,
-        );
+        dropout_row(self.dims.row_key(&stream, bh, row), rate, mask);
     }
 }
 
@@ -150,8 +122,7 @@ impl CustomOp1 for NaiveOp {
         if let Ok(mut slot) = self.saved.lock() {
             *slot = Some(saved);
         }
-        let Dims { b, nh, t, d } = self.dims;
-        Ok((CpuStorage::F32(out), (b, nh, t, d).into()))
+        Ok((CpuStorage::F32(out), self.dims.shape()))
     }
 
     fn bwd(
