@@ -51,17 +51,11 @@ pub(crate) fn tile_gemm(
     rhs: Mat<'_>,
     beta: f32,
 ) {
-    assert!(
-        dst_len_fits(dst.len(), (m, n), dst_rs) && operands_fit((m, n, k), lhs, rhs),
-        "tile_gemm: views out of bounds ({m}×{n}×{k})"
-    );
-    // SAFETY: the assert keeps every index gemm touches inside the three slices, and `dst` is a
-    // unique borrow distinct from the operands.
+    // SAFETY: `dst` is a unique borrow of `dst.len()` elements, distinct from the operands.
     unsafe {
-        call(
+        checked_call(
             (m, n, k),
-            dst.as_mut_ptr(),
-            dst_rs,
+            (dst.as_mut_ptr(), dst.len(), dst_rs),
             accumulate,
             lhs,
             rhs,
@@ -116,17 +110,12 @@ fn gemm_uninit(
     rhs: Mat<'_>,
     threads: usize,
 ) {
-    assert!(
-        dst_len_fits(dst.len(), (m, n), dst_rs) && operands_fit((m, n, k), lhs, rhs),
-        "gemm: views out of bounds ({m}×{n}×{k})"
-    );
     // SAFETY: as in `tile_gemm`; `MaybeUninit<f32>` has `f32`'s layout, and gemm only writes
-    // `dst` (`read_dst = false`).
+    // `dst` (`accumulate = false`).
     unsafe {
-        call(
+        checked_call(
             (m, n, k),
-            dst.as_mut_ptr().cast(),
-            dst_rs,
+            (dst.as_mut_ptr().cast(), dst.len(), dst_rs),
             false,
             lhs,
             rhs,
@@ -145,26 +134,33 @@ fn operands_fit((m, n, k): (usize, usize, usize), lhs: Mat<'_>, rhs: Mat<'_>) ->
     m > 0 && n > 0 && k > 0 && lhs.fits(m, k) && rhs.fits(k, n)
 }
 
+/// Asserts that `m × n` outputs at row stride `dst_rs` fit in the `dst_len` elements at `dst` and
+/// that the operands hold their views, then calls gemm: the bounds check every entry point shares.
+///
 /// # Safety
-/// `dst` must be valid for writes (and reads when `accumulate`) of the `m × n` elements at row
-/// stride `dst_rs`, and not overlap the operands; the operands must fit (`operands_fit`).
+/// `dst` must be valid for writes (and reads when `accumulate`) of `dst_len` elements, and not
+/// overlap the operands.
 #[allow(clippy::too_many_arguments)]
-unsafe fn call(
+unsafe fn checked_call(
     (m, n, k): (usize, usize, usize),
-    dst: *mut f32,
-    dst_rs: usize,
+    (dst, dst_len, dst_rs): (*mut f32, usize, usize),
     accumulate: bool,
     lhs: Mat<'_>,
     rhs: Mat<'_>,
     beta: f32,
     threads: usize,
 ) {
+    assert!(
+        dst_len_fits(dst_len, (m, n), dst_rs) && operands_fit((m, n, k), lhs, rhs),
+        "gemm: views out of bounds ({m}×{n}×{k})"
+    );
     let parallelism = if threads > 1 {
         gemm::Parallelism::Rayon(threads)
     } else {
         gemm::Parallelism::None
     };
-    // SAFETY: the caller's contract; T = f32 is one of gemm's types.
+    // SAFETY: the assert keeps every index gemm touches inside `dst` and the operands' slices;
+    // the rest is the caller's contract. T = f32 is one of gemm's types.
     unsafe {
         gemm::gemm(
             m,
