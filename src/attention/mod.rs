@@ -123,7 +123,7 @@ pub fn attention_qkv(
     if backend == AttentionBackend::Naive
         && params.kernels == Kernels::Fused
         && qkv.dtype() == DType::F32
-        && t <= naive_fused::MAX_SEQ_LEN
+        && naive_fused::takes(t, c.checked_div(n_head).unwrap_or(0))
     {
         check_naive_cap(b, n_head, t, params)?;
         let y = naive_fused::naive_fused(&kernels::split_qkv_heads(qkv, n_head)?, params)?;
@@ -178,10 +178,10 @@ pub fn attention_naive(
     v: &Tensor,
     params: &AttentionParams,
 ) -> Result<Tensor> {
-    let (b, nh, t, _hs) = q.dims4()?;
+    let (b, nh, t, hs) = q.dims4()?;
     check_naive_cap(b, nh, t, params)?;
     let in_dtype = q.dtype();
-    if params.kernels == Kernels::Fused && in_dtype == DType::F32 && t <= naive_fused::MAX_SEQ_LEN {
+    if params.kernels == Kernels::Fused && in_dtype == DType::F32 && naive_fused::takes(t, hs) {
         return naive_fused::naive_fused(&Tensor::stack(&[q, k, v], 0)?, params);
     }
     let scores = q.matmul(&k.t()?)?.to_dtype(DType::F32)?; // (B, nh, T, T)

@@ -10,22 +10,28 @@
 //! one chain of multiply-adds over the same keys in the same order, so the results are the
 //! composed path's bits. That last point needs the product's inner dimension to be one gemm
 //! block: gemm takes `k ≤ 512` in one, longer ones in blocks whose size depends on the product's
-//! shape, so sequences longer than [`MAX_SEQ_LEN`] keep the composed path.
+//! shape, so sequences longer than [`MAX_SEQ_LEN`] keep the composed path ([`takes`]).
+//!
+//! The products run in [`unpacked`], gemm's chains without gemm's packing: at these sizes gemm
+//! spent much of each call copying operands into panels.
 //!
 //! The op takes q, k and v as one `(3, B, nh, T, hs)` tensor and returns their gradient as one,
 //! which the model's head split turns back into the projections' gradient in one pass: as three
 //! tensors, each of the three gradients would come back padded with zeros to the projections'
 //! width and be added up.
 //!
-//! Tasks are `(batch · head, query block)` forward and for `dq`, `(batch · head, key block)` for
-//! `dk` and `dv`; each writes its own rows with single-threaded gemm calls, so the bits are the
-//! same for any thread count. Attention dropout uses [`crate::rng::dropout_row`] with the naive
-//! mask's row keys, multiplying the probabilities as the composed path does.
+//! Tasks are `(batch · head, query block)` forward and one per head backward; each writes its
+//! own rows single-threaded, so the bits are the same for any thread count. The backward goes
+//! through a head's query blocks in order and carries `dk`'s and `dv`'s chains from one block to
+//! the next, so the score gradients are used while in cache instead of written out as a second
+//! `T × T` buffer. Attention dropout uses [`crate::rng::dropout_row`] with the naive mask's row
+//! keys, multiplying the probabilities as the composed path does.
 
 use super::{AttentionParams, Dims};
 use crate::error::Result;
 use crate::kernels::gemm::{tile_gemm_uninit, Mat};
 use crate::kernels::slices::{assume_init, f32_slice, wide, with_f32, zeroed};
+use crate::kernels::unpacked::{self, product_uninit, Chains};
 use crate::kernels::{softmax_grad_row, softmax_row};
 use crate::rng::{dropout_row, DropoutStream};
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
@@ -51,7 +57,26 @@ const _: () = assert!(BLOCK * BLOCK > 16 * 16 && MIN_BLOCK * (BLOCK + MIN_BLOCK)
 
 /// Longest sequence the kernel takes: every product's inner dimension (`hs` or at most `T` keys)
 /// is then one gemm block, which is what makes its bits the composed path's.
-pub(super) const MAX_SEQ_LEN: usize = 512;
+const MAX_SEQ_LEN: usize = 512;
+
+/// Whether the kernel computes attention over `t` positions with head dim `d` with the composed
+/// path's bits, so may stand in for it.
+///
+/// Besides [`MAX_SEQ_LEN`]: the backward computes each key block's `dk` and `dv` chains a query
+/// block at a time ([`NaiveOp::head_grads`]), which gives the bits of the composed path's one
+/// gemm call per key block only where gemm sums that call as one chain of fused multiply-adds:
+/// not for `d = 1`, `T ≤ 2` (`k ≤ 2`) or on CPUs without FMA.
+pub(super) fn takes(t: usize, d: usize) -> bool {
+    let key_block_product = |&(c0, c1): &(usize, usize)| {
+        let ds_columns = Mat {
+            data: &[],
+            rs: 1,
+            cs: t,
+        };
+        unpacked::matches_gemm((c1 - c0, d, t - c0), ds_columns, Mat::rows(&[], d))
+    };
+    t <= MAX_SEQ_LEN && row_blocks(t).iter().all(key_block_product)
+}
 
 /// Computes causal attention with materialised probabilities for f32 `qkv` `(3, B, nh, T, hs)`
 /// (q, k and v stacked) with `T ≤` [`MAX_SEQ_LEN`]; returns `(B, nh, T, hs)`, and the gradient
@@ -164,36 +189,57 @@ fn row_blocks(t: usize) -> Vec<(usize, usize)> {
     blocks
 }
 
-/// Returns head `bh`'s `T × T` matrix `x` transposed, from row and column `c0` on: element
-/// `(j, i)` is `x[c0 + i][c0 + j]`, key `c0 + j`'s entry for query `c0 + i`.
-fn queries_from(x: &[f32], bh: usize, t: usize, c0: usize) -> Mat<'_> {
-    Mat {
-        data: &x[bh * t * t + c0 * t + c0..(bh + 1) * t * t],
-        rs: 1,
-        cs: t,
-    }
-}
-
-/// Writes query block `[r0, r1)`'s rows of a `T × T` buffer and returns them: keys `0..r1` are
-/// `a[r0..r1] · b[0..r1]ᵀ` (`a`, `b` one head's `(T, d)` rows: `q kᵀ` for the scores, `dO vᵀ`
-/// for the probabilities' gradient), and the masked keys from `r1` on are zero.
+/// Writes query block `[r0, r1)`'s rows of a buffer with row stride `rs` (at least `r1`) and
+/// returns them: keys `0..r1` are `a[r0..r1] · b[0..r1]ᵀ` (`a`, `b` one head's `(T, d)` rows:
+/// `q kᵀ` for the scores, `dO vᵀ` for the probabilities' gradient), the keys from `r1` to `rs`
+/// zero. `b_t` is `bᵀ`, `(d, T)`, for the unpacked product, which needs contiguous rows.
+#[inline(always)]
 fn causal_block<'a>(
     rows: &'a mut [MaybeUninit<f32>],
+    rs: usize,
     (t, d): (usize, usize),
     (r0, r1): (usize, usize),
     a: &[f32],
-    b: &[f32],
+    (b, b_t): (&[f32], &[f32]),
 ) -> &'a mut [f32] {
-    let (a_rows, b_rows) = (
+    let dims = (r1 - r0, r1, d);
+    let (a_rows, b_cols) = (
         Mat::rows(&a[r0 * d..r1 * d], d),
         Mat::transposed(&b[..r1 * d], d),
     );
-    tile_gemm_uninit((r1 - r0, r1, d), rows, t, a_rows, b_rows);
-    for row in rows.chunks_mut(t) {
+    // gemm's bits on its main path whichever layout `b` comes in; elsewhere gemm itself, given
+    // the layout the composed path gives it.
+    match unpacked::matches_gemm(dims, a_rows, b_cols) {
+        true => product_uninit(dims, rows, rs, a_rows, Mat::rows(b_t, t)),
+        false => tile_gemm_uninit(dims, rows, rs, a_rows, b_cols),
+    }
+    for row in rows.chunks_mut(rs) {
         row[r1..].fill(MaybeUninit::new(0.0));
     }
-    // SAFETY: the gemm initialised keys `0..r1` of every row of the block, the loop the rest.
+    // SAFETY: the product initialised keys `0..r1` of every row of the block, the loop the rest.
     unsafe { assume_init(rows) }
+}
+
+/// Writes the `(d, T)` transpose of each head's `(T, d)` rows of `x` into `out`, heads in
+/// parallel.
+fn transpose_heads(x: &[f32], Dims { t, d, .. }: Dims) -> Vec<f32> {
+    let mut out = vec![0f32; x.len()];
+    if !x.is_empty() {
+        out.par_chunks_mut(t * d)
+            .zip(x.par_chunks(t * d))
+            .for_each(|(out, x)| wide(|| transpose_into(x, (t, d), out)));
+    }
+    out
+}
+
+/// Writes the `cols × rows` transpose of the `rows × cols` row-major `x` into `out`.
+#[inline(always)]
+fn transpose_into(x: &[f32], (rows, cols): (usize, usize), out: &mut [f32]) {
+    for (i, row) in x.chunks_exact(cols).take(rows).enumerate() {
+        for (j, &v) in row.iter().enumerate() {
+            out[j * rows + i] = v;
+        }
+    }
 }
 
 /// Calls `f(bh, (r0, r1), rows)` in parallel for every head `bh` and row block, `rows[i]` being
@@ -269,6 +315,7 @@ impl NaiveOp {
         };
         let (mut probs, mut out, mut dropped) =
             (buffer(probs_len), buffer(out_len), buffer(dropped_len));
+        let k_t = transpose_heads(k, self.dims);
         par_blocks(
             self.dims,
             &row_blocks(t),
@@ -281,7 +328,7 @@ impl NaiveOp {
                 ),
             ],
             #[inline(always)]
-            |bh, rows, outs| self.forward_block(q, k, v, bh, rows, outs),
+            |bh, rows, outs| self.forward_block((q, k, &k_t, v), bh, rows, outs),
         );
         // SAFETY: `forward_block` initialises every element of its rows (see there), and the
         // tasks' rows cover the three buffers.
@@ -306,9 +353,7 @@ impl NaiveOp {
     #[inline(always)]
     fn forward_block(
         &self,
-        q: &[f32],
-        k: &[f32],
-        v: &[f32],
+        (q, k, k_t, v): (&[f32], &[f32], &[f32], &[f32]),
         bh: usize,
         (r0, r1): (usize, usize),
         [probs, out, dropped]: [&mut [MaybeUninit<f32>]; 3],
@@ -321,7 +366,8 @@ impl NaiveOp {
             self.dims.head(v, bh),
         );
         // Scores of keys 0..r1, unscaled (the softmax scales them, as the composed path does).
-        let probs = causal_block(probs, (t, d), (r0, r1), qh, kh);
+        let k_t = self.dims.head(k_t, bh);
+        let probs = causal_block(probs, t, (t, d), (r0, r1), qh, (kh, k_t));
         let mut mask = vec![0f32; if self.dropout.is_some() { t } else { 0 }];
         for (r, row) in probs.chunks_mut(t).enumerate() {
             let visible = r0 + r + 1;
@@ -340,82 +386,129 @@ impl NaiveOp {
             None => probs,
         };
         let (weights, values) = (Mat::rows(weights, t), Mat::rows(&vh[..r1 * d], d));
-        tile_gemm_uninit((r1 - r0, d, r1), out, d, weights, values);
+        product_uninit((r1 - r0, d, r1), out, d, weights, values);
     }
 
-    /// Returns the gradient of `qkv`, `(3, B, nh, T, d)`, for the output gradient `dy`.
+    /// Returns the gradient of `qkv`, `(3, B, nh, T, d)`, for the output gradient `dy`: one task
+    /// per head.
     fn backward(&self, qkv: &[f32], dy: &[f32], saved: &Saved) -> Vec<f32> {
-        let Dims { t, d, .. } = self.dims;
-        let (q, k, v) = self.dims.parts(qkv);
-        let (blocks, len, ds_len) = (row_blocks(t), self.dims.len(), self.dims.heads() * t * t);
-        let (mut ds, mut dqkv) = (buffer(ds_len), buffer(3 * len));
+        let len = self.dims.len();
+        let head = self.dims.t * self.dims.d;
+        if len == 0 {
+            return Vec::new();
+        }
+        let mut dqkv = buffer(3 * len);
         let (dq, dkv) = dqkv.spare_capacity_mut()[..3 * len].split_at_mut(len);
         let (dk, dv) = dkv.split_at_mut(len);
-        par_blocks(
-            self.dims,
-            &blocks,
-            [(&mut ds.spare_capacity_mut()[..ds_len], t), (dq, d)],
-            #[inline(always)]
-            |bh, rows, outs| self.score_grads_block(k, v, dy, &saved.probs, bh, rows, outs),
-        );
-        // SAFETY: `score_grads_block` initialises every element of its rows of `ds` (see there).
-        let ds = unsafe { written(ds, ds_len) };
-        let weights = saved.dropped.as_deref().unwrap_or(&saved.probs);
-        par_blocks(
-            self.dims,
-            &blocks,
-            [(dk, d), (dv, d)],
-            |bh, (c0, c1), [dk, dv]| {
-                // Key j's gradients sum over queries i ≥ j, so from the block's first key c0 on.
-                let (qh, dyh) = (self.dims.head(q, bh), self.dims.head(dy, bh));
-                let shape = (c1 - c0, d, t - c0);
-                let ds = queries_from(&ds, bh, t, c0);
-                tile_gemm_uninit(shape, dk, d, ds, Mat::rows(&qh[c0 * d..], d));
-                let p = queries_from(weights, bh, t, c0);
-                tile_gemm_uninit(shape, dv, d, p, Mat::rows(&dyh[c0 * d..], d));
-            },
-        );
-        // SAFETY: the first pass initialised every row of dq (see `score_grads_block`), the
-        // second's two gemm calls all `(c1 − c0) × d` elements of each block of dk and dv.
+        dq.par_chunks_mut(head)
+            .zip(dk.par_chunks_mut(head))
+            .zip(dv.par_chunks_mut(head))
+            .enumerate()
+            .for_each(|(bh, ((dq, dk), dv))| {
+                wide(
+                    #[inline(always)]
+                    || self.head_grads(qkv, dy, saved, bh, [dq, dk, dv]),
+                )
+            });
+        // SAFETY: `head_grads` initialises every element of its head's dq, dk and dv (see
+        // there), and the heads cover the buffer.
         unsafe { written(dqkv, 3 * len) }
     }
 
-    /// Score gradients and `dq` rows of query block `[r0, r1)` of head `bh`: `dP = dO vᵀ` over
-    /// keys 0..r1, the dropout mask, the softmax's backward, then `dq = dS k`; written into the
-    /// uninitialised `outs`, every element of each.
-    #[allow(clippy::too_many_arguments)]
+    /// Writes head `bh`'s gradients into the uninitialised `dq`, `dk` and `dv` (`(T, d)` each),
+    /// a query block at a time.
+    ///
+    /// For each block: `dP = dO vᵀ` over keys `0..r1`, the dropout mask, the softmax's backward
+    /// (`dS`), `dq = dS k` for the block's rows; then the block's terms of `dkᵀ = qᵀ dS` and
+    /// `dvᵀ = dOᵀ P` for keys `0..r1`. Key `j`'s gradient is one chain over queries `i ≥ c0`,
+    /// `c0` the first key of `j`'s block (the block-causal product's rows, zeros above the
+    /// diagonal included), in query order: begun at the block where `r0 = c0`, carried on by
+    /// each later one ([`Chains`]). That is the product the composed path computes with one gemm
+    /// call over the materialised `T × T` score gradients; here the block's `dS` is used while in
+    /// cache and never written out. The transposed forms keep both operands' rows contiguous.
     #[inline(always)]
-    fn score_grads_block(
+    fn head_grads(
         &self,
-        k: &[f32],
-        v: &[f32],
+        qkv: &[f32],
         dy: &[f32],
-        probs: &[f32],
+        saved: &Saved,
         bh: usize,
-        (r0, r1): (usize, usize),
-        [ds, dq]: [&mut [MaybeUninit<f32>]; 2],
+        [dq, dk, dv]: [&mut [MaybeUninit<f32>]; 3],
     ) {
         let Dims { t, d, .. } = self.dims;
+        let (q, k, v) = self.dims.parts(qkv);
         let (kh, vh, dyh) = (
             self.dims.head(k, bh),
             self.dims.head(v, bh),
             self.dims.head(dy, bh),
         );
-        let probs = &probs[(bh * t + r0) * t..(bh * t + r1) * t];
-        let ds = causal_block(ds, (t, d), (r0, r1), dyh, vh);
+        let square = bh * t * t..(bh + 1) * t * t;
+        let probs = &saved.probs[square.clone()];
+        let weights = &saved.dropped.as_deref().unwrap_or(&saved.probs)[square];
+        let transposed = |x: &[f32]| {
+            let mut x_t = vec![0f32; t * d];
+            transpose_into(x, (t, d), &mut x_t);
+            x_t
+        };
+        let (q_t, v_t, dy_t) = (
+            transposed(self.dims.head(q, bh)),
+            transposed(vh),
+            transposed(dyh),
+        );
+        // dkᵀ and dvᵀ, (d, T), whose chains the blocks carry on.
+        let (mut dk_t, mut dv_t) = (
+            vec![MaybeUninit::new(0f32); d * t],
+            vec![MaybeUninit::new(0f32); d * t],
+        );
+        let blocks = row_blocks(t);
+        let widest = blocks.iter().map(|(r0, r1)| r1 - r0).max().unwrap_or(0);
+        let mut ds = vec![MaybeUninit::new(0f32); widest * t];
         let mut mask = vec![0f32; if self.dropout.is_some() { t } else { 0 }];
-        for (r, row) in ds.chunks_mut(t).enumerate() {
-            let visible = r0 + r + 1;
-            let g = &mut row[..visible];
-            if let Some(dropout) = self.dropout {
-                self.mask_row(dropout, bh, r0 + r, &mut mask);
-                g.iter_mut().zip(&mask).for_each(|(g, &m)| *g *= m);
+        for &(r0, r1) in &blocks {
+            let rows = r1 - r0;
+            // The block's rows of dP, then dS, at row stride r1.
+            let ds = causal_block(&mut ds[..rows * r1], r1, (t, d), (r0, r1), dyh, (vh, &v_t));
+            for (r, row) in ds.chunks_mut(r1).enumerate() {
+                let visible = r0 + r + 1;
+                let g = &mut row[..visible];
+                if let Some(dropout) = self.dropout {
+                    self.mask_row(dropout, bh, r0 + r, &mut mask);
+                    g.iter_mut().zip(&mask).for_each(|(g, &m)| *g *= m);
+                }
+                softmax_grad_row(&probs[(r0 + r) * t..(r0 + r) * t + visible], g, self.scale);
+                row[visible..].fill(0.0);
             }
-            softmax_grad_row(&probs[r * t..r * t + visible], g, self.scale);
-            row[visible..r1].fill(0.0);
+            let keys = Mat::rows(&kh[..r1 * d], d);
+            product_uninit((rows, d, r1), &mut dq[r0 * d..], d, Mat::rows(ds, r1), keys);
+            let ds = Mat::rows(ds, r1);
+            let w = Mat::rows(&weights[r0 * t..], t);
+            for (grad_t, x_t, rhs) in [(&mut dk_t, &q_t, ds), (&mut dv_t, &dy_t, w)] {
+                // Element (p, i) is the block's query r0 + i's p-th entry.
+                let lhs = Mat::rows(&x_t[r0..], t);
+                let diagonal = Mat::rows(&rhs.data[r0..], rhs.rs);
+                // SAFETY: keys 0..r0 belong to earlier blocks, whose chains were begun when
+                // those blocks were the current one (and all of `grad_t` is initialised).
+                unsafe {
+                    unpacked::continue_chains((d, r0, rows), grad_t, t, Chains::Continue, lhs, rhs);
+                    let this = &mut grad_t[r0..];
+                    unpacked::continue_chains(
+                        (d, rows, rows),
+                        this,
+                        t,
+                        Chains::Start,
+                        lhs,
+                        diagonal,
+                    );
+                }
+            }
         }
-        let (ds, keys) = (Mat::rows(ds, t), Mat::rows(&kh[..r1 * d], d));
-        tile_gemm_uninit((r1 - r0, d, r1), dq, d, ds, keys);
+        for (grad, grad_t) in [(dk, &dk_t), (dv, &dv_t)] {
+            for (j, row) in grad.chunks_exact_mut(d).enumerate() {
+                for (p, x) in row.iter_mut().enumerate() {
+                    *x = grad_t[p * t + j];
+                }
+            }
+        }
     }
 }
 
@@ -533,6 +626,24 @@ mod tests {
             }
         }
         assert_eq!(first_difference(70, 8, None), None, "head dim 8");
+    }
+
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn takes_the_sequences_whose_key_gradients_gemm_sums_as_one_chain() {
+        // Where gemm would not sum a key block's gradient as one fused chain, the block-by-block
+        // continuation would not give its bits: those shapes keep the composed path.
+        assert!(!takes(2, 32), "k ≤ 2: gemm's outer-product path");
+        assert!(!takes(256, 1), "head dim 1: gemm's matrix-vector path");
+        assert!(
+            !takes(MAX_SEQ_LEN + 1, 32),
+            "inner dimension past one gemm block"
+        );
+        let fma = std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma");
+        for (t, d) in [(3, 2), (32, 8), (256, 32), (MAX_SEQ_LEN, 64)] {
+            assert_eq!(takes(t, d), fma, "T = {t}, d = {d}");
+        }
     }
 
     #[test]

@@ -126,11 +126,11 @@ fn gemm_uninit(
 }
 
 /// Whether `m × n` outputs at row stride `dst_rs` fit in `len` elements, rows not overlapping.
-fn dst_len_fits(len: usize, (m, n): (usize, usize), dst_rs: usize) -> bool {
+pub(super) fn dst_len_fits(len: usize, (m, n): (usize, usize), dst_rs: usize) -> bool {
     m > 0 && n > 0 && n <= dst_rs && (m - 1) * dst_rs + n <= len
 }
 
-fn operands_fit((m, n, k): (usize, usize, usize), lhs: Mat<'_>, rhs: Mat<'_>) -> bool {
+pub(super) fn operands_fit((m, n, k): (usize, usize, usize), lhs: Mat<'_>, rhs: Mat<'_>) -> bool {
     m > 0 && n > 0 && k > 0 && lhs.fits(m, k) && rhs.fits(k, n)
 }
 

@@ -15,6 +15,7 @@ mod layer_norm;
 mod linear;
 pub(crate) mod math;
 pub(crate) mod slices;
+pub(crate) mod unpacked;
 
 pub use bias::add_bias;
 pub use causal_softmax::causal_softmax;
