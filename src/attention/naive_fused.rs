@@ -110,7 +110,9 @@ impl Dims {
 }
 
 /// The probabilities the forward made, kept for the backward: candle has no slot for a side
-/// output. `dropped` is `P ⊙ mask` when dropout is on.
+/// output. `dropped` is `P ⊙ mask` when dropout is on. Both hold each head's row blocks one
+/// after another, a block's rows as long as its keys ([`Rows::Causal`]): the backward reads them
+/// a block at a time, so the masked keys past each block's end are never stored.
 struct Saved {
     probs: Vec<f32>,
     dropped: Option<Vec<f32>>,
@@ -242,13 +244,39 @@ fn transpose_into(x: &[f32], (rows, cols): (usize, usize), out: &mut [f32]) {
     }
 }
 
+/// How long a row block's rows are in a buffer [`par_blocks`] cuts.
+#[derive(Clone, Copy)]
+enum Rows {
+    /// All the same length.
+    Of(usize),
+    /// As long as the block's keys, `r1`: the probabilities, kept block by block with the
+    /// masked keys past each block's end left out.
+    Causal,
+}
+
+impl Rows {
+    /// Elements of block `[r0, r1)`.
+    fn block_len(self, (r0, r1): (usize, usize)) -> usize {
+        (r1 - r0)
+            * match self {
+                Rows::Of(len) => len,
+                Rows::Causal => r1,
+            }
+    }
+
+    /// Elements of one head's blocks.
+    fn head_len(self, blocks: &[(usize, usize)]) -> usize {
+        blocks.iter().map(|&block| self.block_len(block)).sum()
+    }
+}
+
 /// Calls `f(bh, (r0, r1), rows)` in parallel for every head `bh` and row block, `rows[i]` being
-/// that block's rows of `bufs[i]`, a `(B·nh·T, row_len)` buffer given with its `row_len`. The
-/// rows of different tasks are disjoint, so each task writes its own.
+/// that block's rows of `bufs[i]`, whose heads' blocks lie one after another, each as long as
+/// its [`Rows`] says. The rows of different tasks are disjoint, so each task writes its own.
 fn par_blocks<const N: usize>(
     dims: Dims,
     blocks: &[(usize, usize)],
-    bufs: [(&mut [MaybeUninit<f32>], usize); N],
+    bufs: [(&mut [MaybeUninit<f32>], Rows); N],
     f: impl Fn(usize, (usize, usize), [&mut [MaybeUninit<f32>]; N]) + Sync,
 ) {
     let t = dims.t;
@@ -260,11 +288,12 @@ fn par_blocks<const N: usize>(
     // Each buffer cut into its rows of every (head, block), in task order.
     let mut rows: Vec<_> = bufs
         .into_iter()
-        .map(|(mut rest, row_len)| {
+        .map(|(mut rest, rows)| {
             let mut cut = Vec::with_capacity(dims.heads() * blocks.len());
             for _ in 0..dims.heads() {
-                for (r0, r1) in blocks {
-                    let (block, tail) = std::mem::take(&mut rest).split_at_mut((r1 - r0) * row_len);
+                for &block in blocks {
+                    let (block, tail) =
+                        std::mem::take(&mut rest).split_at_mut(rows.block_len(block));
                     cut.push(block);
                     rest = tail;
                 }
@@ -305,26 +334,33 @@ unsafe fn written(mut buf: Vec<f32>, len: usize) -> Vec<f32> {
 impl NaiveOp {
     /// Returns the output `(B, nh, T, d)` and what the backward needs.
     fn forward(&self, qkv: &[f32]) -> (Vec<f32>, Saved) {
-        let Dims { t, d, .. } = self.dims;
+        let Dims { t, .. } = self.dims;
         let (q, k, v) = self.dims.parts(qkv);
-        let (probs_len, out_len) = (self.dims.heads() * t * t, self.dims.len());
+        let blocks = row_blocks(t);
+        let (probs_len, out_len) = (
+            self.dims.heads() * Rows::Causal.head_len(&blocks),
+            self.dims.len(),
+        );
         // The dropped probabilities are a third buffer with dropout on, an empty one without.
-        let (dropped_row, dropped_len) = match self.dropout {
-            Some(_) => (t, probs_len),
-            None => (0, 0),
+        let (dropped_rows, dropped_len) = match self.dropout {
+            Some(_) => (Rows::Causal, probs_len),
+            None => (Rows::Of(0), 0),
         };
         let (mut probs, mut out, mut dropped) =
             (buffer(probs_len), buffer(out_len), buffer(dropped_len));
         let k_t = transpose_heads(k, self.dims);
         par_blocks(
             self.dims,
-            &row_blocks(t),
+            &blocks,
             [
-                (&mut probs.spare_capacity_mut()[..probs_len], t),
-                (&mut out.spare_capacity_mut()[..out_len], d),
+                (&mut probs.spare_capacity_mut()[..probs_len], Rows::Causal),
+                (
+                    &mut out.spare_capacity_mut()[..out_len],
+                    Rows::Of(self.dims.d),
+                ),
                 (
                     &mut dropped.spare_capacity_mut()[..dropped_len],
-                    dropped_row,
+                    dropped_rows,
                 ),
             ],
             #[inline(always)]
@@ -367,15 +403,15 @@ impl NaiveOp {
         );
         // Scores of keys 0..r1, unscaled (the softmax scales them, as the composed path does).
         let k_t = self.dims.head(k_t, bh);
-        let probs = causal_block(probs, t, (t, d), (r0, r1), qh, (kh, k_t));
+        let probs = causal_block(probs, r1, (t, d), (r0, r1), qh, (kh, k_t));
         let mut mask = vec![0f32; if self.dropout.is_some() { t } else { 0 }];
-        for (r, row) in probs.chunks_mut(t).enumerate() {
+        for (r, row) in probs.chunks_mut(r1).enumerate() {
             let visible = r0 + r + 1;
             softmax_row(&mut row[..visible], self.scale);
-            row[visible..r1].fill(0.0);
+            row[visible..].fill(0.0);
             if let (Some(dropout), Some(dropped)) = (self.dropout, dropped.as_deref_mut()) {
                 self.mask_row(dropout, bh, r0 + r, &mut mask);
-                let kept = &mut dropped[r * t..r * t + visible];
+                let kept = &mut dropped[r * r1..r * r1 + visible];
                 for ((o, &p), &m) in kept.iter_mut().zip(&row[..visible]).zip(&mask) {
                     *o = p * m;
                 }
@@ -385,7 +421,7 @@ impl NaiveOp {
             Some(dropped) => dropped,
             None => probs,
         };
-        let (weights, values) = (Mat::rows(weights, t), Mat::rows(&vh[..r1 * d], d));
+        let (weights, values) = (Mat::rows(weights, r1), Mat::rows(&vh[..r1 * d], d));
         product_uninit((r1 - r0, d, r1), out, d, weights, values);
     }
 
@@ -442,9 +478,11 @@ impl NaiveOp {
             self.dims.head(v, bh),
             self.dims.head(dy, bh),
         );
-        let square = bh * t * t..(bh + 1) * t * t;
-        let probs = &saved.probs[square.clone()];
-        let weights = &saved.dropped.as_deref().unwrap_or(&saved.probs)[square];
+        let blocks = row_blocks(t);
+        let head_len = Rows::Causal.head_len(&blocks);
+        let head = bh * head_len..(bh + 1) * head_len;
+        let probs = &saved.probs[head.clone()];
+        let weights = &saved.dropped.as_deref().unwrap_or(&saved.probs)[head];
         let transposed = |x: &[f32]| {
             let mut x_t = vec![0f32; t * d];
             transpose_into(x, (t, d), &mut x_t);
@@ -460,12 +498,15 @@ impl NaiveOp {
             vec![MaybeUninit::new(0f32); d * t],
             vec![MaybeUninit::new(0f32); d * t],
         );
-        let blocks = row_blocks(t);
         let widest = blocks.iter().map(|(r0, r1)| r1 - r0).max().unwrap_or(0);
         let mut ds = vec![MaybeUninit::new(0f32); widest * t];
+        let mut offset = 0;
         let mut mask = vec![0f32; if self.dropout.is_some() { t } else { 0 }];
         for &(r0, r1) in &blocks {
             let rows = r1 - r0;
+            let this_block = offset..offset + rows * r1;
+            offset = this_block.end;
+            let (probs, weights) = (&probs[this_block.clone()], &weights[this_block]);
             // The block's rows of dP, then dS, at row stride r1.
             let ds = causal_block(&mut ds[..rows * r1], r1, (t, d), (r0, r1), dyh, (vh, &v_t));
             for (r, row) in ds.chunks_mut(r1).enumerate() {
@@ -475,13 +516,13 @@ impl NaiveOp {
                     self.mask_row(dropout, bh, r0 + r, &mut mask);
                     g.iter_mut().zip(&mask).for_each(|(g, &m)| *g *= m);
                 }
-                softmax_grad_row(&probs[(r0 + r) * t..(r0 + r) * t + visible], g, self.scale);
+                softmax_grad_row(&probs[r * r1..r * r1 + visible], g, self.scale);
                 row[visible..].fill(0.0);
             }
             let keys = Mat::rows(&kh[..r1 * d], d);
             product_uninit((rows, d, r1), &mut dq[r0 * d..], d, Mat::rows(ds, r1), keys);
             let ds = Mat::rows(ds, r1);
-            let w = Mat::rows(&weights[r0 * t..], t);
+            let w = Mat::rows(weights, r1);
             for (grad_t, x_t, rhs) in [(&mut dk_t, &q_t, ds), (&mut dv_t, &dy_t, w)] {
                 // Element (p, i) is the block's query r0 + i's p-th entry.
                 let lhs = Mat::rows(&x_t[r0..], t);
