@@ -79,7 +79,7 @@ pub(super) fn takes(t: usize, d: usize) -> bool {
 }
 
 /// Computes causal attention with materialised probabilities for f32 `qkv` `(3, B, nh, T, hs)`
-/// (q, k and v stacked) with `T ≤` [`MAX_SEQ_LEN`]; returns `(B, nh, T, hs)`, and the gradient
+/// (q, k and v stacked) of a shape [`takes`] accepts; returns `(B, nh, T, hs)`, and the gradient
 /// flows to `qkv`.
 ///
 /// # Errors
@@ -236,7 +236,7 @@ fn transpose_heads(x: &[f32], Dims { t, d, .. }: Dims) -> Vec<f32> {
 
 /// Writes the `cols × rows` transpose of the `rows × cols` row-major `x` into `out`.
 #[inline(always)]
-fn transpose_into(x: &[f32], (rows, cols): (usize, usize), out: &mut [f32]) {
+fn transpose_into<T: Copy>(x: &[T], (rows, cols): (usize, usize), out: &mut [T]) {
     for (i, row) in x.chunks_exact(cols).take(rows).enumerate() {
         for (j, &v) in row.iter().enumerate() {
             out[j * rows + i] = v;
@@ -433,6 +433,7 @@ impl NaiveOp {
         if len == 0 {
             return Vec::new();
         }
+        let blocks = row_blocks(self.dims.t);
         let mut dqkv = buffer(3 * len);
         let (dq, dkv) = dqkv.spare_capacity_mut()[..3 * len].split_at_mut(len);
         let (dk, dv) = dkv.split_at_mut(len);
@@ -443,7 +444,7 @@ impl NaiveOp {
             .for_each(|(bh, ((dq, dk), dv))| {
                 wide(
                     #[inline(always)]
-                    || self.head_grads(qkv, dy, saved, bh, [dq, dk, dv]),
+                    || self.head_grads((qkv, dy, saved), &blocks, bh, [dq, dk, dv]),
                 )
             });
         // SAFETY: `head_grads` initialises every element of its head's dq, dk and dv (see
@@ -465,9 +466,8 @@ impl NaiveOp {
     #[inline(always)]
     fn head_grads(
         &self,
-        qkv: &[f32],
-        dy: &[f32],
-        saved: &Saved,
+        (qkv, dy, saved): (&[f32], &[f32], &Saved),
+        blocks: &[(usize, usize)],
         bh: usize,
         [dq, dk, dv]: [&mut [MaybeUninit<f32>]; 3],
     ) {
@@ -478,8 +478,7 @@ impl NaiveOp {
             self.dims.head(v, bh),
             self.dims.head(dy, bh),
         );
-        let blocks = row_blocks(t);
-        let head_len = Rows::Causal.head_len(&blocks);
+        let head_len = Rows::Causal.head_len(blocks);
         let head = bh * head_len..(bh + 1) * head_len;
         let probs = &saved.probs[head.clone()];
         let weights = &saved.dropped.as_deref().unwrap_or(&saved.probs)[head];
@@ -502,7 +501,7 @@ impl NaiveOp {
         let mut ds = vec![MaybeUninit::new(0f32); widest * t];
         let mut offset = 0;
         let mut mask = vec![0f32; if self.dropout.is_some() { t } else { 0 }];
-        for &(r0, r1) in &blocks {
+        for &(r0, r1) in blocks {
             let rows = r1 - r0;
             let this_block = offset..offset + rows * r1;
             offset = this_block.end;
@@ -543,13 +542,8 @@ impl NaiveOp {
                 }
             }
         }
-        for (grad, grad_t) in [(dk, &dk_t), (dv, &dv_t)] {
-            for (j, row) in grad.chunks_exact_mut(d).enumerate() {
-                for (p, x) in row.iter_mut().enumerate() {
-                    *x = grad_t[p * t + j];
-                }
-            }
-        }
+        transpose_into(&dk_t, (d, t), dk);
+        transpose_into(&dv_t, (d, t), dv);
     }
 }
 
