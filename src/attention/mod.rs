@@ -3,11 +3,12 @@
 //!
 //! The model calls [`attention_qkv`] with its `(B, T, 3C)` projections and an
 //! [`AttentionBackend`]; this module splits the heads, picks the kernel ([`attention`], on
-//! `(B, nh, T, hs)` tensors) and merges the heads back. [`attention_naive`] is the reference (it materialises the `T × T`
-//! scores and is what every faster kernel is tested against); `naive_fused` is the same
-//! arithmetic as one op that skips the masked blocks. `flash` is the fused tiled kernel.
-//! Both draw attention-dropout masks from [`crate::rng`] keyed by `(batch, head, query)` rows and
-//! `key` columns, so with dropout on they drop exactly the same elements.
+//! `(B, nh, T, hs)` tensors) and merges the heads back. [`attention_naive`] is the reference (it
+//! materialises the `T × T` scores and is what every faster kernel is tested against);
+//! `naive_fused` is the same arithmetic as one op that skips the masked blocks. `flash` is the
+//! fused tiled kernel. Both draw attention-dropout masks from [`crate::rng`] keyed by
+//! `(batch, head, query)` rows and `key` columns, so with dropout on they drop exactly the same
+//! elements.
 //!
 //! This module owns the arithmetic of attention and its heads; projections and residuals are
 //! `model`'s.
@@ -106,9 +107,10 @@ fn dropout_row_key(stream: &DropoutStream, nh: usize, bh: usize, row: usize) -> 
 /// the model's attention layer needs between its two linear layers.
 ///
 /// The heads are copied out, attention runs, and they are merged back. With the naive backend,
-/// fused kernels, f32 and at most 512 positions, q, k and v are copied out as one tensor for
-/// `naive_fused`, whose gradient comes back as one: three splits would each pad their gradient
-/// with zeros to the projections' width, for autograd to add up. Same bits either way.
+/// fused kernels, f32 and a shape `naive_fused` takes (at most 512 positions, among others), q,
+/// k and v are copied out as one tensor for `naive_fused`, whose gradient comes back as one:
+/// three splits would each pad their gradient with zeros to the projections' width, for autograd
+/// to add up. Same bits either way.
 ///
 /// # Errors
 /// As [`attention`]; candle errors when `qkv`'s width is not `3 · n_head · hs`.
@@ -167,8 +169,9 @@ pub use crate::config::footprint::naive_attention_bytes;
 ///
 /// Softmax runs in f32 whatever the input dtype. This is the reference the fused kernels are
 /// tested against, and what "no-flash" means in a flash-vs-no-flash experiment. With fused
-/// kernels, f32 inputs and at most 512 positions, one op (`naive_fused`) computes it with the
-/// same bits and skips the products' masked blocks (it takes q, k and v stacked).
+/// kernels, f32 inputs and a shape it takes (at most 512 positions, among others), one op
+/// (`naive_fused`) computes it with the same bits and skips the products' masked blocks (it
+/// takes q, k and v stacked).
 ///
 /// # Errors
 /// As [`attention`].
